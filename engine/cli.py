@@ -1,0 +1,66 @@
+"""The `rnnstream` command line: one console script, one module per subcommand.
+
+Each subcommand lives in its own module exposing `add_arguments(parser)` and `run(args) -> int`.
+Only the chosen subcommand's module is imported, so `rnnstream --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from engine import __version__
+
+# name -> (module, one-line summary)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "convert": ("engine.convert", "convert a saved PyTorch module or state dict into a model file"),
+    "bench": ("engine.bench", "measure step / step_many speed against PyTorch"),
+}
+
+
+class UserError(Exception):
+    """An error the user caused and can fix: printed as one line, exit status 2."""
+
+
+def _top_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rnnstream",
+        description="Streaming real-time inference for recurrent neural networks.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="commands:\n"
+        + "\n".join(f"  {name:<10} {summary}" for name, (_, summary) in COMMANDS.items())
+        + "\n\nRun `rnnstream COMMAND --help` for a command's options.",
+    )
+    parser.add_argument("--version", action="version", version=f"rnnstream {__version__}")
+    parser.add_argument("command", nargs="?", choices=sorted(COMMANDS), metavar="COMMAND")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    top = _top_parser()
+    if not argv or argv[0] not in COMMANDS:
+        top.parse_args(argv[:1])  # handles --help, --version and unknown commands
+        top.print_help()
+        return 2
+    name = argv[0]
+    module = importlib.import_module(COMMANDS[name][0])
+    parser = argparse.ArgumentParser(
+        prog=f"rnnstream {name}",
+        description=(module.__doc__ or COMMANDS[name][1]).strip().splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    module.add_arguments(parser)
+    args = parser.parse_args(argv[1:])
+    try:
+        return int(module.run(args) or 0)
+    except UserError as exc:
+        print(f"rnnstream {name}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
