@@ -52,7 +52,8 @@ def make_input(rng: np.random.Generator) -> np.ndarray:
     """Return a (STEPS, INPUT_SIZE) float32 sensor-like sequence with a few large spikes.
 
     Smooth signals of order 1 plus noise, like standardised sensor readings, and a handful of
-    readings of magnitude 4 to 8 so the gates and tanh saturate at some steps.
+    anomalous readings of magnitude 6 to 20 (as a standardised sensor shows during a fault), so
+    gate pre-activations reach about +-8 and sigmoid/tanh saturate at those steps.
     """
     t = np.arange(STEPS, dtype=np.float64)
     freqs = rng.uniform(0.03, 0.2, size=INPUT_SIZE)
@@ -60,10 +61,10 @@ def make_input(rng: np.random.Generator) -> np.ndarray:
     x = np.sin(t[:, None] * freqs[None, :] * 2.0 * np.pi + phases[None, :])
     x += 0.3 * rng.standard_normal((STEPS, INPUT_SIZE))
     x += rng.uniform(-0.5, 0.5, size=INPUT_SIZE)  # nonzero offsets per feature
-    spikes = rng.choice(STEPS, size=6, replace=False)
-    x[spikes, rng.integers(0, INPUT_SIZE, size=6)] = rng.uniform(4.0, 8.0, 6) * rng.choice(
-        [-1.0, 1.0], 6
-    )
+    n_spikes = 8
+    spikes = rng.choice(STEPS, size=n_spikes, replace=False)
+    signs = rng.choice([-1.0, 1.0], n_spikes)
+    x[spikes, rng.integers(0, INPUT_SIZE, size=n_spikes)] = signs * rng.uniform(6.0, 20.0, n_spikes)
     return x.astype(np.float32)
 
 
