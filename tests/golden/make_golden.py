@@ -4,8 +4,9 @@ Regenerate (needs torch; the test suite itself does not):
 
     cd /work/main && /tmp/venv/bin/python tests/golden/make_golden.py
 
-The output is deterministic for a given torch version (seeds are fixed), so regenerating only
-changes the file when torch's numerics change; commit it together with the version it records.
+Seeds are fixed, so with the same torch version the stored arrays come out identical (only the
+zip timestamps differ: don't commit a regeneration that changes no array). If a new torch changes
+the numbers, commit the file together with the version string it records.
 
 Cases: cell in {rnn_tanh, rnn_relu, gru, lstm} x layers in {1, 2} x head in {yes, no} = 16, named
 like `lstm_l2_head` / `gru_l1_nohead`. Sizes: input 3, hidden 8, head 2 outputs, 100 steps,
