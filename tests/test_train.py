@@ -1,0 +1,291 @@
+"""Tests for engine.train: exact gradients, the optimiser, learning, and the `train` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import numpy as np
+import pytest
+from reference import reference_run
+
+from engine import train
+from engine.cli import UserError
+from engine.train import (
+    Adam,
+    TrainConfig,
+    clip_grad_norm,
+    format_epoch,
+    init_params,
+    load_csv,
+    loss_and_gradients,
+    params_from_model,
+    train_forecaster,
+)
+
+CELL_CASES = [
+    ("rnn", "tanh", 1),
+    ("rnn", "tanh", 2),
+    ("rnn", "relu", 1),
+    ("rnn", "relu", 2),
+    ("gru", "tanh", 1),
+    ("gru", "tanh", 2),
+    ("lstm", "tanh", 1),
+    ("lstm", "tanh", 2),
+]
+CASE_IDS = [f"{c}-{n}-l{k}" for c, n, k in CELL_CASES]
+
+
+def _relative_error(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(a) + np.linalg.norm(b), 1e-300))
+
+
+def _sine(rows: int, period: float = 25.0, phase: float = 0.0) -> np.ndarray:
+    return np.sin(2 * np.pi * np.arange(rows) / period + phase)
+
+
+@pytest.mark.parametrize(("cell", "nonlinearity", "layers"), CELL_CASES, ids=CASE_IDS)
+def test_analytic_gradients_match_central_differences(cell, nonlinearity, layers):
+    rng = np.random.default_rng(7)
+    params = init_params(cell, 2, 3, layers, 2, rng)
+    X = rng.normal(size=(2, 5, 2))
+    Y = rng.normal(size=(2, 5, 2))
+    _, grads = loss_and_gradients(params, X, Y, cell, nonlinearity, burn_in=1)
+    assert set(grads) == set(params)
+    eps = 1e-6
+    for name, p in params.items():
+        numeric = np.zeros_like(p)
+        for idx in np.ndindex(p.shape):
+            saved = p[idx]
+            p[idx] = saved + eps
+            up, _ = loss_and_gradients(params, X, Y, cell, nonlinearity, 1, need_gradients=False)
+            p[idx] = saved - eps
+            down, _ = loss_and_gradients(params, X, Y, cell, nonlinearity, 1, need_gradients=False)
+            p[idx] = saved
+            numeric[idx] = (up - down) / (2 * eps)
+        assert grads[name].shape == p.shape
+        assert np.linalg.norm(numeric) > 0, name
+        assert _relative_error(grads[name], numeric) <= 1e-5, name
+
+
+@pytest.mark.parametrize(("cell", "nonlinearity", "layers"), CELL_CASES, ids=CASE_IDS)
+def test_loss_and_gradients_match_torch_autograd(cell, nonlinearity, layers):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(11)
+    n_in, hidden, burn_in = 3, 4, 2
+    params = init_params(cell, n_in, hidden, layers, n_in, rng)
+    X = rng.normal(size=(3, 7, n_in))
+    Y = rng.normal(size=(3, 7, n_in))
+    loss, grads = loss_and_gradients(params, X, Y, cell, nonlinearity, burn_in)
+
+    kwargs = {"nonlinearity": nonlinearity} if cell == "rnn" else {}
+    module = {"rnn": torch.nn.RNN, "gru": torch.nn.GRU, "lstm": torch.nn.LSTM}[cell]
+    rnn = module(n_in, hidden, num_layers=layers, batch_first=True, **kwargs).double()
+    head = torch.nn.Linear(hidden, n_in).double()
+    with torch.no_grad():
+        for name, value in rnn.named_parameters():
+            value.copy_(torch.from_numpy(params[name]))
+        head.weight.copy_(torch.from_numpy(params["head_weight"]))
+        head.bias.copy_(torch.from_numpy(params["head_bias"]))
+    out, _ = rnn(torch.from_numpy(X))
+    pred = head(out)
+    torch_loss = torch.nn.functional.mse_loss(pred[:, burn_in:], torch.from_numpy(Y)[:, burn_in:])
+    torch_loss.backward()
+
+    assert loss == pytest.approx(torch_loss.item(), rel=1e-12)
+    torch_grads = {name: value.grad.numpy() for name, value in rnn.named_parameters()}
+    torch_grads["head_weight"] = head.weight.grad.numpy()
+    torch_grads["head_bias"] = head.bias.grad.numpy()
+    assert set(torch_grads) == set(grads)
+    for name, expected in torch_grads.items():
+        assert _relative_error(grads[name], expected) <= 1e-6, name
+
+
+def test_adam_update_follows_bias_corrected_formula():
+    p0 = np.array([1.0, -2.0, 0.5])
+    params = {"w": p0.copy()}
+    adam = Adam(params, betas=(0.9, 0.999), eps=1e-8)
+    grads_seq = [np.array([0.1, -0.3, 2.0]), np.array([-0.2, 0.4, 1.0]), np.array([0.0, 1.0, -3.0])]
+    lr = 0.01
+    m = np.zeros(3)
+    v = np.zeros(3)
+    expected = p0.copy()
+    for t, g in enumerate(grads_seq, start=1):
+        adam.step(params, {"w": g.copy()}, lr)
+        m = 0.9 * m + 0.1 * g
+        v = 0.999 * v + 0.001 * g * g
+        expected = expected - lr * (m / (1 - 0.9**t)) / (np.sqrt(v / (1 - 0.999**t)) + 1e-8)
+        np.testing.assert_allclose(params["w"], expected, rtol=1e-13, atol=0)
+    # The first Adam step moves every coordinate by about lr against the gradient's sign.
+    first = Adam({"w": p0.copy()})
+    moved = {"w": p0.copy()}
+    first.step(moved, {"w": grads_seq[0]}, lr)
+    np.testing.assert_allclose(p0 - moved["w"], lr * np.sign(grads_seq[0]), rtol=1e-6)
+
+
+def test_clip_grad_norm_caps_global_norm_and_keeps_direction():
+    grads = {"a": np.array([3.0, 4.0]), "b": np.array([[12.0]])}  # global norm 13
+    before = {k: v.copy() for k, v in grads.items()}
+    norm = clip_grad_norm(grads, 1.0)
+    assert norm == pytest.approx(13.0)
+    clipped = math.sqrt(sum(float(np.sum(g * g)) for g in grads.values()))
+    assert clipped == pytest.approx(1.0, rel=1e-5)
+    assert clipped <= 1.0
+    for k in grads:
+        np.testing.assert_allclose(grads[k], before[k] / 13.0, rtol=1e-5)
+
+    small = {"a": np.array([0.3, 0.4])}
+    assert clip_grad_norm(small, 1.0) == pytest.approx(0.5)
+    np.testing.assert_array_equal(small["a"], [0.3, 0.4])
+
+
+def test_training_on_sine_cuts_validation_loss_more_than_tenfold():
+    config = TrainConfig(cell="lstm", hidden_size=16, seq_len=32, batch_size=16, epochs=30, lr=1e-2)
+    seen = []
+    model, report = train_forecaster([_sine(1500)], config, progress=seen.append)
+    assert report.initial_validation_loss > 0.3  # an untrained model cannot forecast the wave
+    assert report.best_validation_loss < report.initial_validation_loss / 10
+    assert len(seen) == config.epochs == len(report.history)
+    assert [s.epoch for s in seen] == list(range(1, config.epochs + 1))
+    assert report.best_validation_loss == min(s.validation_loss for s in report.history)
+    assert seen[-1].eta == 0.0
+    assert "epoch 30/30" in format_epoch(seen[-1])
+    assert model.cell == "lstm" and model.hidden_size == 16 and model.input_size == 1
+    assert model.metadata["validation_loss"] == pytest.approx(report.best_validation_loss)
+    assert model.metadata["training"]["epochs"] == 30
+    json.dumps(model.metadata, allow_nan=False)
+
+
+def _two_feature_series(rows: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(rows)
+    return np.column_stack(
+        [
+            100.0 + 5.0 * np.sin(2 * np.pi * t / 30) + 0.1 * rng.normal(size=rows),
+            -3.0 + 0.5 * np.cos(2 * np.pi * t / 30) + 0.01 * rng.normal(size=rows),
+        ]
+    )
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm", "rnn"])
+def test_saved_model_runs_what_was_trained(tmp_path, cell):
+    from engine.model import Model
+
+    config = TrainConfig(cell=cell, hidden_size=6, num_layers=2, seq_len=20, batch_size=8, epochs=4)
+    series = [_two_feature_series(400, 1), _two_feature_series(400, 2)]
+    model, report = train_forecaster(series, config, feature_names=("a", "b"))
+    path = tmp_path / "model.npz"
+    model.save(path)
+    loaded = Model.load(path)
+    assert loaded.feature_names == ("a", "b")
+    assert loaded.output_size == 2 and len(loaded.layers) == 2
+
+    # Scaling comes from the training rows (the first 360 of each series).
+    train_rows = np.concatenate([s[:360] for s in series])
+    np.testing.assert_allclose(loaded.input_mean, train_rows.mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(loaded.input_std, train_rows.std(axis=0), rtol=1e-6)
+    np.testing.assert_array_equal(loaded.output_mean, loaded.input_mean)
+    np.testing.assert_array_equal(loaded.output_std, loaded.input_std)
+
+    # The training forward pass, in data units, equals the plain float64 reference on the file.
+    mean = loaded.input_mean.astype(np.float64)
+    std = loaded.input_std.astype(np.float64)
+    X = series[0][:50]
+    ours = train.forward(params_from_model(loaded), ((X - mean) / std)[None], cell)[0] * std + mean
+    np.testing.assert_allclose(ours, reference_run(loaded, X), rtol=1e-9, atol=1e-9)
+
+    # The reported best validation loss is the saved model's error on the held-out tails
+    # (rows 360..399; windows of 20 steps from a zero state), in standardised units.
+    errors = []
+    for s in series:
+        for start in (359, 379):
+            pred = reference_run(loaded, s[start : start + 20])
+            errors.append(((pred - s[start + 1 : start + 21]) / std) ** 2)
+    assert float(np.mean(errors)) == pytest.approx(report.best_validation_loss, rel=1e-4)
+
+
+def test_load_csv_skips_timestamp_and_text_columns(tmp_path):
+    path = tmp_path / "data.csv"
+    path.write_text(
+        "timestamp,value,label,other\n"
+        "2015-01-01 00:00:00,1.5,ok,10\n"
+        "2015-01-01 00:05:00,2.5,ok,11\n"
+        "2015-01-01 00:10:00,3.5,bad,12\n"
+    )
+    values, names = load_csv(path)
+    assert names == ("value", "other")
+    np.testing.assert_array_equal(values, [[1.5, 10], [2.5, 11], [3.5, 12]])
+    values, names = load_csv(path, ["other"])
+    assert names == ("other",) and values.shape == (3, 1)
+
+    numeric_time = tmp_path / "numeric_time.csv"
+    numeric_time.write_text("time,x\n0,1\n1,2\n")
+    assert load_csv(numeric_time)[1] == ("x",)
+    with pytest.raises(ValueError, match="not a number"):
+        load_csv(path, ["label"])
+    with pytest.raises(ValueError, match="unknown column"):
+        load_csv(path, ["nope"])
+    repeated = tmp_path / "repeated.csv"
+    repeated.write_text("t,x,x\n0,1,2\n1,2,3\n")
+    with pytest.raises(ValueError, match="unique"):
+        load_csv(repeated)
+
+
+def _cli(*argv: str) -> int:
+    parser = argparse.ArgumentParser()
+    train.add_arguments(parser)
+    return train.run(parser.parse_args(list(argv)))
+
+
+def _nab_style_csv(path, rows: int) -> None:
+    lines = ["timestamp,value"]
+    for i, v in enumerate(40 + 10 * _sine(rows, 24.0)):
+        lines.append(f"2015-02-26 {i // 60 % 24:02d}:{i % 60:02d}:00,{v:.4f}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_cli_trains_on_csv_and_writes_loadable_model(tmp_path, capsys):
+    from engine.model import Model
+
+    csv_path = tmp_path / "series.csv"
+    _nab_style_csv(csv_path, 300)
+    out = tmp_path / "model.npz"
+    status = _cli(
+        "--csv", str(csv_path), "--cell", "gru", "--hidden", "8", "--epochs", "2",
+        "--seq-len", "16", "--batch", "4", "--out", str(out),
+    )  # fmt: skip
+    assert status == 0
+    err = capsys.readouterr().err
+    assert "epoch 1/2" in err and "epoch 2/2" in err and "eta" in err
+    model = Model.load(out)
+    assert model.cell == "gru" and model.hidden_size == 8
+    assert model.feature_names == ("value",)
+    assert model.input_std[0] > 5  # scaled by the data, not left at 1
+    assert model.metadata["training"]["seq_len"] == 16
+    assert model.metadata["source_csv"] == "series.csv"
+    assert model.head_weight.dtype == np.float32
+
+
+def test_cli_reports_user_errors(tmp_path):
+    out = str(tmp_path / "m.npz")
+    with pytest.raises(UserError, match="no such CSV"):
+        _cli("--csv", str(tmp_path / "missing.csv"), "--out", out)
+    csv_path = tmp_path / "short.csv"
+    _nab_style_csv(csv_path, 50)
+    with pytest.raises(UserError, match="unknown column"):
+        _cli("--csv", str(csv_path), "--value-columns", "temp", "--out", out)
+    with pytest.raises(UserError, match="needs at least"):
+        _cli("--csv", str(csv_path), "--seq-len", "64", "--out", out)
+    assert not (tmp_path / "m.npz").exists()
+
+
+def test_invalid_settings_and_series_are_rejected():
+    with pytest.raises(ValueError, match="cell"):
+        train_forecaster([_sine(500)], TrainConfig(cell="transformer"))
+    with pytest.raises(ValueError, match="burn_in"):
+        train_forecaster([_sine(500)], TrainConfig(seq_len=8, burn_in=8))
+    with pytest.raises(ValueError, match="same number of features"):
+        train_forecaster([_sine(500), np.zeros((500, 2))], TrainConfig(seq_len=8, epochs=1))
+    with pytest.raises(ValueError, match="NaN"):
+        train_forecaster([np.full(500, np.nan)], TrainConfig(seq_len=8, epochs=1))
