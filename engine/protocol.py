@@ -1,0 +1,765 @@
+"""Wire format v1: msgpack messages between producers, the daemon and consumers.
+
+Intake (producer PUSH -> daemon PULL), one message = one msgpack map, either a single reading::
+
+    {"stream": str, "values": [float, ...], "seq": int?, "ts": float?, "reset": bool?, "end": bool?}
+
+or a columnar batch of n rows::
+
+    {"streams": [str] * n, "values": bytes | [[float, ...]] * n,
+     "seq": [int] * n?, "ts": float | [float] * n?, "reset": [bool] * n?, "end": [bool] * n?}
+
+`values` as bytes is little-endian float32, row-major, `n * n_inputs` values (the fast path); a
+single reading may also carry its values as such bytes. A missing key or nil means "not given";
+unknown keys are ignored so newer producers keep working with this decoder. Stream ids are non-empty
+str of at most `MAX_STREAM_ID_BYTES` UTF-8 bytes. Values are finite numbers (int or float, never
+bool) that fit float32. `seq` is an int >= 0, `ts` a finite number (seconds since the epoch by
+convention). A batch-wide scalar `ts`, `reset` or `end` applies to every row.
+
+Publication (daemon PUB -> consumer SUB) is multipart `[topic, payload]`:
+
+- `pred.<stream>`: `{"stream", "seq", "ts", "prediction": [float, ...], "score": float | None}`
+- `alert.<stream>`: `{"stream", "seq", "ts", "event": "open" | "close", "score", "value",
+  "expected", "feature", "severity", ...}`
+- `error`: `{"reason", "detail", "stream"?, "row"?}`
+- `batch.pred`: `{"streams": [...], "seq": [...], "ts": [...], "prediction": bytes,
+  "n_outputs": int, "score": bytes}` where `prediction` is LE float32 row-major `(n, n_outputs)`
+  and `score` LE float32 `(n,)` with NaN meaning "no score".
+
+Floats in maps are encoded as msgpack float64 (the engine's float32 values widen exactly), and a NaN
+score is published as nil. A SUB prefix is a prefix: `pred.pump-7` also matches `pred.pump-70`,
+see `exact_subscription`.
+
+Control (REQ -> daemon REP) is `{"cmd": str, ...}` answered by `{"ok": bool, ...}` with `"error"`
+when not ok. Nothing here unpickles, and ext types (including msgpack timestamps) are refused.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import numpy as np
+
+PROTOCOL_VERSION = 1
+MAX_STREAM_ID_BYTES = 256
+DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024
+
+PREDICTION_PREFIX = b"pred."
+ALERT_PREFIX = b"alert."
+ERROR_TOPIC = b"error"
+BATCH_TOPIC = b"batch.pred"
+
+_F32_LE = np.dtype("<f4")
+_NUMBER_TYPES = (int, float)
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+class ProtocolError(ValueError):
+    """A publication or control message that does not follow the wire format."""
+
+
+class RejectReason(StrEnum):
+    """Why an intake message (or one row of a batch) was dropped."""
+
+    NOT_MSGPACK = "not_msgpack"
+    NOT_A_MAP = "not_a_map"
+    BAD_STREAM = "bad_stream"
+    STREAM_TOO_LONG = "stream_too_long"
+    BAD_VALUES = "bad_values"
+    WRONG_LENGTH = "wrong_length"
+    NON_FINITE = "non_finite"
+    BAD_SEQ = "bad_seq"
+    BAD_TS = "bad_ts"
+    BAD_FLAG = "bad_flag"
+    TOO_LARGE = "too_large"
+    # Not produced by decode_ingest; reasons the daemon may publish for rows it drops later.
+    OUT_OF_ORDER = "out_of_order"
+    OVERLOADED = "overloaded"
+    INTERNAL = "internal"
+
+
+@dataclass
+class Rejection:
+    """One dropped message or batch row: why, a human-readable detail, and where."""
+
+    reason: RejectReason
+    detail: str
+    stream: str | None = None
+    row: int | None = None
+
+
+@dataclass
+class Readings:
+    """Decoded intake, always columnar: row i is one reading of `streams[i]`."""
+
+    streams: list[str]
+    values: np.ndarray  # (n, n_inputs) float32, C-contiguous
+    seq: list[int | None]
+    ts: list[float | None]
+    reset: list[bool]
+    end: list[bool]
+
+    def __len__(self) -> int:
+        return len(self.streams)
+
+    @classmethod
+    def empty(cls, n_inputs: int) -> Readings:
+        """Return zero readings of width `n_inputs`."""
+        return cls([], np.empty((0, n_inputs), np.float32), [], [], [], [])
+
+
+# --------------------------------------------------------------------------- msgpack plumbing
+
+
+def _pack_default(obj: Any) -> Any:
+    # numpy scalars and arrays show up in alert dicts and predictions; give msgpack plain values.
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, StrEnum):
+        return str(obj)
+    raise TypeError(f"cannot encode {type(obj).__name__} in an rnnstream message")
+
+
+_local = threading.local()
+
+
+def _packer() -> msgpack.Packer:
+    # A Packer keeps an internal buffer, so share one per thread (daemon threads publish in
+    # parallel) rather than one per module.
+    packer = getattr(_local, "packer", None)
+    if packer is None:
+        packer = msgpack.Packer(use_bin_type=True, default=_pack_default)
+        _local.packer = packer
+    return packer
+
+
+def _refuse_ext(code: int, data: bytes) -> Any:
+    raise ValueError(f"msgpack ext type {code} is not allowed")
+
+
+def _unpack(frame: bytes) -> Any:
+    # Limits are sized from the frame itself: nothing inside can be longer than the frame.
+    n = len(frame)
+    return msgpack.unpackb(
+        frame,
+        raw=False,
+        use_list=True,
+        strict_map_key=True,
+        ext_hook=_refuse_ext,
+        max_ext_len=0,
+        max_str_len=n,
+        max_bin_len=n,
+        max_array_len=n,
+        max_map_len=n // 2,
+    )
+
+
+# --------------------------------------------------------------------------- intake validation
+
+
+def _stream_problem(stream: Any) -> Rejection | None:
+    if type(stream) is not str:
+        if stream is None:
+            return Rejection(RejectReason.BAD_STREAM, "missing 'stream'")
+        return Rejection(
+            RejectReason.BAD_STREAM, f"stream id must be a string, got {type(stream).__name__}"
+        )
+    if not stream:
+        return Rejection(RejectReason.BAD_STREAM, "stream id is empty")
+    # At most 4 UTF-8 bytes per code point, so short ids need no encoding.
+    if len(stream) * 4 > MAX_STREAM_ID_BYTES:
+        n_bytes = len(stream.encode("utf-8", "surrogatepass"))
+        if n_bytes > MAX_STREAM_ID_BYTES:
+            return Rejection(
+                RejectReason.STREAM_TOO_LONG,
+                f"stream id has {n_bytes} UTF-8 bytes, the limit is {MAX_STREAM_ID_BYTES}",
+                stream=stream[:64] + "...",
+            )
+    return None
+
+
+def _row_values(values: Any, n_inputs: int) -> tuple[Any, Rejection | None]:
+    """Validate one row given as a list (or LE float32 bytes); return it as float32 or a reason."""
+    if type(values) is bytes:
+        if len(values) != 4 * n_inputs:
+            return None, Rejection(
+                RejectReason.WRONG_LENGTH,
+                f"values bytes hold {len(values) / 4:g} float32, the model takes {n_inputs}",
+            )
+        row = np.frombuffer(values, _F32_LE)
+        if not np.isfinite(row).all():
+            return None, Rejection(RejectReason.NON_FINITE, "values contain NaN or infinity")
+        return row, None
+    if type(values) is not list:
+        if values is None:
+            return None, Rejection(RejectReason.BAD_VALUES, "missing 'values'")
+        return None, Rejection(
+            RejectReason.BAD_VALUES,
+            f"values must be a list of numbers or float32 bytes, got {type(values).__name__}",
+        )
+    if len(values) != n_inputs:
+        return None, Rejection(
+            RejectReason.WRONG_LENGTH, f"got {len(values)} values, the model takes {n_inputs}"
+        )
+    for v in values:
+        tv = type(v)
+        if tv is float:
+            if not -_FLOAT32_MAX <= v <= _FLOAT32_MAX:  # also false for NaN
+                return None, Rejection(
+                    RejectReason.NON_FINITE,
+                    f"value {v!r} is not finite in float32",
+                )
+        elif tv is not int:
+            return None, Rejection(
+                RejectReason.BAD_VALUES, f"value {v!r} is a {tv.__name__}, not a number"
+            )
+    return values, None
+
+
+def _seq_problem(seq: Any) -> str | None:
+    if seq is None or (type(seq) is int and seq >= 0):
+        return None
+    return f"seq must be an int >= 0, got {seq!r}"
+
+
+def _ts_problem(ts: Any) -> str | None:
+    if ts is None or type(ts) is int:
+        return None
+    if type(ts) is float:
+        return None if math.isfinite(ts) else f"ts must be finite, got {ts!r}"
+    return f"ts must be a number, got {type(ts).__name__}"
+
+
+def _flag_problem(name: str, flag: Any) -> str | None:
+    if flag is None or type(flag) is bool:
+        return None
+    return f"{name} must be a bool, got {type(flag).__name__}"
+
+
+def decode_ingest(
+    frame: bytes, n_inputs: int, *, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+) -> tuple[Readings, list[Rejection]]:
+    """Decode and validate one intake frame for a model taking `n_inputs` values.
+
+    Never raise: a bad message gives empty readings and one rejection; a batch with some bad rows
+    gives the good rows, in order, and one rejection per bad row (with its `row` index).
+    """
+    try:
+        if len(frame) > max_frame_bytes:
+            return Readings.empty(n_inputs), [
+                Rejection(
+                    RejectReason.TOO_LARGE,
+                    f"frame of {len(frame)} bytes exceeds the limit of {max_frame_bytes}",
+                )
+            ]
+        try:
+            msg = _unpack(frame)
+        except Exception as exc:  # msgpack raises many types for garbage
+            return Readings.empty(n_inputs), [
+                Rejection(RejectReason.NOT_MSGPACK, f"{type(exc).__name__}: {exc}"[:200])
+            ]
+        if type(msg) is not dict:
+            return Readings.empty(n_inputs), [
+                Rejection(RejectReason.NOT_A_MAP, f"message is a {type(msg).__name__}, not a map")
+            ]
+        if "streams" in msg:
+            return _decode_batch(msg, n_inputs)
+        return _decode_single(msg, n_inputs)
+    except Exception as exc:  # a bug here must not stop the daemon's loop
+        return Readings.empty(n_inputs), [
+            Rejection(RejectReason.INTERNAL, f"{type(exc).__name__}: {exc}"[:200])
+        ]
+
+
+def _decode_single(msg: dict, n_inputs: int) -> tuple[Readings, list[Rejection]]:
+    stream = msg.get("stream")
+    problem = _stream_problem(stream)
+    if problem is not None:
+        return Readings.empty(n_inputs), [problem]
+    row, problem = _row_values(msg.get("values"), n_inputs)
+    if problem is None:
+        seq = msg.get("seq")
+        ts = msg.get("ts")
+        reset = msg.get("reset")
+        end = msg.get("end")
+        if (text := _seq_problem(seq)) is not None:
+            problem = Rejection(RejectReason.BAD_SEQ, text)
+        elif (text := _ts_problem(ts)) is not None:
+            problem = Rejection(RejectReason.BAD_TS, text)
+        elif (text := _flag_problem("reset", reset) or _flag_problem("end", end)) is not None:
+            problem = Rejection(RejectReason.BAD_FLAG, text)
+    if problem is not None:
+        problem.stream = stream
+        return Readings.empty(n_inputs), [problem]
+    values = np.array(row, dtype=np.float32, ndmin=2)
+    return (
+        Readings(
+            [stream],
+            values,
+            [seq],
+            [None if ts is None else float(ts)],
+            [reset is True],
+            [end is True],
+        ),
+        [],
+    )
+
+
+def _column(
+    msg: dict, key: str, n: int, reason: RejectReason, scalar_check: Any = None
+) -> tuple[list | None, Rejection | None]:
+    """Return a per-row column (None when absent) or a whole-message rejection.
+
+    With `scalar_check`, a valid scalar stands for the same value in every row.
+    """
+    col = msg.get(key)
+    if col is None:
+        return None, None
+    if type(col) is list:
+        if len(col) != n:
+            return None, Rejection(reason, f"'{key}' has {len(col)} entries for {n} streams")
+        return col, None
+    if scalar_check is not None:
+        if (text := scalar_check(col)) is not None:
+            return None, Rejection(reason, text)
+        return [col] * n, None
+    return None, Rejection(reason, f"'{key}' must be a list, got {type(col).__name__}")
+
+
+def _decode_batch(msg: dict, n_inputs: int) -> tuple[Readings, list[Rejection]]:
+    streams = msg["streams"]
+    if type(streams) is not list:
+        return Readings.empty(n_inputs), [
+            Rejection(RejectReason.BAD_STREAM, "'streams' must be a list of stream ids")
+        ]
+    n = len(streams)
+    seq, problem = _column(msg, "seq", n, RejectReason.BAD_SEQ)
+    if problem is None:
+        ts, problem = _column(msg, "ts", n, RejectReason.BAD_TS, _ts_problem)
+    if problem is None:
+        reset, problem = _column(
+            msg, "reset", n, RejectReason.BAD_FLAG, lambda f: _flag_problem("reset", f)
+        )
+    if problem is None:
+        end, problem = _column(
+            msg, "end", n, RejectReason.BAD_FLAG, lambda f: _flag_problem("end", f)
+        )
+    if problem is not None:
+        return Readings.empty(n_inputs), [problem]
+
+    # Row validity: start with the values, then AND in the other columns.
+    raw = msg.get("values")
+    bad: dict[int, Rejection] = {}
+    if type(raw) is bytes:
+        if len(raw) != 4 * n * n_inputs:
+            return Readings.empty(n_inputs), [
+                Rejection(
+                    RejectReason.WRONG_LENGTH,
+                    f"values bytes hold {len(raw) / 4:g} float32, expected {n} streams x "
+                    f"{n_inputs} inputs = {n * n_inputs}",
+                )
+            ]
+        values = np.frombuffer(raw, _F32_LE).reshape(n, n_inputs)
+        finite = np.isfinite(values).all(axis=1)
+        if not finite.all():
+            for i in np.flatnonzero(~finite).tolist():
+                bad[i] = Rejection(RejectReason.NON_FINITE, "values contain NaN or infinity")
+    elif type(raw) is list:
+        if len(raw) != n:
+            return Readings.empty(n_inputs), [
+                Rejection(
+                    RejectReason.WRONG_LENGTH, f"'values' has {len(raw)} rows for {n} streams"
+                )
+            ]
+        rows = np.zeros((n, n_inputs), np.float32)
+        for i, item in enumerate(raw):
+            row, problem = _row_values(item, n_inputs)
+            if problem is None:
+                rows[i] = row
+            else:
+                bad[i] = problem
+        values = rows
+    else:
+        what = "missing 'values'" if raw is None else f"'values' is a {type(raw).__name__}"
+        return Readings.empty(n_inputs), [
+            Rejection(RejectReason.BAD_VALUES, f"{what}; expected float32 bytes or a list of rows")
+        ]
+
+    # Cheap whole-column checks first; fall back to per-row diagnosis only when one fails.
+    types = set(map(type, streams))
+    if (
+        types != {str}
+        or not streams
+        or min(map(len, streams)) == 0
+        or (max(map(len, streams)) * 4 > MAX_STREAM_ID_BYTES)
+    ):
+        for i, s in enumerate(streams):
+            if (problem := _stream_problem(s)) is not None and i not in bad:
+                bad[i] = problem
+    if seq is not None and not (set(map(type, seq)) <= {int} and (not seq or min(seq) >= 0)):
+        for i, s in enumerate(seq):
+            if (text := _seq_problem(s)) is not None and i not in bad:
+                bad[i] = Rejection(RejectReason.BAD_SEQ, text)
+    ts_out: list[float | None]
+    if ts is None:
+        ts_out = [None] * n
+    elif type(msg["ts"]) is not list:  # a valid scalar, already checked by _column
+        ts_out = [float(msg["ts"])] * n
+    else:
+        ts_types = set(map(type, ts))
+        # A non-finite sum means a NaN/inf entry or an overflow; the slow path tells which.
+        if ts_types <= {float, int} and math.isfinite(sum(ts)):
+            ts_out = ts if ts_types == {float} else [float(t) for t in ts]
+        else:
+            ts_out = [float(t) if type(t) in _NUMBER_TYPES else None for t in ts]
+            for i, t in enumerate(ts):
+                if (text := _ts_problem(t)) is not None and i not in bad:
+                    bad[i] = Rejection(RejectReason.BAD_TS, text)
+    flags = []
+    for name, col in (("reset", reset), ("end", end)):
+        if col is None:
+            flags.append([False] * n)
+            continue
+        if not set(map(type, col)) <= {bool}:
+            for i, f in enumerate(col):
+                if (text := _flag_problem(name, f)) is not None and i not in bad:
+                    bad[i] = Rejection(RejectReason.BAD_FLAG, text)
+        flags.append([f is True for f in col])
+
+    seq_out = seq if seq is not None else [None] * n
+    if not bad:
+        return Readings(list(streams), np.array(values, np.float32), seq_out, ts_out, *flags), []
+
+    rejections = []
+    for i in sorted(bad):
+        r = bad[i]
+        r.row = i
+        if r.stream is None and type(streams[i]) is str and _stream_problem(streams[i]) is None:
+            r.stream = streams[i]
+        rejections.append(r)
+    keep = [i for i in range(n) if i not in bad]
+    readings = Readings(
+        [streams[i] for i in keep],
+        np.ascontiguousarray(values[keep], dtype=np.float32),
+        [seq_out[i] for i in keep],
+        [ts_out[i] for i in keep],
+        [flags[0][i] for i in keep],
+        [flags[1][i] for i in keep],
+    )
+    return readings, rejections
+
+
+# --------------------------------------------------------------------------- intake encoding
+
+
+def _values_list(values: Any) -> list:
+    if isinstance(values, np.ndarray):
+        return values.astype(np.float64, copy=False).ravel().tolist()
+    if isinstance(values, int | float) and not isinstance(values, bool):
+        return [values]
+    return [v.item() if isinstance(v, np.generic) else v for v in values]
+
+
+def encode_reading(
+    stream: str,
+    values: Sequence[float] | np.ndarray | float,
+    *,
+    seq: int | None = None,
+    ts: float | None = None,
+    reset: bool = False,
+    end: bool = False,
+) -> bytes:
+    """Encode one reading; optional fields are left out when not given."""
+    msg: dict[str, Any] = {"stream": stream, "values": _values_list(values)}
+    if seq is not None:
+        msg["seq"] = int(seq)
+    if ts is not None:
+        msg["ts"] = float(ts)
+    if reset:
+        msg["reset"] = True
+    if end:
+        msg["end"] = True
+    return _packer().pack(msg)
+
+
+def encode_batch(
+    streams: Sequence[str],
+    values: np.ndarray,
+    *,
+    seq: Sequence[int | None] | None = None,
+    ts: float | Sequence[float | None] | None = None,
+    reset: Sequence[bool] | None = None,
+    end: Sequence[bool] | None = None,
+) -> bytes:
+    """Encode a columnar batch: row i of `values` (n, n_inputs) belongs to `streams[i]`."""
+    streams = list(streams)
+    arr = np.ascontiguousarray(values, dtype=_F32_LE)
+    if arr.ndim == 1:
+        arr = arr.reshape(len(streams), -1) if streams else arr.reshape(0, -1)
+    if arr.ndim != 2 or arr.shape[0] != len(streams):
+        raise ValueError(f"values of shape {arr.shape} do not match {len(streams)} streams")
+    msg: dict[str, Any] = {"streams": streams, "values": arr.tobytes()}
+    if seq is not None:
+        msg["seq"] = [None if s is None else int(s) for s in seq]
+    if ts is not None:
+        if isinstance(ts, int | float | np.generic):
+            msg["ts"] = float(ts)
+        else:
+            msg["ts"] = [None if t is None else float(t) for t in ts]
+    if reset is not None:
+        msg["reset"] = [bool(f) for f in reset]
+    if end is not None:
+        msg["end"] = [bool(f) for f in end]
+    return _packer().pack(msg)
+
+
+# --------------------------------------------------------------------------- publication
+
+
+def prediction_topic(stream: str) -> bytes:
+    """Return the topic frame of `stream`'s predictions: b"pred." + UTF-8 id."""
+    return PREDICTION_PREFIX + stream.encode("utf-8")
+
+
+def alert_topic(stream: str) -> bytes:
+    """Return the topic frame of `stream`'s alerts: b"alert." + UTF-8 id."""
+    return ALERT_PREFIX + stream.encode("utf-8")
+
+
+def _score_value(score: Any) -> float | None:
+    if score is None:
+        return None
+    score = float(score)
+    return None if math.isnan(score) else score
+
+
+def encode_prediction(
+    stream: str,
+    seq: int | None,
+    ts: float | None,
+    prediction: Sequence[float] | np.ndarray,
+    score: float | None,
+) -> bytes:
+    """Encode one prediction payload (publish it under `prediction_topic(stream)`)."""
+    return _packer().pack(
+        {
+            "stream": stream,
+            "seq": None if seq is None else int(seq),
+            "ts": None if ts is None else float(ts),
+            "prediction": _values_list(prediction),
+            "score": _score_value(score),
+        }
+    )
+
+
+def encode_prediction_batch(
+    streams: Sequence[str],
+    seq: Sequence[int | None],
+    ts: Sequence[float | None],
+    predictions: np.ndarray,
+    scores: np.ndarray | None,
+) -> bytes:
+    """Encode a columnar prediction payload (publish it under `BATCH_TOPIC`)."""
+    streams = list(streams)
+    n = len(streams)
+    pred = np.ascontiguousarray(predictions, dtype=_F32_LE)
+    if pred.ndim == 1:
+        pred = pred.reshape(n, -1) if n else pred.reshape(0, 1)
+    if pred.ndim != 2 or pred.shape[0] != n:
+        raise ValueError(f"predictions of shape {pred.shape} do not match {n} streams")
+    if scores is None:
+        score = np.full(n, np.nan, _F32_LE)
+    else:
+        score = np.ascontiguousarray(scores, dtype=_F32_LE).reshape(-1)
+        if score.shape != (n,):
+            raise ValueError(f"scores of shape {score.shape} do not match {n} streams")
+    if isinstance(seq, np.ndarray):
+        seq = seq.tolist()
+    if isinstance(ts, np.ndarray):
+        ts = ts.astype(np.float64).tolist()
+    return _packer().pack(
+        {
+            "streams": streams,
+            "seq": [None if s is None else int(s) for s in seq],
+            "ts": [None if t is None else float(t) for t in ts],
+            "prediction": pred.tobytes(),
+            "n_outputs": int(pred.shape[1]),
+            "score": score.tobytes(),
+        }
+    )
+
+
+def encode_error(rejection: Rejection) -> bytes:
+    """Encode a rejection as an `error` payload (publish it under `ERROR_TOPIC`)."""
+    msg: dict[str, Any] = {"reason": str(rejection.reason), "detail": rejection.detail}
+    if rejection.stream is not None:
+        msg["stream"] = rejection.stream
+    if rejection.row is not None:
+        msg["row"] = rejection.row
+    return _packer().pack(msg)
+
+
+ALERT_FIELDS = ("stream", "seq", "ts", "event", "score", "value", "expected", "feature", "severity")
+
+
+def encode_alert(alert: Mapping[str, Any]) -> bytes:
+    """Encode an alert dict (publish it under `alert_topic(alert["stream"])`).
+
+    Require a str `stream` and an `event` of "open" or "close"; other fields pass through
+    (numpy scalars and arrays become plain numbers and lists).
+    """
+    if type(alert.get("stream")) is not str:
+        raise ValueError("an alert needs a str 'stream'")
+    if alert.get("event") not in ("open", "close"):
+        raise ValueError(f"alert event must be 'open' or 'close', got {alert.get('event')!r}")
+    return _packer().pack(dict(alert))
+
+
+def _unpack_trusted(payload: bytes, what: str) -> dict:
+    try:
+        msg = _unpack(payload)
+    except Exception as exc:
+        raise ProtocolError(f"{what} payload is not msgpack: {exc}") from None
+    if type(msg) is not dict:
+        raise ProtocolError(f"{what} payload is a {type(msg).__name__}, not a map")
+    return msg
+
+
+def decode_publication(topic: bytes, payload: bytes) -> tuple[str, dict]:
+    """Decode a published `[topic, payload]` into (kind, payload dict).
+
+    kind is "pred", "alert", "error" or "batch"; a batch's `prediction` comes back as a float32
+    array (n, n_outputs) and its `score` as a float32 array (n,) with NaN for "no score". Raise
+    `ProtocolError` for an unknown topic or a malformed payload.
+    """
+    topic = bytes(topic)
+    if topic == BATCH_TOPIC:
+        msg = _unpack_trusted(payload, "batch")
+        try:
+            streams = msg["streams"]
+            n = len(streams)
+            n_out = int(msg["n_outputs"])
+            pred = np.frombuffer(msg["prediction"], _F32_LE)
+            score = np.frombuffer(msg["score"], _F32_LE)
+            if pred.size != n * n_out or score.size != n:
+                raise ValueError("array sizes do not match the number of streams")
+            if len(msg["seq"]) != n or len(msg["ts"]) != n:
+                raise ValueError("seq / ts lengths do not match the number of streams")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProtocolError(f"malformed batch publication: {exc}") from None
+        msg["prediction"] = pred.astype(np.float32).reshape(n, n_out)
+        msg["score"] = score.astype(np.float32)
+        return "batch", msg
+    if topic.startswith(PREDICTION_PREFIX):
+        msg = _unpack_trusted(payload, "prediction")
+        if type(msg.get("stream")) is not str or type(msg.get("prediction")) is not list:
+            raise ProtocolError("prediction payload needs 'stream' and a 'prediction' list")
+        return "pred", msg
+    if topic.startswith(ALERT_PREFIX):
+        msg = _unpack_trusted(payload, "alert")
+        if type(msg.get("stream")) is not str:
+            raise ProtocolError("alert payload needs a 'stream'")
+        return "alert", msg
+    if topic == ERROR_TOPIC:
+        msg = _unpack_trusted(payload, "error")
+        if type(msg.get("reason")) is not str:
+            raise ProtocolError("error payload needs a 'reason'")
+        return "error", msg
+    raise ProtocolError(f"unknown topic {topic[:80]!r}")
+
+
+def batch_rows(payload: dict) -> Iterable[dict]:
+    """Expand a decoded `batch` payload into one prediction dict per row (like a `pred` payload)."""
+    pred = payload["prediction"]
+    score = payload["score"]
+    for i, stream in enumerate(payload["streams"]):
+        s = float(score[i])
+        yield {
+            "stream": stream,
+            "seq": payload["seq"][i],
+            "ts": payload["ts"][i],
+            "prediction": pred[i].astype(np.float64).tolist(),
+            "score": None if math.isnan(s) else s,
+        }
+
+
+def exact_subscription(stream: str, kind: str = "pred") -> bytes:
+    """Return the SUB prefix for one stream's `kind` ("pred" or "alert") topics.
+
+    ZeroMQ subscriptions are prefixes, so `pred.pump-7` also matches `pred.pump-70`. To get
+    exactly one stream, subscribe to this prefix and keep only payloads whose
+    `payload["stream"] == stream`; `consumers.client.Subscriber(exact_streams=...)` does this.
+    """
+    if kind == "pred":
+        return prediction_topic(stream)
+    if kind == "alert":
+        return alert_topic(stream)
+    raise ValueError(f"kind must be 'pred' or 'alert', got {kind!r}")
+
+
+# --------------------------------------------------------------------------- control
+
+
+def encode_control(cmd: str, **fields: Any) -> bytes:
+    """Encode a control request `{"cmd": cmd, **fields}`."""
+    if not isinstance(cmd, str) or not cmd:
+        raise ValueError("cmd must be a non-empty string")
+    return _packer().pack({"cmd": cmd, **fields})
+
+
+def decode_control(frame: bytes) -> dict:
+    """Decode a control request; raise `ProtocolError` unless it is a map with a str `cmd`."""
+    msg = _unpack_trusted(frame, "control")
+    if type(msg.get("cmd")) is not str or not msg["cmd"]:
+        raise ProtocolError("control request needs a non-empty str 'cmd'")
+    return msg
+
+
+def encode_reply(ok: bool = True, *, error: str | None = None, **fields: Any) -> bytes:
+    """Encode a control reply `{"ok": ok, **fields}` (+ `"error"` when not ok)."""
+    msg: dict[str, Any] = {"ok": bool(ok), **fields}
+    if not ok:
+        msg["error"] = error or "unknown error"
+    return _packer().pack(msg)
+
+
+def decode_reply(frame: bytes) -> dict:
+    """Decode a control reply; raise `ProtocolError` unless it is a map with a bool `ok`."""
+    msg = _unpack_trusted(frame, "control reply")
+    if type(msg.get("ok")) is not bool:
+        raise ProtocolError("control reply needs a bool 'ok'")
+    return msg
+
+
+# --------------------------------------------------------------------------- CURVE keys
+
+_CERT_KEY = re.compile(r'^\s*(public|secret)-key\s*=\s*"([^"]{40})"', re.MULTILINE)
+
+
+def curve_key(key: str | bytes | os.PathLike, *, secret: bool = False) -> bytes:
+    """Return a 40-byte Z85 CURVE key from Z85 text/bytes or a ZeroMQ certificate file path.
+
+    A certificate file is what `zmq.auth.create_certificates` writes (`*.key` holds the public
+    key, `*.key_secret` both); `secret` picks which key to read from it.
+    """
+    if isinstance(key, bytes | str) and len(key) == 40:
+        return key.encode("ascii") if isinstance(key, str) else key
+    path = Path(os.fsdecode(key))
+    if not path.is_file():
+        raise ValueError(f"{str(path)[:80]!r} is neither a 40-character Z85 key nor a file")
+    found = dict(_CERT_KEY.findall(path.read_text()))
+    want = "secret" if secret else "public"
+    if want not in found:
+        raise ValueError(f"{path} holds no {want}-key")
+    return found[want].encode("ascii")
