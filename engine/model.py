@@ -120,7 +120,11 @@ class Model:
                 )
             out_size = weight.shape[0]
             _set(self, "head_weight", _checked(weight, "head_weight", (out_size, hidden)))
-            _set(self, "head_bias", _checked(self.head_bias, "head_bias", (out_size,)))
+            _set(
+                self,
+                "head_bias",
+                _checked(self.head_bias, "head_bias", (out_size,), ("output_size",)),
+            )
 
         for side, size in (("input", in_size), ("output", out_size)):
             mean, std = getattr(self, f"{side}_mean"), getattr(self, f"{side}_std")
@@ -128,8 +132,8 @@ class Model:
                 raise ValueError(f"{side}_mean, {side}_std: give both or neither")
             if mean is None:
                 continue
-            _set(self, f"{side}_mean", _checked(mean, f"{side}_mean", (size,)))
-            std = _checked(std, f"{side}_std", (size,))
+            _set(self, f"{side}_mean", _checked(mean, f"{side}_mean", (size,), (f"{side}_size",)))
+            std = _checked(std, f"{side}_std", (size,), (f"{side}_size",))
             if not (std > 0).all():
                 bad = int(np.flatnonzero(~(std > 0))[0])
                 raise ValueError(
