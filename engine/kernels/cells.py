@@ -1,0 +1,214 @@
+"""Recurrent cell kernels: one stream at a time, and the pointwise half of the batched path.
+
+Weights come packed by `engine.packed.PackedModel` into one flat float32 buffer `params`, described
+by the int64 array `layout` (the L_* indices below), so a single-stream step is one jitted call.
+Per layer k the packed matrix is `wt (I_k + H + 1, C)` with rows [input, hidden, 1] and gate columns
+in PyTorch order, so `gates = [x, h, 1] @ wt`:
+  rnn  C = H    h' = act(W_ih x + b_ih + W_hh h + b_hh)
+  lstm C = 4H   i, f, g, o;  c' = f c + i g;  h' = o tanh(c')
+  gru  C = 4H   r, z, n_x, n_h;  n = tanh(n_x + r n_h);  h' = (1 - z) n + z h
+The head is packed as `(H + 1, O)` with the output un-scaling folded in:
+  y = [h, 1] @ head  ==  (W h + b) * out_std + out_mean.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from engine.kernels._jit import inline_kernel, kernel
+from engine.kernels.activations import fast_sigmoid, fast_tanh, relu
+
+CELL_RNN_TANH = 0
+CELL_RNN_RELU = 1
+CELL_GRU = 2
+CELL_LSTM = 3
+
+# layout indices
+L_CELL = 0
+L_LAYERS = 1
+L_INPUTS = 2
+L_HIDDEN = 3
+L_OUTPUTS = 4
+L_HAS_HEAD = 5
+L_HAS_INPUT_SCALING = 6
+L_HAS_OUTPUT_SCALING = 7  # only used without a head; with one it is folded into the head
+L_IN_MEAN = 8  # offsets into params
+L_IN_INV_STD = 9
+L_OUT_MEAN = 10
+L_OUT_STD = 11
+L_HEAD = 12
+L_WT = 13  # per-layer weight offsets start here
+LAYOUT_FIXED = L_WT
+
+
+@inline_kernel
+def _columns(cell, hidden):
+    return hidden if cell <= CELL_RNN_RELU else 4 * hidden
+
+
+@inline_kernel
+def _apply_gates(cell, gates, h, c):
+    """Turn pre-activations `gates` (C,) into the new state, written in place to h and c (H,)."""
+    hidden = h.shape[0]
+    if cell == CELL_LSTM:
+        for j in range(hidden):
+            i = fast_sigmoid(gates[j])
+            f = fast_sigmoid(gates[hidden + j])
+            g = fast_tanh(gates[2 * hidden + j])
+            o = fast_sigmoid(gates[3 * hidden + j])
+            cj = f * c[j] + i * g
+            c[j] = cj
+            h[j] = o * fast_tanh(cj)
+    elif cell == CELL_GRU:
+        for j in range(hidden):
+            r = fast_sigmoid(gates[j])
+            z = fast_sigmoid(gates[hidden + j])
+            n = fast_tanh(gates[2 * hidden + j] + r * gates[3 * hidden + j])
+            h[j] = (np.float32(1.0) - z) * n + z * h[j]
+    elif cell == CELL_RNN_TANH:
+        for j in range(hidden):
+            h[j] = fast_tanh(gates[j])
+    else:
+        for j in range(hidden):
+            h[j] = relu(gates[j])
+
+
+@inline_kernel
+def _matvec_accumulate(z, wt, gates):
+    """gates[:] = z @ wt for z (K,), wt (K, C): row-wise axpy so the inner loop vectorises."""
+    columns = gates.shape[0]
+    for g in range(columns):
+        gates[g] = np.float32(0.0)
+    for j in range(z.shape[0]):
+        zj = z[j]
+        row = wt[j]
+        for g in range(columns):
+            gates[g] += zj * row[g]
+
+
+@kernel
+def step_one(params, layout, x, h, c, slot, out, work):
+    """Advance one stream by one time step.
+
+    params float32 (P,), layout int64 (LAYOUT_FIXED + layers,), x float32 (I,) raw reading,
+    h float32 (slots, layers, H) and c (same shape; ignored unless LSTM) updated in place at `slot`,
+    out float32 (O,) receives the output, work float32 scratch of `PackedModel.work_size`.
+    Returns 0, or 1 without touching any state when x holds a NaN or inf.
+    """
+    for j in range(x.shape[0]):
+        if not np.isfinite(x[j]):
+            return 1
+    cell = layout[L_CELL]
+    layers = layout[L_LAYERS]
+    inputs = layout[L_INPUTS]
+    hidden = layout[L_HIDDEN]
+    columns = _columns(cell, hidden)
+    width = max(inputs, hidden)
+    z = work[: width + hidden + 1]
+    gates = work[width + hidden + 1 : width + hidden + 1 + columns]
+
+    if layout[L_HAS_INPUT_SCALING]:
+        mean = params[layout[L_IN_MEAN] : layout[L_IN_MEAN] + inputs]
+        inv_std = params[layout[L_IN_INV_STD] : layout[L_IN_INV_STD] + inputs]
+        for j in range(inputs):
+            z[j] = (x[j] - mean[j]) * inv_std[j]
+    else:
+        for j in range(inputs):
+            z[j] = x[j]
+
+    n_in = inputs
+    for k in range(layers):
+        rows = n_in + hidden + 1
+        wt = params[layout[L_WT + k] : layout[L_WT + k] + rows * columns].reshape((rows, columns))
+        hk = h[slot, k]
+        for j in range(hidden):
+            z[n_in + j] = hk[j]
+        z[n_in + hidden] = np.float32(1.0)
+        _matvec_accumulate(z[:rows], wt, gates)
+        _apply_gates(cell, gates, hk, c[slot, k])
+        for j in range(hidden):
+            z[j] = hk[j]  # this layer's output is the next layer's input
+        n_in = hidden
+
+    top = h[slot, layers - 1]
+    if layout[L_HAS_HEAD]:
+        n_out = layout[L_OUTPUTS]
+        head = params[layout[L_HEAD] : layout[L_HEAD] + (hidden + 1) * n_out].reshape(
+            (hidden + 1, n_out)
+        )
+        z[hidden] = np.float32(1.0)
+        _matvec_accumulate(z[: hidden + 1], head, out)
+    elif layout[L_HAS_OUTPUT_SCALING]:
+        mean = params[layout[L_OUT_MEAN] : layout[L_OUT_MEAN] + hidden]
+        std = params[layout[L_OUT_STD] : layout[L_OUT_STD] + hidden]
+        for j in range(hidden):
+            out[j] = top[j] * std[j] + mean[j]
+    else:
+        for j in range(hidden):
+            out[j] = top[j]
+    return 0
+
+
+@kernel
+def gather_first_layer(x, slots, h, mean, inv_std, scale, z):
+    """Fill z (n, I + H + 1) with [scaled x, h[slots, 0], 1] for a batch of n readings."""
+    inputs = x.shape[1]
+    hidden = h.shape[2]
+    for r in range(x.shape[0]):
+        zr = z[r]
+        xr = x[r]
+        if scale:
+            for j in range(inputs):
+                zr[j] = (xr[j] - mean[j]) * inv_std[j]
+        else:
+            for j in range(inputs):
+                zr[j] = xr[j]
+        hr = h[slots[r], 0]
+        for j in range(hidden):
+            zr[inputs + j] = hr[j]
+        zr[inputs + hidden] = np.float32(1.0)
+
+
+@kernel
+def apply_gates_batch(cell, gates, slots, h, c, layer, dest):
+    """Apply layer `layer`'s gates for n rows, scatter the new state to the slabs, and fill dest.
+
+    gates float32 (n, C) pre-activations from the sgemm; h, c (slots, layers, H) slabs.
+    dest (n, H + H' + 1): receives [h_new, h[slots, layer + 1], 1], the next layer's sgemm input,
+    or [h_new, 1] (the head's input) after the top layer.
+    """
+    layers = h.shape[1]
+    hidden = h.shape[2]
+    upper = layer + 1 < layers
+    for r in range(gates.shape[0]):
+        slot = slots[r]
+        hk = h[slot, layer]
+        _apply_gates(cell, gates[r], hk, c[slot, layer])
+        dr = dest[r]
+        for j in range(hidden):
+            dr[j] = hk[j]
+        if upper:
+            hu = h[slot, layer + 1]
+            for j in range(hidden):
+                dr[hidden + j] = hu[j]
+            dr[2 * hidden] = np.float32(1.0)
+        else:
+            dr[hidden] = np.float32(1.0)
+
+
+@kernel
+def occurrence_ranks(slots, seen, ranks):
+    """Write ranks[r] = how many earlier rows of this batch have the same slot; return max + 1.
+
+    seen int32 (capacity,) must be all zero on entry and is left all zero.
+    """
+    waves = 0
+    for r in range(slots.shape[0]):
+        k = seen[slots[r]]
+        ranks[r] = k
+        seen[slots[r]] = k + 1
+        if k + 1 > waves:
+            waves = k + 1
+    for r in range(slots.shape[0]):
+        seen[slots[r]] = 0
+    return waves

@@ -1,0 +1,412 @@
+"""StreamEngine: one recurrent state per stream, advanced one time step per reading."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.kernels import cells
+from engine.model import Model
+from engine.packed import PackedModel
+from engine.state import StateTable, check_stream_id
+
+SNAPSHOT_FORMAT = "rnnstream-snapshot"
+SNAPSHOT_VERSION = 1
+_SWEEP_INTERVAL = 1.0  # seconds between idle-eviction sweeps
+
+
+class StreamEngine:
+    """Keep one hidden state per stream and step it with a Model, one reading at a time.
+
+    `step(stream, x)` advances one stream; `step_many(streams, X)` advances many in one call and
+    returns exactly what a loop of `step` over the rows would. A stream's state starts at zeros with
+    its first reading. Memory per stream: `bytes_per_stream` (4 bytes * layers * hidden, twice for
+    LSTM, plus 8) in the slabs, plus the id and about 100 bytes of dict entry.
+    """
+
+    def __init__(
+        self,
+        model: Model,
+        *,
+        max_streams: int | None = None,
+        idle_timeout: float | None = None,
+        capacity: int = 1024,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.model = model
+        self._packed = PackedModel(model)
+        p = self._packed
+        specs: dict[str, tuple[tuple[int, ...], type]] = {"h": ((p.layers, p.hidden), np.float32)}
+        if model.cell == "lstm":
+            specs["c"] = ((p.layers, p.hidden), np.float32)
+        self._table = StateTable(
+            specs,
+            capacity=capacity,
+            max_streams=max_streams,
+            idle_timeout=idle_timeout,
+            clock=clock,
+        )
+        self._clock = clock
+        self._next_sweep = clock() + _SWEEP_INTERVAL
+        self._x_shape = (p.inputs,)
+        self._work = np.zeros(p.work_size, np.float32)
+        self._out = np.zeros(p.outputs, np.float32)
+        self._seen = np.zeros(self._table.capacity, np.int32)
+        self._batch_rows = 0
+        self._ensure_batch(64)
+        self.snapshot_extra: dict[str, Any] = {}
+        self._warm_up()
+
+    # ----------------------------------------------------------------- stepping
+    def step(self, stream: str, x: Any) -> np.ndarray:
+        """Advance `stream` by one reading x (n_inputs,); return the output (n_outputs,)."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if x.shape != self._x_shape:
+            raise ValueError(f"reading has shape {x.shape}, the model expects {self._x_shape}")
+        table = self._table
+        slot = table.slot_of.get(stream) if stream.__class__ is str else None
+        new = slot is None
+        if new:
+            check_stream_id(stream)
+            _check_finite_row(x)
+            slot = table.admit(stream)
+        h = table.slabs["h"]
+        c = table.slabs.get("c", h)
+        p = self._packed
+        if cells.step_one(p.params, p.layout, x, h, c, slot, self._out, self._work):
+            _check_finite_row(x)  # raises, naming the bad value
+        now = self._clock()
+        table.last_used[slot] = now
+        if now >= self._next_sweep:
+            self._sweep(now)
+        return self._out.copy()
+
+    def step_many(self, streams: Sequence[str], X: Any) -> np.ndarray:
+        """Advance each streams[i] by the reading X[i]; return outputs (n, n_outputs).
+
+        Rows are applied in order: a stream listed several times advances once per row, so the
+        result equals calling `step` for each row in turn. Bad input raises ValueError before any
+        state changes.
+        """
+        X = np.ascontiguousarray(X, dtype=np.float32)
+        n = len(streams)
+        if X.ndim != 2 or X.shape != (n, self._packed.inputs):
+            raise ValueError(
+                f"readings have shape {X.shape}, expected ({n}, {self._packed.inputs}) "
+                f"for {n} streams"
+            )
+        if not np.isfinite(X).all():
+            row, col = np.argwhere(~np.isfinite(X))[0]
+            raise ValueError(f"reading {row} ({streams[row]!r}) holds {X[row, col]} at input {col}")
+        if n == 0:
+            return np.zeros((0, self._packed.outputs), np.float32)
+        table = self._table
+        try:
+            found = list(map(table.slot_of.get, streams))
+        except TypeError:  # an unhashable id
+            found = [None] * n
+        if None in found:
+            found = self._admit_batch(streams, found)
+        slots = np.array(found, dtype=np.int64)
+        if self._seen.shape[0] < table.capacity:
+            self._seen = np.zeros(table.capacity, np.int32)
+        self._ensure_batch(n)
+        ranks = self._ranks[:n]
+        waves = cells.occurrence_ranks(slots, self._seen, ranks)
+        out = np.empty((n, self._packed.outputs), np.float32)
+        if waves == 1:
+            self._advance(slots, X, out)
+        else:
+            for wave in range(waves):
+                rows = np.flatnonzero(ranks == wave)
+                part = np.empty((rows.size, self._packed.outputs), np.float32)
+                self._advance(slots[rows], X[rows], part)
+                out[rows] = part
+        now = self._clock()
+        table.last_used[slots] = now
+        if now >= self._next_sweep:
+            self._sweep(now)
+        return out
+
+    def _advance(self, slots: np.ndarray, X: np.ndarray, out: np.ndarray) -> None:
+        """One step for rows whose slots are all distinct: sgemm per layer, jitted gates."""
+        p = self._packed
+        n = slots.shape[0]
+        h = self._table.slabs["h"]
+        c = self._table.slabs.get("c", h)
+        z = self._layer_inputs[0][:n]
+        cells.gather_first_layer(X, slots, h, p.input_mean, p.input_inv_std, p.has_input_scaling, z)
+        gates = self._gates[:n]
+        for k in range(p.layers):
+            np.matmul(z, p.layer_wt[k], out=gates)
+            dest = self._layer_inputs[k + 1][:n] if k + 1 < p.layers else self._top[:n]
+            cells.apply_gates_batch(p.cell_code, gates, slots, h, c, k, dest)
+            z = dest
+        if p.has_head:
+            np.matmul(self._top[:n], p.head, out=out)
+        elif p.output_mean is not None:
+            np.multiply(self._top[:n, : p.hidden], p.output_std, out=out)
+            out += p.output_mean
+        else:
+            out[:] = self._top[:n, : p.hidden]
+
+    def _admit_batch(self, streams: Sequence[str], found: list[int | None]) -> list[int]:
+        """Admit the batch's new streams, never evicting one that this batch uses."""
+        table = self._table
+        new = [s for s, slot in zip(streams, found, strict=True) if slot is None]
+        for stream in new:
+            check_stream_id(stream)
+        distinct_new = list(dict.fromkeys(new))
+        if table.max_streams is not None:
+            distinct = len(set(streams))
+            if distinct > table.max_streams:
+                raise ValueError(
+                    f"batch holds {distinct} distinct streams, more than max_streams="
+                    f"{table.max_streams}"
+                )
+        known = np.array([s for s in found if s is not None], dtype=np.int64)
+        saved = table.last_used[known].copy()
+        table.last_used[known] = np.inf  # shields this batch's streams from LRU eviction
+        try:
+            for stream in distinct_new:
+                table.admit(stream, now=np.inf)
+        finally:
+            table.last_used[known] = saved
+        return [table.slot_of[s] for s in streams]
+
+    # ------------------------------------------------------------ stream admin
+    def reset(self, stream: str) -> bool:
+        """Zero a stream's state; return whether the stream existed."""
+        slot = self._table.slot_of.get(stream)
+        if slot is None:
+            return False
+        self._table.zero(slot)
+        return True
+
+    def drop(self, stream: str) -> bool:
+        """Forget a stream and free its slot; return whether it existed."""
+        return self._table.release(stream)
+
+    def evict_idle(self) -> list[str]:
+        """Drop streams idle for longer than idle_timeout now; return their ids."""
+        return self._table.evict_idle()
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    def __contains__(self, stream: object) -> bool:
+        return stream in self._table.slot_of
+
+    def streams(self) -> list[str]:
+        """Return the live stream ids."""
+        return list(self._table.slot_of)
+
+    def state_of(self, stream: str) -> dict[str, np.ndarray]:
+        """Return copies of a stream's state arrays ("h", and "c" for LSTM), each (layers, H)."""
+        slot = self._table.slot_of[stream]
+        return {name: slab[slot].copy() for name, slab in self._table.slabs.items()}
+
+    @property
+    def evictions(self) -> int:
+        return self._table.evictions
+
+    @property
+    def bytes_per_stream(self) -> int:
+        return self._table.bytes_per_stream()
+
+    def stats(self) -> dict[str, Any]:
+        """Return counters and sizes for monitoring."""
+        t = self._table
+        return {
+            "streams": len(t),
+            "capacity": t.capacity,
+            "evictions": t.evictions,
+            "evicted_idle": t.evicted_idle,
+            "evicted_lru": t.evicted_lru,
+            "bytes_per_stream": t.bytes_per_stream(),
+            "model_fingerprint": self.model.fingerprint,
+        }
+
+    def swap_model(self, model: Model, *, reset: bool = False) -> None:
+        """Switch to another model, keeping every stream's state when the state shapes match.
+
+        With different state shapes (cell, layers or hidden size) this refuses unless `reset`,
+        in which case every stream restarts from zeros.
+        """
+        same_shape = (model.cell, model.num_layers, model.hidden_size) == (
+            self.model.cell,
+            self.model.num_layers,
+            self.model.hidden_size,
+        )
+        if model.input_size != self.model.input_size and not reset:
+            raise ValueError(
+                f"new model takes {model.input_size} inputs, the current one "
+                f"{self.model.input_size}: producers would break; pass reset to force"
+            )
+        if not same_shape and not reset:
+            raise ValueError(
+                "new model's state shape differs (cell, layers or hidden size); "
+                "states cannot be kept: pass reset to restart every stream from zeros"
+            )
+        replacement = StreamEngine(
+            model,
+            max_streams=self._table.max_streams,
+            idle_timeout=self._table.idle_timeout,
+            capacity=self._table.capacity,
+            clock=self._clock,
+        )
+        if same_shape and not reset:
+            ids, slots = self._table.live()
+            replacement._table.load(
+                ids, {name: slab[slots] for name, slab in self._table.slabs.items()}
+            )
+            replacement._table.last_used[:] = 0
+            for stream, slot in zip(ids, slots.tolist(), strict=True):
+                replacement._table.last_used[replacement._table.slot_of[stream]] = (
+                    self._table.last_used[slot]
+                )
+        self.__dict__.update(replacement.__dict__)
+
+    # --------------------------------------------------------------- snapshots
+    def snapshot(self, path: str | os.PathLike[str]) -> int:
+        """Write every stream's state to `path` atomically; return the number of streams."""
+        table = self._table
+        ids, slots = table.live()
+        now = self._clock()
+        header = {
+            "format": SNAPSHOT_FORMAT,
+            "format_version": SNAPSHOT_VERSION,
+            "model_fingerprint": self.model.fingerprint,
+            "streams": ids,
+            "created": time.time(),
+            "extra": self.snapshot_extra,
+        }
+        arrays = {f"slab_{name}": slab[slots] for name, slab in table.slabs.items()}
+        arrays["idle_seconds"] = np.maximum(now - table.last_used[slots], 0.0)
+        arrays["header"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
+        _write_npz_atomically(Path(path), arrays)
+        return len(ids)
+
+    @classmethod
+    def restore(
+        cls, path: str | os.PathLike[str], model: Model, **engine_options: Any
+    ) -> StreamEngine:
+        """Build an engine from a snapshot made with the same model weights.
+
+        Raises ValueError for a snapshot of another model, or a truncated or corrupt file.
+        """
+        path = Path(path)
+        header, arrays = read_snapshot(path)
+        if header["model_fingerprint"] != model.fingerprint:
+            raise ValueError(
+                f"snapshot {path} was made with model {header['model_fingerprint'][:16]}, "
+                f"not with this model ({model.fingerprint[:16]}): refusing to mix states"
+            )
+        engine = cls(model, **engine_options)
+        table = engine._table
+        ids = header["streams"]
+        for name, (shape, dtype) in table.specs.items():
+            got = arrays.get(f"slab_{name}")
+            if got is None or got.shape != (len(ids), *shape) or got.dtype != dtype:
+                raise ValueError(f"snapshot {path} is corrupt: state array {name!r} is malformed")
+        idle = arrays.get("idle_seconds")
+        if idle is None or idle.shape != (len(ids),):
+            raise ValueError(f"snapshot {path} is corrupt: idle_seconds is malformed")
+        if table.max_streams is not None and len(ids) > table.max_streams:
+            raise ValueError(
+                f"snapshot {path} holds {len(ids)} streams, more than max_streams="
+                f"{table.max_streams}"
+            )
+        table.load(ids, {name: arrays[f"slab_{name}"] for name in table.specs})
+        now = engine._clock()
+        for stream, seconds in zip(ids, idle.tolist(), strict=True):
+            table.last_used[table.slot_of[stream]] = now - seconds
+        engine.snapshot_extra = header.get("extra", {})
+        return engine
+
+    # ----------------------------------------------------------------- private
+    def _sweep(self, now: float) -> None:
+        self._next_sweep = now + _SWEEP_INTERVAL
+        self._table.evict_idle(now)
+
+    def _ensure_batch(self, n: int) -> None:
+        if n <= self._batch_rows:
+            return
+        rows = max(n, 2 * self._batch_rows)
+        p = self._packed
+        widths = [p.inputs + p.hidden + 1] + [2 * p.hidden + 1] * (p.layers - 1)
+        self._layer_inputs = [np.zeros((rows, w), np.float32) for w in widths]
+        self._gates = np.zeros((rows, p.columns), np.float32)
+        self._top = np.zeros((rows, p.hidden + 1), np.float32)
+        self._ranks = np.zeros(rows, np.int64)
+        self._batch_rows = rows
+
+    def _warm_up(self) -> None:
+        """Compile (or load from cache) every kernel before the first real reading."""
+        probe = "\x00warm-up"
+        x = np.zeros(self._x_shape, np.float32)
+        self.step(probe, x)
+        self.step_many([probe, probe], np.zeros((2, *self._x_shape), np.float32))
+        self.drop(probe)
+
+
+def _check_finite_row(x: np.ndarray) -> None:
+    bad = np.flatnonzero(~np.isfinite(x))
+    if bad.size:
+        raise ValueError(f"reading holds {x[bad[0]]} at input {bad[0]}: values must be finite")
+
+
+def read_snapshot(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Read and check a snapshot file's header and arrays; ValueError says what is wrong."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files}
+    except FileNotFoundError:
+        raise
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
+        raise ValueError(f"snapshot {path} is truncated or corrupt ({exc})") from None
+    raw = arrays.pop("header", None)
+    try:
+        header = json.loads(raw.tobytes().decode()) if raw is not None else None
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        header = None
+    if not isinstance(header, dict) or header.get("format") != SNAPSHOT_FORMAT:
+        raise ValueError(f"{path} is not an rnnstream snapshot (no valid header)")
+    if header.get("format_version") != SNAPSHOT_VERSION:
+        raise ValueError(
+            f"snapshot {path} has format version {header.get('format_version')}, "
+            f"this rnnstream reads version {SNAPSHOT_VERSION}"
+        )
+    if not isinstance(header.get("streams"), list) or not isinstance(
+        header.get("model_fingerprint"), str
+    ):
+        raise ValueError(f"snapshot {path} is corrupt: header lacks streams or fingerprint")
+    return header, arrays
+
+
+def _write_npz_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write arrays as .npz via a temp file in the same folder, fsync, rename, fsync the folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
