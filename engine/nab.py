@@ -478,11 +478,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def format_table(results: Mapping[str, NabResult]) -> str:
     """Render the per-profile results as a fixed-width text table."""
     lines = [
-        f"{'profile':<20} {'score':>7} {'raw':>9} {'threshold':>10} {'TP':>4} {'FP':>5} {'FN':>4}"
+        f"{'profile':<20} {'score':>7} {'raw':>9} {'threshold':>20} {'TP':>4} {'FP':>5} {'FN':>4}"
     ]
     for name, r in results.items():
         lines.append(
-            f"{name:<20} {r.normalized:>7.2f} {r.raw:>9.3f} {r.threshold:>10.6f} "
+            f"{name:<20} {r.normalized:>7.2f} {r.raw:>9.3f} {r.threshold!r:>20} "
             f"{r.tp:>4} {r.fp:>5} {r.fn:>4}"
         )
     return "\n".join(lines)
