@@ -26,7 +26,7 @@ PROBATION_MAX_ROWS = 750
 TIMESTAMP_HEADER = "timestamp"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays have no single truth value to compare
 class NabSeries:
     """One NAB data file and its anomaly windows as inclusive row ranges `(start, end)`."""
 
