@@ -15,6 +15,8 @@ from engine import __version__
 # name -> (module, one-line summary)
 COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("engine.convert", "convert a saved PyTorch module or state dict into a model file"),
+    "train": ("engine.train", "train a next-step forecaster on a CSV and write a model file"),
+    "nab": ("engine.nab", "run or score an anomaly detector on the Numenta Anomaly Benchmark"),
     "bench": ("engine.bench", "measure step / step_many speed against PyTorch"),
 }
 
