@@ -690,7 +690,8 @@ def _checked(
         meaning = f" = ({', '.join(symbols)}{',' if len(symbols) == 1 else ''})" if symbols else ""
         raise ValueError(f"{name}: expected shape {shape}{meaning}, got {array.shape}")
     if not np.isfinite(array).all():
-        bad = np.unravel_index(int(np.flatnonzero(~np.isfinite(array))[0]), array.shape)
+        flat = int(np.flatnonzero(~np.isfinite(array))[0])
+        bad = tuple(int(i) for i in np.unravel_index(flat, array.shape))
         raise ValueError(f"{name}: values must be finite, got {array[bad]} at index {bad}")
     return array
 
@@ -751,14 +752,16 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
     try:
         npz = np.load(path, allow_pickle=False)
     except errors as exc:
-        raise ValueError(f"{not_model} ({exc})") from exc
+        # numpy's own text for a non-archive suggests unpickling it: never do that
+        detail = str(exc) if isinstance(exc, zipfile.BadZipFile) else "not an .npz archive"
+        raise ValueError(f"{not_model} ({detail})") from exc
     if not isinstance(npz, np.lib.npyio.NpzFile):
         raise ValueError(f"{not_model} (a single .npy array, not an .npz archive)")
     with npz:
         try:
             return {name: npz[name] for name in npz.files}
         except (*errors, OSError) as exc:
-            raise ValueError(f"{not_model} ({exc})") from exc
+            raise ValueError(f"{path}: file is truncated or corrupted ({exc})") from exc
 
 
 _HEADER_TYPES: dict[str, type | tuple[type, ...]] = {
