@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import pickle
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,51 +18,72 @@ from typing import Any
 from engine.cli import UserError
 
 _CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model")
+# options without a fixed default: argparse.SUPPRESS keeps "(default: None)" out of --help
+_OPTIONAL = (
+    "cell",
+    "nonlinearity",
+    "rnn_prefix",
+    "head_prefix",
+    "feature_names",
+    "input_mean",
+    "input_std",
+    "output_mean",
+    "output_std",
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the `rnnstream convert` options."""
     parser.add_argument("input", metavar="INPUT", help="file written by torch.save (.pt/.pth)")
-    parser.add_argument("--out", required=True, metavar="PATH", help="model file to write (.npz)")
+    parser.add_argument(
+        "--out",
+        required=True,
+        default=argparse.SUPPRESS,
+        metavar="PATH",
+        help="model file to write (.npz)",
+    )
     parser.add_argument(
         "--cell",
         choices=("lstm", "gru", "rnn"),
-        default=None,
+        default=argparse.SUPPRESS,
         help="cell type (default: from the module, or inferred from the state dict's gate count)",
     )
     parser.add_argument(
         "--nonlinearity",
         choices=("tanh", "relu"),
-        default=None,
+        default=argparse.SUPPRESS,
         help="rnn activation (default: from the module; 'tanh' for a state dict, which cannot "
         "tell)",
     )
     parser.add_argument(
         "--rnn-prefix",
-        default=None,
+        default=argparse.SUPPRESS,
         metavar="PREFIX",
         help="submodule / key prefix of the RNN, e.g. 'encoder.' (needed only if ambiguous)",
     )
     parser.add_argument(
         "--head-prefix",
-        default=None,
+        default=argparse.SUPPRESS,
         metavar="PREFIX",
         help="submodule / key prefix of the Linear head, e.g. 'fc.' (default: auto-detect)",
     )
     parser.add_argument(
-        "--feature-names", default=None, metavar="A,B,C", help="comma-separated input names"
+        "--feature-names",
+        default=argparse.SUPPRESS,
+        metavar="A,B,C",
+        help="comma-separated input names (default: none)",
     )
     for side in ("input", "output"):
         parser.add_argument(
             f"--{side}-mean",
-            default=None,
+            default=argparse.SUPPRESS,
             metavar="M1,M2,...",
             help=f"per-{side} means (comma-separated); "
             + ("the cell sees (x - mean) / std" if side == "input" else "output is y * std + mean"),
         )
         parser.add_argument(
             f"--{side}-std",
-            default=None,
+            default=argparse.SUPPRESS,
             metavar="S1,S2,...",
             help=f"per-{side} standard deviations (comma-separated, > 0)",
         )
@@ -74,6 +96,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Read INPUT, build a `Model`, write it to --out and print a one-line summary."""
+    args = argparse.Namespace(**{**dict.fromkeys(_OPTIONAL), **vars(args)})
     source = Path(args.input)
     if not source.is_file():
         raise UserError(f"{source}: no such file")
@@ -131,15 +154,18 @@ def _load(torch: Any, source: Path, *, trust_pickle: bool) -> Any:
     try:
         return torch.load(source, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "weights only load failed" not in str(exc).lower():
-            raise UserError(
-                f"{source}: not a readable torch.save file ({_first_line(exc)})"
-            ) from exc
+        # torch reports a refused class as "Unsupported global: GLOBAL module.Class"; any other
+        # weights-only failure means the bytes are not a pickle at all
+        refused = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        if refused is None:
+            detail = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", str(exc))
+            reason = detail[1] if detail else _first_line(exc)
+            raise UserError(f"{source}: not a readable torch.save file ({reason})") from exc
         if not trust_pickle:
             raise UserError(
-                f"{source}: holds a pickled Python object (e.g. a whole nn.Module), which can run "
-                "arbitrary code when loaded; re-run with --trust-pickle if you trust this file, "
-                "or save model.state_dict() instead"
+                f"{source}: holds a pickled Python object ({refused[1]}), and unpickling can run "
+                "arbitrary code; re-run with --trust-pickle if you trust this file, or save "
+                "model.state_dict() instead"
             ) from exc
     except Exception as exc:  # torch raises RuntimeError, KeyError, EOFError... on bad files
         raise UserError(f"{source}: not a readable torch.save file ({_first_line(exc)})") from exc

@@ -1,0 +1,258 @@
+"""Tests for `rnnstream convert` (engine.convert): PyTorch files in, validated model files out."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.cli import main
+from engine.model import Model
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+try:
+    import torch
+except ImportError:  # the torch-free tests below still run
+    torch = None
+
+if torch is not None:
+
+    class Forecaster(torch.nn.Module):
+        """A typical trained module: one LSTM, one Linear applied to its output."""
+
+        def __init__(self, bidirectional: bool = False) -> None:
+            super().__init__()
+            self.encoder = torch.nn.LSTM(3, 6, num_layers=2, batch_first=True,
+                                         bidirectional=bidirectional)  # fmt: skip
+            self.fc = torch.nn.Linear(6 * (2 if bidirectional else 1), 1)
+
+        def forward(self, x):
+            return self.fc(self.encoder(x)[0])
+
+    class WithNorm(torch.nn.Module):
+        """A module with weights outside the RNN and head, which a model cannot hold."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.norm = torch.nn.LayerNorm(3)
+            self.rnn = torch.nn.GRU(3, 4)
+            self.fc = torch.nn.Linear(4, 1)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "engine.cli", "convert", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def _convert(capsys, *args) -> tuple[int, str, str]:
+    code = main(["convert", *(str(a) for a in args)])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+# ---------------------------------------------------------------------- end to end (subprocess)
+
+
+def test_cli_converts_a_saved_bare_module_with_trust_pickle(tmp_path):
+    pytest.importorskip("torch")
+    torch.manual_seed(0)
+    rnn = torch.nn.GRU(4, 8, num_layers=2, batch_first=True)
+    torch.save(rnn, tmp_path / "gru.pt")
+    out = tmp_path / "gru.npz"
+
+    result = _cli(str(tmp_path / "gru.pt"), "--out", str(out), "--trust-pickle")
+
+    assert result.returncode == 0, result.stderr
+    model = Model.load(out)
+    assert model.fingerprint == Model.from_torch(rnn).fingerprint
+    assert result.stdout.count("\n") == 1
+    assert "gru 4 -> 8 x 2 layers" in result.stdout
+    assert f"fingerprint {model.fingerprint[:16]}" in result.stdout
+    assert model.metadata["source"] == "gru.pt"
+
+
+def test_cli_converts_a_saved_state_dict_with_head_and_scaling(tmp_path):
+    pytest.importorskip("torch")
+    torch.manual_seed(1)
+    net = Forecaster()
+    torch.save(net.state_dict(), tmp_path / "sd.pt")
+    out = tmp_path / "model.npz"
+
+    result = _cli(
+        str(tmp_path / "sd.pt"),
+        "--out",
+        str(out),
+        "--feature-names",
+        "temp, load,flow",
+        "--input-mean",
+        "1,2,3",
+        "--input-std",
+        "0.5,1,2",
+    )
+
+    assert result.returncode == 0, result.stderr
+    model = Model.load(out)
+    expected = Model.from_torch(
+        net.encoder,
+        net.fc,
+        scaling={"input_mean": [1, 2, 3], "input_std": [0.5, 1, 2]},
+        feature_names=["temp", "load", "flow"],
+    )
+    assert model.fingerprint == expected.fingerprint
+    assert model.feature_names == ("temp", "load", "flow")
+    np.testing.assert_array_equal(model.head_weight, net.fc.weight.detach().numpy())
+
+
+# ---------------------------------------------------------------------- in process
+
+
+def test_full_module_without_trust_pickle_is_refused_with_the_reason(tmp_path, capsys):
+    pytest.importorskip("torch")
+    torch.save(Forecaster(), tmp_path / "net.pt")
+    code, out, err = _convert(capsys, tmp_path / "net.pt", "--out", tmp_path / "m.npz")
+    assert code == 2
+    assert "--trust-pickle" in err and "arbitrary code" in err
+    assert not (tmp_path / "m.npz").exists()
+
+
+def test_module_with_rnn_and_linear_submodules_converts(tmp_path, capsys):
+    pytest.importorskip("torch")
+    net = Forecaster()
+    torch.save(net, tmp_path / "net.pt")
+    code, out, err = _convert(
+        capsys, tmp_path / "net.pt", "--out", tmp_path / "m.npz", "--trust-pickle"
+    )
+    assert code == 0, err
+    model = Model.load(tmp_path / "m.npz")
+    assert model.fingerprint == Model.from_torch(net.encoder, net.fc).fingerprint
+    assert model.output_size == 1 and "linear head -> 1 outputs" in out
+
+
+def test_module_options_must_agree_with_the_module(tmp_path, capsys):
+    pytest.importorskip("torch")
+    torch.save(Forecaster(), tmp_path / "net.pt")
+    args = (tmp_path / "net.pt", "--out", tmp_path / "m.npz", "--trust-pickle")
+    code, _, err = _convert(capsys, *args, "--cell", "gru")
+    assert code == 2 and "--cell gru" in err and "lstm" in err
+    code, _, err = _convert(capsys, *args, "--head-prefix", "encoder")
+    assert code == 2 and "--head-prefix 'encoder'" in err and "not a Linear" in err
+    code, _, err = _convert(capsys, *args, "--rnn-prefix", "missing")
+    assert code == 2 and "no such submodule" in err
+
+
+def test_bidirectional_module_is_refused(tmp_path, capsys):
+    pytest.importorskip("torch")
+    torch.save(Forecaster(bidirectional=True), tmp_path / "net.pt")
+    code, _, err = _convert(
+        capsys, tmp_path / "net.pt", "--out", tmp_path / "m.npz", "--trust-pickle"
+    )
+    assert code == 2 and "cannot look ahead" in err
+
+
+def test_module_with_weights_outside_rnn_and_head_is_refused(tmp_path, capsys):
+    pytest.importorskip("torch")
+    torch.save(WithNorm(), tmp_path / "net.pt")
+    code, _, err = _convert(
+        capsys, tmp_path / "net.pt", "--out", tmp_path / "m.npz", "--trust-pickle"
+    )
+    assert code == 2 and "norm.weight" in err and "outside the RNN" in err
+
+
+def test_checkpoint_dict_with_nested_state_dict_converts(tmp_path, capsys):
+    pytest.importorskip("torch")
+    rnn = torch.nn.RNN(2, 3, nonlinearity="relu")
+    torch.save({"epoch": 7, "state_dict": rnn.state_dict()}, tmp_path / "ckpt.pt")
+    code, out, err = _convert(
+        capsys, tmp_path / "ckpt.pt", "--out", tmp_path / "m.npz", "--nonlinearity", "relu"
+    )
+    assert code == 0, err
+    assert Model.load(tmp_path / "m.npz").fingerprint == Model.from_torch(rnn).fingerprint
+    assert "rnn(relu)" in out
+
+
+def test_rnn_state_dict_without_nonlinearity_notes_the_tanh_assumption(tmp_path, capsys):
+    pytest.importorskip("torch")
+    torch.save(torch.nn.RNN(2, 3).state_dict(), tmp_path / "sd.pt")
+    code, out, _ = _convert(capsys, tmp_path / "sd.pt", "--out", tmp_path / "m.npz")
+    assert code == 0 and "assumed tanh" in out
+
+
+def test_state_dict_problems_become_one_line_user_errors(tmp_path, capsys):
+    pytest.importorskip("torch")
+    state = {**Forecaster().state_dict(), "extra.weight": torch.zeros(2, 6)}
+    torch.save(state, tmp_path / "sd.pt")
+    code, _, err = _convert(capsys, tmp_path / "sd.pt", "--out", tmp_path / "m.npz")
+    assert code == 2 and "several possible heads" in err and err.count("\n") == 1
+    code, _, err = _convert(
+        capsys, tmp_path / "sd.pt", "--out", tmp_path / "m.npz", "--head-prefix", "fc"
+    )
+    assert code == 2 and "extra.weight" in err
+    torch.save({"lr": 0.1}, tmp_path / "cfg.pt")
+    code, _, err = _convert(capsys, tmp_path / "cfg.pt", "--out", tmp_path / "m.npz")
+    assert code == 2 and "holds no tensors" in err
+    torch.save([1, 2], tmp_path / "list.pt")
+    code, _, err = _convert(capsys, tmp_path / "list.pt", "--out", tmp_path / "m.npz")
+    assert code == 2 and "expected an nn.Module or a state dict" in err
+
+
+def test_bad_scaling_and_feature_flags_are_user_errors(tmp_path, capsys):
+    pytest.importorskip("torch")
+    torch.save(torch.nn.GRU(3, 4).state_dict(), tmp_path / "sd.pt")
+    args = (tmp_path / "sd.pt", "--out", tmp_path / "m.npz")
+    code, _, err = _convert(capsys, *args, "--input-mean", "0,0,0")
+    assert code == 2 and "--input-mean and --input-std" in err
+    code, _, err = _convert(capsys, *args, "--input-mean", "0,x,0", "--input-std", "1,1,1")
+    assert code == 2 and "comma-separated numbers" in err
+    code, _, err = _convert(capsys, *args, "--input-mean", "0,0", "--input-std", "1,1")
+    assert code == 2 and "input_mean: expected shape (3,)" in err
+    code, _, err = _convert(capsys, *args, "--input-mean", "0,0,0", "--input-std", "1,0,1")
+    assert code == 2 and "input_std: every value must be > 0" in err
+    code, _, err = _convert(capsys, *args, "--feature-names", "a,b")
+    assert code == 2 and "feature_names: expected 3 names" in err
+    assert not (tmp_path / "m.npz").exists()
+
+
+def test_missing_or_unreadable_input_is_a_user_error(tmp_path, capsys):
+    pytest.importorskip("torch")
+    code, _, err = _convert(capsys, tmp_path / "absent.pt", "--out", tmp_path / "m.npz")
+    assert code == 2 and "no such file" in err
+    (tmp_path / "junk.pt").write_bytes(b"not a torch file at all")
+    code, _, err = _convert(capsys, tmp_path / "junk.pt", "--out", tmp_path / "m.npz")
+    assert code == 2 and "not a readable torch.save file" in err
+    Model.random("gru", 2, 3).save(tmp_path / "model.npz")
+    code, _, err = _convert(capsys, tmp_path / "model.npz", "--out", tmp_path / "m.npz")
+    assert code == 2 and "not a readable torch.save file" in err
+
+
+def test_output_path_problems_are_user_errors(tmp_path, capsys):
+    pytest.importorskip("torch")
+    torch.save(torch.nn.GRU(3, 4).state_dict(), tmp_path / "sd.pt")
+    code, _, err = _convert(capsys, tmp_path / "sd.pt", "--out", tmp_path)
+    assert code == 2 and "is a directory" in err
+    code, _, err = _convert(capsys, tmp_path / "sd.pt", "--out", tmp_path / "no" / "m.npz")
+    assert code == 2 and "does not exist" in err
+
+
+def test_missing_torch_tells_how_to_install_it(tmp_path, capsys, monkeypatch):
+    (tmp_path / "sd.pt").write_bytes(b"whatever")
+    monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` raise ImportError
+    code, _, err = _convert(capsys, tmp_path / "sd.pt", "--out", tmp_path / "m.npz")
+    assert code == 2 and "pip install 'rnnstream[torch]'" in err
+
+
+def test_importing_engine_convert_does_not_import_torch():
+    code = "import sys, engine.convert; assert 'torch' not in sys.modules, 'torch was imported'"
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
