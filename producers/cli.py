@@ -1,0 +1,249 @@
+"""Send readings to a running `rnnstream serve`: synthetic sensors or a replay of CSV files."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from engine.cli import UserError
+from producers.client import DEFAULT_INGEST_ENDPOINT, Producer
+from producers.csv_replay import merge, paced, read_csv
+from producers.synthetic import ANOMALY_KINDS, DEFAULT_PERIOD, SyntheticFleet
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--endpoint", default=DEFAULT_INGEST_ENDPOINT, help="the daemon's ingest socket"
+    )
+    parser.add_argument(
+        "--server-public-key",
+        default=None,
+        help="CURVE: the daemon's public key (Z85 text or certificate file); enables encryption",
+    )
+    parser.add_argument(
+        "--progress", type=float, default=5.0, help="seconds between progress lines (0: none)"
+    )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the `synthetic` and `csv` sources as sub-commands."""
+    sub = parser.add_subparsers(dest="source", metavar="SOURCE", required=True)
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+
+    syn = sub.add_parser(
+        "synthetic",
+        help="realistic sensor signals with labelled anomalies",
+        description="Send readings of N synthetic sensors, one reading per stream per tick.",
+        formatter_class=fmt,
+    )
+    syn.add_argument("--streams", type=int, default=10, help="number of sensors")
+    syn.add_argument(
+        "--rate",
+        type=float,
+        default=100.0,
+        help="readings per second over all streams (0: as fast as possible)",
+    )
+    syn.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    syn.add_argument("--ticks", type=int, default=None, help="stop after this many ticks")
+    syn.add_argument("--seed", type=int, default=0)
+    syn.add_argument("--period", type=int, default=DEFAULT_PERIOD, help="samples per day")
+    syn.add_argument(
+        "--anomaly-rate",
+        type=float,
+        default=None,
+        help="anomaly starts per sample per stream (default about one per 4 days)",
+    )
+    syn.add_argument(
+        "--kinds",
+        default=",".join(ANOMALY_KINDS),
+        help="comma-separated anomaly kinds to inject",
+    )
+    syn.add_argument(
+        "--single", action="store_true", help="one message per reading instead of one per tick"
+    )
+    syn.add_argument(
+        "--labels", type=Path, default=None, help="write the injected anomalies to this JSONL file"
+    )
+    _common(syn)
+
+    csv_p = sub.add_parser(
+        "csv",
+        help="replay CSV files in time order",
+        description="Replay CSV files of readings in time order, paced by their timestamps.",
+        formatter_class=fmt,
+    )
+    csv_p.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    csv_p.add_argument(
+        "--stream-column", default=None, help="column of stream ids (default: the file's stem)"
+    )
+    csv_p.add_argument("--time-column", default="timestamp")
+    csv_p.add_argument(
+        "--value-columns",
+        default=None,
+        help="comma-separated value columns (default: all but time and stream)",
+    )
+    csv_p.add_argument("--stream", default=None, help="stream id for a single file's rows")
+    pace = csv_p.add_mutually_exclusive_group()
+    pace.add_argument(
+        "--speed", type=float, default=1.0, help="replay X times faster than the timestamps"
+    )
+    pace.add_argument("--as-fast-as-possible", action="store_true", help="do not pace at all")
+    csv_p.add_argument(
+        "--max-gap", type=float, default=None, help="cap any single wait at this many seconds"
+    )
+    csv_p.add_argument(
+        "--end", action="store_true", help="mark each stream's last reading with end=true"
+    )
+    _common(csv_p)
+
+
+def _producer(args: argparse.Namespace) -> Producer:
+    try:
+        return Producer(args.endpoint, server_public_key=args.server_public_key)
+    except ValueError as exc:  # bad key material
+        raise UserError(str(exc)) from None
+    except Exception as exc:  # zmq.ZMQError for a malformed endpoint
+        raise UserError(f"cannot connect to {args.endpoint!r}: {exc}") from None
+
+
+class _Progress:
+    def __init__(self, every: float) -> None:
+        self.every = every
+        self.start = time.monotonic()
+        self.next = self.start + every
+
+    def maybe(self, producer: Producer) -> None:
+        now = time.monotonic()
+        if self.every > 0 and now >= self.next:
+            self.next = now + self.every
+            print(self.line(producer), file=sys.stderr, flush=True)
+
+    def line(self, producer: Producer) -> str:
+        elapsed = max(time.monotonic() - self.start, 1e-9)
+        return (
+            f"sent {producer.sent_readings} readings in {producer.sent_messages} messages, "
+            f"{elapsed:.1f} s, {producer.sent_readings / elapsed:.0f} readings/s"
+        )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the chosen source until it ends, `--duration`/`--ticks` pass, or Ctrl-C."""
+    if args.source == "synthetic":
+        return _run_synthetic(args)
+    return _run_csv(args)
+
+
+def _run_synthetic(args: argparse.Namespace) -> int:
+    if args.streams < 1:
+        raise UserError("--streams must be at least 1")
+    if args.rate < 0:
+        raise UserError("--rate must be >= 0 (0 sends as fast as possible)")
+    kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
+    options = {"period": args.period, "kinds": kinds}
+    if args.anomaly_rate is not None:
+        options["anomaly_rate"] = args.anomaly_rate
+    try:
+        fleet = SyntheticFleet(args.streams, args.seed, **options)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    interval = args.streams / args.rate if args.rate > 0 else 0.0
+    producer = _producer(args)
+    progress = _Progress(args.progress)
+    start = time.monotonic()
+    stop_at = None if args.duration is None else start + args.duration
+    try:
+        tick = 0
+        while args.ticks is None or tick < args.ticks:
+            now = time.monotonic()
+            if stop_at is not None and now >= stop_at:
+                break
+            due = start + tick * interval
+            if due > now:
+                time.sleep(due - now if stop_at is None else min(due - now, stop_at - now))
+                continue
+            streams, values = fleet.next_readings()
+            ts = time.time()
+            if args.single:
+                for stream, row in zip(streams, values, strict=True):
+                    producer.send(stream, row, ts)
+            else:
+                producer.send_many(streams, values, ts)
+            tick += 1
+            progress.maybe(producer)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        print(progress.line(producer), file=sys.stderr, flush=True)
+        producer.close()
+    if args.labels is not None:
+        with args.labels.open("w") as fh:
+            for a in fleet.labels:
+                fh.write(json.dumps(a._asdict()) + "\n")
+        print(f"wrote {len(fleet.labels)} anomaly labels to {args.labels}", file=sys.stderr)
+    return 0
+
+
+def _run_csv(args: argparse.Namespace) -> int:
+    value_columns = None
+    if args.value_columns:
+        value_columns = [c.strip() for c in args.value_columns.split(",") if c.strip()]
+    if args.stream is not None and len(args.files) > 1:
+        raise UserError("--stream names one file's rows; give one FILE or use --stream-column")
+    tables = []
+    for path in args.files:
+        if not path.is_file():
+            raise UserError(f"no such file: {path}")
+        try:
+            tables.append(
+                read_csv(
+                    path,
+                    stream_column=args.stream_column,
+                    time_column=args.time_column,
+                    value_columns=value_columns,
+                    stream=args.stream,
+                )
+            )
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise UserError(str(exc)) from None
+    rows = merge(*tables)
+    if not rows:
+        raise UserError("the CSV files hold no rows")
+    if args.speed is not None and args.speed <= 0:
+        raise UserError("--speed must be > 0")
+    speed = None if args.as_fast_as_possible else args.speed
+    last_of = {r.stream: i for i, r in enumerate(rows)} if args.end else {}
+    last_rows = set(last_of.values())
+    producer = _producer(args)
+    progress = _Progress(args.progress)
+    index = 0
+    try:
+        for group in paced(rows, speed=speed, max_gap=args.max_gap):
+            ends = [index + k in last_rows for k in range(len(group))]
+            widths = {len(r.values) for r in group}
+            if len(group) > 1 and len(widths) == 1:
+                producer.send_many(
+                    [r.stream for r in group],
+                    np.array([r.values for r in group], dtype=np.float32),
+                    [r.ts for r in group],
+                    end=ends if args.end else None,
+                )
+            else:
+                for r, end in zip(group, ends, strict=True):
+                    producer.send(r.stream, r.values, r.ts, end=end)
+            index += len(group)
+            progress.maybe(producer)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        print(
+            progress.line(producer) + f", {index}/{len(rows)} rows replayed",
+            file=sys.stderr,
+            flush=True,
+        )
+        producer.close()
+    return 0

@@ -1,0 +1,170 @@
+"""`Producer`: send readings to a running `rnnstream serve` over a ZeroMQ PUSH socket."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import zmq
+
+from engine import protocol
+
+DEFAULT_INGEST_ENDPOINT = "tcp://127.0.0.1:5555"
+
+KeyLike = str | bytes | os.PathLike
+
+
+def apply_curve_client(
+    socket: zmq.Socket,
+    server_public_key: KeyLike | None,
+    client_public_key: KeyLike | None = None,
+    client_secret_key: KeyLike | None = None,
+) -> None:
+    """Make `socket` a CURVE client of a server with `server_public_key` (no-op when None).
+
+    Keys are 40-character Z85 text/bytes or ZeroMQ certificate files. Without a client key pair an
+    ephemeral one is generated, which suits a server that authenticates nobody by key. A client
+    certificate file holding both keys (`*.key_secret`) may be given as `client_secret_key` alone.
+    """
+    if server_public_key is None:
+        if client_public_key is not None or client_secret_key is not None:
+            raise ValueError("client CURVE keys need the server's public key as well")
+        return
+    if client_secret_key is None:
+        if client_public_key is not None:
+            raise ValueError("a client public key needs its secret key")
+        public, secret = zmq.curve_keypair()
+    else:
+        secret = protocol.curve_key(client_secret_key, secret=True)
+        source = client_public_key if client_public_key is not None else client_secret_key
+        public = protocol.curve_key(source)
+    socket.curve_serverkey = protocol.curve_key(server_public_key)
+    socket.curve_publickey = public
+    socket.curve_secretkey = secret
+
+
+class Producer:
+    """Send readings to the daemon's ingest socket, numbering each stream's readings 1, 2, 3, ...
+
+    The PUSH socket connects (the daemon binds), so messages sent before the daemon is up are
+    queued, up to `hwm` messages; beyond that `send` blocks, or raises `zmq.Again` after
+    `send_timeout` seconds when one is given. `close` waits up to `linger` seconds to flush.
+    """
+
+    def __init__(
+        self,
+        endpoint: str = DEFAULT_INGEST_ENDPOINT,
+        *,
+        context: zmq.Context | None = None,
+        hwm: int = 100_000,
+        linger: float = 5.0,
+        send_timeout: float | None = None,
+        server_public_key: KeyLike | None = None,
+        client_public_key: KeyLike | None = None,
+        client_secret_key: KeyLike | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self._own_context = context is None
+        self._context = context if context is not None else zmq.Context()
+        self._seq: dict[str, int] = {}
+        self.sent_messages = 0
+        self.sent_readings = 0
+        socket = self._context.socket(zmq.PUSH)
+        try:
+            socket.sndhwm = hwm
+            socket.linger = int(linger * 1000)
+            if send_timeout is not None:
+                socket.sndtimeo = int(send_timeout * 1000)
+            apply_curve_client(socket, server_public_key, client_public_key, client_secret_key)
+            socket.connect(endpoint)
+        except Exception:
+            socket.close(linger=0)
+            if self._own_context:
+                self._context.term()
+            raise
+        self._socket = socket
+
+    def _next_seq(self, stream: str) -> int:
+        seq = self._seq.get(stream, 0) + 1
+        self._seq[stream] = seq
+        return seq
+
+    def last_seq(self, stream: str) -> int:
+        """Return the seq of `stream`'s last sent reading (0 when none)."""
+        return self._seq.get(stream, 0)
+
+    def send(
+        self,
+        stream: str,
+        values: Sequence[float] | np.ndarray | float,
+        ts: float | None = None,
+        *,
+        reset: bool = False,
+        end: bool = False,
+    ) -> int:
+        """Send one reading of `stream`; return the seq it was given.
+
+        `ts` defaults to now (`time.time()`). `reset` asks the daemon to start the stream's state
+        afresh before this reading, `end` to forget the stream after it.
+        """
+        if type(stream) is not str:
+            raise TypeError(f"stream id must be a str, got {type(stream).__name__}")
+        seq = self._next_seq(stream)
+        frame = protocol.encode_reading(
+            stream,
+            values,
+            seq=seq,
+            ts=time.time() if ts is None else ts,
+            reset=reset,
+            end=end,
+        )
+        self._socket.send(frame, copy=False)
+        self.sent_messages += 1
+        self.sent_readings += 1
+        return seq
+
+    def send_many(
+        self,
+        streams: Sequence[str],
+        X: np.ndarray,
+        ts: float | Sequence[float] | None = None,
+        *,
+        reset: Sequence[bool] | None = None,
+        end: Sequence[bool] | None = None,
+    ) -> list[int]:
+        """Send one columnar message: row i of `X` (n, n_inputs) is a reading of `streams[i]`.
+
+        Each row gets the next seq of its stream (a stream repeated in one call gets consecutive
+        seqs, in row order). `ts` is one time for all rows or one per row; default now.
+        """
+        streams = list(streams)
+        seqs = [self._next_seq(s) for s in streams]
+        frame = protocol.encode_batch(
+            streams,
+            np.asarray(X),
+            seq=seqs,
+            ts=time.time() if ts is None else ts,
+            reset=reset,
+            end=end,
+        )
+        self._socket.send(frame, copy=False)
+        self.sent_messages += 1
+        self.sent_readings += len(streams)
+        return seqs
+
+    def close(self, linger: float | None = None) -> None:
+        """Close the socket, waiting up to `linger` seconds (default as constructed) to flush."""
+        if self._socket.closed:
+            return
+        self._socket.close(linger=None if linger is None else int(linger * 1000))
+        if self._own_context:
+            self._context.term()
+
+    def __enter__(self) -> Producer:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

@@ -1,0 +1,448 @@
+"""Producer client over real sockets, synthetic signals, CSV replay and `rnnstream produce`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zmq
+
+from engine import protocol
+from engine.cli import UserError
+from producers import cli
+from producers.client import Producer
+from producers.csv_replay import Row, merge, paced, parse_timestamp, read_csv
+from producers.synthetic import ANOMALY_KINDS, SensorSignal, SyntheticFleet, series
+
+NAB = Path(__file__).resolve().parents[1] / ".." / "shared" / "nab" / "data"
+TIMEOUT_MS = 5000
+
+
+@pytest.fixture
+def context():
+    ctx = zmq.Context()
+    yield ctx
+    ctx.destroy(linger=0)
+
+
+@pytest.fixture
+def pull(context):
+    """A bound PULL socket standing in for the daemon's ingest; returns (socket, endpoint)."""
+    sock = context.socket(zmq.PULL)
+    sock.linger = 0
+    sock.rcvtimeo = TIMEOUT_MS
+    port = sock.bind_to_random_port("tcp://127.0.0.1")
+    yield sock, f"tcp://127.0.0.1:{port}"
+    sock.close(linger=0)
+
+
+def receive(sock: zmq.Socket) -> bytes:
+    try:
+        return sock.recv()
+    except zmq.Again:
+        pytest.fail(f"no message on the ingest socket within {TIMEOUT_MS} ms")
+
+
+# ----------------------------------------------------------------------------- Producer
+
+
+def test_producer_send_numbers_each_stream_from_one(pull, context):
+    sock, endpoint = pull
+    with Producer(endpoint, context=context, linger=0) as producer:
+        assert producer.send("a", [1.0, 2.0]) == 1
+        assert producer.send("b", np.array([3.0, 4.0])) == 1
+        assert producer.send("a", [5, 6], ts=123.5, reset=True) == 2
+        assert producer.send("a", [7.0, 8.0], end=True) == 3
+        got = [protocol.decode_ingest(receive(sock), 2) for _ in range(4)]
+    assert all(rej == [] for _, rej in got)
+    readings = [r for r, _ in got]
+    assert [(r.streams[0], r.seq[0]) for r in readings] == [("a", 1), ("b", 1), ("a", 2), ("a", 3)]
+    assert readings[2].ts == [123.5] and readings[2].reset == [True]
+    assert readings[3].end == [True] and readings[0].ts[0] > 1.6e9  # defaults to now
+    np.testing.assert_array_equal(readings[1].values, [[3.0, 4.0]])
+
+
+def test_producer_send_many_gives_per_row_consecutive_seqs(pull, context):
+    sock, endpoint = pull
+    x = np.arange(8, dtype=np.float32).reshape(4, 2)
+    with Producer(endpoint, context=context, linger=0) as producer:
+        producer.send("a", [0.0, 0.0])
+        assert producer.send_many(["a", "b", "a", "c"], x, ts=[1.0, 2.0, 3.0, 4.0]) == [2, 1, 3, 1]
+        readings, rejections = protocol.decode_ingest(receive(sock), 2)
+        readings, rejections = protocol.decode_ingest(receive(sock), 2)
+        assert producer.last_seq("a") == 3 and producer.sent_readings == 5
+    assert rejections == []
+    assert readings.streams == ["a", "b", "a", "c"] and readings.seq == [2, 1, 3, 1]
+    assert readings.ts == [1.0, 2.0, 3.0, 4.0]
+    np.testing.assert_array_equal(readings.values, x)
+
+
+def test_producer_rejects_a_non_string_stream(pull, context):
+    _, endpoint = pull
+    with Producer(endpoint, context=context, linger=0) as producer:
+        with pytest.raises(TypeError):
+            producer.send(7, [1.0])
+
+
+@pytest.mark.skipif(not zmq.has("curve"), reason="libzmq built without CURVE")
+def test_producer_talks_to_a_curve_server(context, tmp_path):
+    import zmq.auth
+
+    server_public_file, server_secret_file = zmq.auth.create_certificates(tmp_path, "server")
+    public, secret = zmq.auth.load_certificate(server_secret_file)
+    server = context.socket(zmq.PULL)
+    server.linger = 0
+    server.rcvtimeo = TIMEOUT_MS
+    server.curve_server = True
+    server.curve_publickey = public
+    server.curve_secretkey = secret
+    port = server.bind_to_random_port("tcp://127.0.0.1")
+    try:
+        endpoint = f"tcp://127.0.0.1:{port}"
+        with Producer(
+            endpoint, context=context, linger=0, server_public_key=server_public_file
+        ) as producer:
+            producer.send("secure", [1.0])
+            readings, _ = protocol.decode_ingest(receive(server), 1)
+        assert readings.streams == ["secure"]
+    finally:
+        server.close(linger=0)
+
+
+def test_producer_refuses_client_keys_without_a_server_key(context):
+    with pytest.raises(ValueError):
+        Producer("tcp://127.0.0.1:1", context=context, client_secret_key="x" * 40)
+
+
+# ----------------------------------------------------------------------------- synthetic
+
+
+def test_series_is_deterministic_per_seed_and_differs_across_seeds():
+    a, wa = series(3000, seed=7, anomaly_rate=1 / 300)
+    b, wb = series(3000, seed=7, anomaly_rate=1 / 300)
+    c, _ = series(3000, seed=8, anomaly_rate=1 / 300)
+    np.testing.assert_array_equal(a, b)
+    assert wa == wb
+    assert not np.array_equal(a, c)
+
+
+def test_signal_does_not_depend_on_how_samples_are_requested():
+    whole = SensorSignal(3, 1, anomaly_rate=1 / 200)
+    parts = SensorSignal(3, 1, anomaly_rate=1 / 200)
+    x = whole.generate(2000)
+    y = np.concatenate([parts.generate(n) for n in (1, 99, 700, 1, 1199)])
+    np.testing.assert_array_equal(x, y)
+    assert whole.labels == parts.labels
+
+
+def test_labels_lie_inside_the_series_and_cover_every_kind():
+    kinds_seen = set()
+    for seed in range(6):
+        values, windows = series(4000, seed=seed, anomaly_rate=1 / 250)
+        assert values.shape == (4000,) and np.isfinite(values).all()
+        for w in windows:
+            assert 0 <= w.start <= w.end < 4000 and w.kind in ANOMALY_KINDS
+            kinds_seen.add(w.kind)
+        starts = [w.start for w in windows]
+        assert starts == sorted(starts)
+        assert all(a.end < b.start for a, b in zip(windows, windows[1:], strict=False))
+    assert kinds_seen == set(ANOMALY_KINDS)
+
+
+def test_injected_anomalies_change_the_signal_where_labelled():
+    clean, none = series(3000, seed=11, anomaly_rate=0.0)
+    dirty, windows = series(3000, seed=11, anomaly_rate=1 / 300)
+    assert none == [] and windows
+    inside = np.zeros(3000, bool)
+    for w in windows:
+        inside[w.start : w.end + 1] = True
+        seg = dirty[w.start : w.end + 1]
+        if w.kind == "dropout":
+            assert (seg == 0).all()
+        elif w.kind == "flatline":
+            assert (seg == seg[0]).all()
+        else:
+            assert not np.array_equal(seg, clean[w.start : w.end + 1]), w
+    # outside the windows the anomalies leave the signal alone
+    np.testing.assert_array_equal(dirty[~inside], clean[~inside])
+
+
+def test_normal_behaviour_has_a_daily_cycle():
+    period = 96
+    values, _ = series(period * 28, seed=2, period=period, anomaly_rate=0.0, index=0)
+    x = values - values.mean()
+    lag_day = np.corrcoef(x[:-period], x[period:])[0, 1]
+    lag_half = np.corrcoef(x[: -period // 2], x[period // 2 :])[0, 1]
+    assert lag_day > lag_half
+
+
+def test_streams_have_varied_character():
+    signals = [SensorSignal(0, i) for i in range(30)]
+    assert len({s.profile.family for s in signals}) == 3
+    levels = [s.profile.base for s in signals]
+    assert max(levels) / max(min(abs(v) for v in levels), 1e-9) > 10
+
+
+def test_fleet_readings_match_the_per_stream_signals_and_labels_have_started():
+    fleet = SyntheticFleet(4, seed=5, anomaly_rate=1 / 50, block=16)
+    ticks = [fleet.next_readings() for _ in range(200)]
+    streams, values = ticks[0]
+    assert streams == ["sensor-0000", "sensor-0001", "sensor-0002", "sensor-0003"]
+    assert values.shape == (4, 1) and values.dtype == np.float32
+    matrix = np.stack([v[:, 0] for _, v in ticks])
+    alone = SensorSignal(5, 2, anomaly_rate=1 / 50).generate(200).astype(np.float32)
+    np.testing.assert_array_equal(matrix[:, 2], alone)
+    assert fleet.labels and all(a.start < 200 and a.stream in streams for a in fleet.labels)
+    again = SyntheticFleet(4, seed=5, anomaly_rate=1 / 50)
+    np.testing.assert_array_equal(again.next_block(200).astype(np.float32), matrix)
+
+
+def test_synthetic_rejects_unknown_kinds():
+    with pytest.raises(ValueError):
+        SensorSignal(kinds=("earthquake",))
+
+
+# ----------------------------------------------------------------------------- CSV replay
+
+
+@pytest.mark.parametrize(
+    ("text", "epoch"),
+    [
+        ("2015-02-26 21:42:53", 1424986973.0),
+        ("2015-02-26T21:42:53", 1424986973.0),
+        ("2015-02-26T21:42:53Z", 1424986973.0),
+        ("2015-02-26T23:42:53+02:00", 1424986973.0),
+        ("2015-02-26 21:42:53.5", 1424986973.5),
+        ("1424986973", 1424986973.0),
+        (" 1424986973.25 ", 1424986973.25),
+    ],
+)
+def test_parse_timestamp_accepts_the_documented_formats(text, epoch):
+    assert parse_timestamp(text) == epoch
+
+
+@pytest.mark.parametrize("text", ["yesterday", "", "nan", "26/02/2015"])
+def test_parse_timestamp_rejects_garbage(text):
+    with pytest.raises(ValueError):
+        parse_timestamp(text)
+
+
+def test_read_csv_uses_the_file_stem_and_sorts_by_time(tmp_path):
+    path = tmp_path / "machine_temp.csv"
+    path.write_text(
+        "timestamp,value\n2020-01-01 00:10:00,3\n2020-01-01 00:00:00,1\n2020-01-01 00:05:00,2\n"
+    )
+    rows = read_csv(path)
+    assert [r.values for r in rows] == [(1.0,), (2.0,), (3.0,)]
+    assert {r.stream for r in rows} == {"machine_temp"}
+    assert rows[1].ts - rows[0].ts == 300
+
+
+def test_read_csv_with_stream_and_several_value_columns(tmp_path):
+    path = tmp_path / "fleet.csv"
+    path.write_text(
+        "id,time,temp,rpm,note\np1,100,20.5,1000,x\np2,100,21.0,1100,y\np1,50,19.0,900,z\n\n"
+    )
+    rows = read_csv(path, stream_column="id", time_column="time", value_columns=["temp", "rpm"])
+    assert rows == [
+        Row(50.0, "p1", (19.0, 900.0)),
+        Row(100.0, "p1", (20.5, 1000.0)),
+        Row(100.0, "p2", (21.0, 1100.0)),
+    ]
+
+
+def test_read_csv_names_the_file_and_line_of_a_bad_cell(tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_text("timestamp,value\n2020-01-01 00:00:00,1\n2020-01-01 00:05:00,oops\n")
+    with pytest.raises(ValueError, match=r"bad\.csv:3"):
+        read_csv(path)
+    with pytest.raises(ValueError, match="no column 'when'"):
+        read_csv(path, time_column="when")
+
+
+def test_merge_interleaves_files_in_time_order():
+    a = [Row(1.0, "a", (1.0,)), Row(3.0, "a", (3.0,))]
+    b = [Row(2.0, "b", (2.0,)), Row(3.0, "b", (4.0,))]
+    assert [(r.ts, r.stream) for r in merge(a, b)] == [
+        (1.0, "a"),
+        (2.0, "b"),
+        (3.0, "a"),
+        (3.0, "b"),
+    ]
+
+
+class FakeClock:
+    """A clock that only moves when slept on, recording each sleep."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+ROWS = [Row(t, "s", (float(t),)) for t in (0.0, 60.0, 60.0, 180.0, 300.0)]
+
+
+def test_paced_as_fast_as_possible_never_sleeps_and_groups_equal_times():
+    clock = FakeClock()
+    groups = list(paced(ROWS, speed=None, clock=clock, sleep=clock.sleep))
+    assert [[r.ts for r in g] for g in groups] == [[0.0], [60.0, 60.0], [180.0], [300.0]]
+    assert clock.sleeps == []
+
+
+def test_paced_speed_up_divides_the_gaps_between_timestamps():
+    clock = FakeClock()
+    emitted = []
+    for group in paced(ROWS, speed=60.0, clock=clock, sleep=clock.sleep):
+        emitted.append((clock.now - 1000.0, group[0].ts))
+    assert emitted == [(0.0, 0.0), (1.0, 60.0), (3.0, 180.0), (5.0, 300.0)]
+    assert sum(clock.sleeps) == pytest.approx(5.0)
+
+
+def test_paced_keeps_the_schedule_when_the_consumer_is_slow():
+    clock = FakeClock()
+    times = []
+    for _ in paced(ROWS, speed=1.0, clock=clock, sleep=clock.sleep):
+        times.append(clock.now - 1000.0)
+        clock.now += 50.0  # the consumer takes 50 s per group
+    assert times == [0.0, 60.0, 180.0, 300.0]
+
+
+def test_paced_max_gap_caps_long_waits():
+    clock = FakeClock()
+    list(paced(ROWS, speed=1.0, clock=clock, sleep=clock.sleep, max_gap=10.0))
+    assert clock.sleeps == [10.0, 10.0, 10.0]
+
+
+def test_paced_real_clock_with_a_large_speed_up_finishes_quickly():
+    rows = [Row(float(t), "s", (1.0,)) for t in range(0, 500, 100)]
+    assert len(list(paced(rows, speed=1e5))) == 5
+
+
+def test_nab_file_reads_as_one_stream_in_order():
+    path = NAB / "realKnownCause" / "machine_temperature_system_failure.csv"
+    if not path.exists():
+        path = next(iter(sorted(NAB.glob("*/*.csv"))), None)
+    if path is None:
+        pytest.skip("no NAB data beside the checkout")
+    rows = read_csv(path)
+    assert len(rows) > 1000 and {r.stream for r in rows} == {path.stem}
+    ts = np.array([r.ts for r in rows])
+    assert (np.diff(ts) >= 0).all()
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def drain(sock: zmq.Socket, n_inputs: int = 1) -> list[protocol.Readings]:
+    out = []
+    while sock.poll(200):
+        readings, rejections = protocol.decode_ingest(sock.recv(), n_inputs)
+        assert rejections == []
+        out.append(readings)
+    return out
+
+
+def test_produce_synthetic_sends_one_batch_per_tick_and_writes_labels(pull, tmp_path, capsys):
+    sock, endpoint = pull
+    labels = tmp_path / "labels.jsonl"
+    args = parse(
+        [
+            "synthetic",
+            "--streams", "3",
+            "--rate", "0",
+            "--ticks", "400",
+            "--anomaly-rate", "0.02",
+            "--labels", str(labels),
+            "--endpoint", endpoint,
+        ]
+    )  # fmt: skip
+    assert cli.run(args) == 0
+    batches = drain(sock)
+    assert len(batches) == 400
+    assert batches[0].streams == ["sensor-0000", "sensor-0001", "sensor-0002"]
+    assert [b.seq[0] for b in batches] == list(range(1, 401))
+    expected = SyntheticFleet(3, 0, anomaly_rate=0.02).next_block(400).astype(np.float32)
+    np.testing.assert_array_equal(np.stack([b.values[:, 0] for b in batches]), expected)
+    written = [json.loads(line) for line in labels.read_text().splitlines()]
+    assert written and all(0 <= w["start"] < 400 for w in written)
+    assert "sent 1200 readings in 400 messages" in capsys.readouterr().err
+
+
+def test_produce_synthetic_single_sends_one_message_per_reading(pull):
+    sock, endpoint = pull
+    args = parse(["synthetic", "--streams", "2", "--rate", "0", "--ticks", "3", "--single"])
+    args.endpoint = endpoint
+    assert cli.run(args) == 0
+    got = drain(sock)
+    assert [(r.streams[0], r.seq[0]) for r in got] == [
+        ("sensor-0000", 1),
+        ("sensor-0001", 1),
+        ("sensor-0000", 2),
+        ("sensor-0001", 2),
+        ("sensor-0000", 3),
+        ("sensor-0001", 3),
+    ]
+
+
+def test_produce_synthetic_stops_after_duration(pull):
+    sock, endpoint = pull
+    args = parse(["synthetic", "--streams", "1", "--rate", "20", "--duration", "0.3"])
+    args.endpoint = endpoint
+    assert cli.run(args) == 0
+    assert 1 <= len(drain(sock)) <= 10
+
+
+def test_produce_csv_replays_files_in_time_order_with_original_timestamps(pull, tmp_path):
+    sock, endpoint = pull
+    (tmp_path / "a.csv").write_text(
+        "timestamp,value\n2020-01-01 00:00:00,1\n2020-01-01 00:10:00,3\n"
+    )
+    (tmp_path / "b.csv").write_text(
+        "timestamp,value\n2020-01-01 00:05:00,2\n2020-01-01 00:10:00,4\n"
+    )
+    args = parse(
+        ["csv", str(tmp_path / "a.csv"), str(tmp_path / "b.csv"), "--speed", "1e6", "--end"]
+    )
+    args.endpoint = endpoint
+    assert cli.run(args) == 0
+    got = drain(sock)
+    rows = [
+        (s, v[0], t, e)
+        for r in got
+        for s, v, t, e in zip(r.streams, r.values, r.ts, r.end, strict=True)
+    ]
+    t0 = parse_timestamp("2020-01-01 00:00:00")
+    assert rows == [
+        ("a", 1.0, t0, False),
+        ("b", 2.0, t0 + 300, False),
+        ("a", 3.0, t0 + 600, True),
+        ("b", 4.0, t0 + 600, True),
+    ]
+    assert len(got) == 3  # the two readings at 00:10 go as one batch
+
+
+def test_produce_csv_reports_a_missing_file_as_a_user_error(tmp_path):
+    args = parse(["csv", str(tmp_path / "nope.csv"), "--as-fast-as-possible"])
+    with pytest.raises(UserError, match="no such file"):
+        cli.run(args)
+
+
+def test_produce_csv_speed_and_as_fast_as_possible_are_exclusive():
+    with pytest.raises(SystemExit):
+        parse(["csv", "x.csv", "--speed", "2", "--as-fast-as-possible"])
