@@ -15,6 +15,7 @@ from engine import __version__
 # name -> (module, one-line summary)
 COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("engine.convert", "convert a saved PyTorch module or state dict into a model file"),
+    "serve": ("engine.daemon", "run the streaming inference daemon"),
     "train": ("engine.train", "train a next-step forecaster on a CSV and write a model file"),
     "nab": ("engine.nab", "run or score an anomaly detector on the Numenta Anomaly Benchmark"),
     "bench": ("engine.bench", "measure step / step_many speed against PyTorch"),
@@ -65,4 +66,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run engine.cli's main, not this __main__ copy, so subcommands' UserError is the one caught.
+    from engine.cli import main as _main
+
+    sys.exit(_main())

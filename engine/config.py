@@ -1,0 +1,187 @@
+"""Daemon settings: defaults < TOML file < environment (RNNSTREAM_*) < command-line flags."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, get_type_hints
+
+
+def _default_state_dir() -> str:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return str(Path(base) / "rnnstream")
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Everything `rnnstream serve` can be told; see `rnnstream serve --help` for each default."""
+
+    model: str | None = None
+    ingest: str = "tcp://127.0.0.1:5555"
+    publish: str = "tcp://127.0.0.1:5556"
+    control: str = "tcp://127.0.0.1:5557"
+    state_dir: str = dataclasses.field(default_factory=_default_state_dir)
+    checkpoint_every: float = 60.0
+    metrics_port: int = 0
+    metrics_host: str = "127.0.0.1"
+    publish_mode: str = "each"
+    max_batch: int = 4096
+    max_wait_us: int = 300
+    max_streams: int = 0
+    idle_timeout: float = 0.0
+    ingest_hwm: int = 100_000
+    publish_hwm: int = 100_000
+    max_message_bytes: int = 16 * 1024 * 1024
+    log_format: str = "plain"
+    log_level: str = "info"
+    curve_secret_key: str | None = None
+    curve_clients: str | None = None
+    alert_threshold: float = 0.99
+    alert_close: float = 0.9
+    alert_min_duration: int = 1
+    alert_cooldown: int = 30
+
+    def __post_init__(self) -> None:
+        choices = {
+            "publish_mode": ("each", "batch", "both"),
+            "log_format": ("plain", "json"),
+            "log_level": ("debug", "info", "warning", "error"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}")
+        for name in ("max_batch", "max_message_bytes", "ingest_hwm", "publish_hwm"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        for name in ("checkpoint_every", "idle_timeout", "max_streams", "max_wait_us"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative (0 turns it off)")
+        if self.metrics_port < 0 or self.metrics_port > 65535:
+            raise ValueError("metrics_port must be 0 (off) or a TCP port")
+        if (self.curve_secret_key is None) != (self.curve_clients is None):
+            raise ValueError("curve_secret_key and curve_clients must be given together")
+        if not 0 < self.alert_close <= self.alert_threshold <= 1:
+            raise ValueError("need 0 < alert_close <= alert_threshold <= 1")
+
+    @classmethod
+    def help_for(cls) -> dict[str, str]:
+        """One line per setting, for --help."""
+        return dict(_HELP)
+
+
+_HELP = {
+    "model": "model file (.npz); default: the model built into the package",
+    "ingest": "ZeroMQ endpoint of the PULL socket producers send readings to",
+    "publish": "ZeroMQ endpoint of the PUB socket predictions, alerts and errors go out on",
+    "control": "ZeroMQ endpoint of the REP control socket (rnnstream ctl)",
+    "state_dir": "directory for state snapshots (restored at start)",
+    "checkpoint_every": "seconds between periodic snapshots (0: only at shutdown)",
+    "metrics_port": "serve Prometheus metrics over HTTP on this port (0: off)",
+    "metrics_host": "address the metrics HTTP server binds to",
+    "publish_mode": "each: one pred.<stream> message per reading; batch: one columnar "
+    "batch.pred message per processed batch; both",
+    "max_batch": "most readings stepped in one engine call",
+    "max_wait_us": "microseconds to wait for more readings before stepping a partial batch",
+    "max_streams": "evict the least recently used stream beyond this many (0: no limit)",
+    "idle_timeout": "evict streams idle for this many seconds (0: never)",
+    "ingest_hwm": "intake queue high-water mark, in messages",
+    "publish_hwm": "per-subscriber queue high-water mark; a slow subscriber loses messages "
+    "beyond it instead of blocking intake",
+    "max_message_bytes": "largest intake message accepted (ZMQ_MAXMSGSIZE)",
+    "log_format": "plain or json (one JSON object per line) on stderr",
+    "log_level": "debug, info, warning or error",
+    "curve_secret_key": "server certificate file (with secret key) to enable CURVE encryption",
+    "curve_clients": "directory of client public certificates allowed to connect (CURVE)",
+    "alert_threshold": "anomaly score at or above which an alert opens",
+    "alert_close": "anomaly score below which an open alert closes",
+    "alert_min_duration": "readings the score must stay high before an alert opens",
+    "alert_cooldown": "readings after a close before the same stream can alert again",
+}
+
+
+def _coerce(name: str, kind: Any, value: Any, source: str) -> Any:
+    """Convert a TOML or environment value to the field's type, or raise ValueError."""
+    try:
+        if kind is int and not isinstance(value, bool | float):
+            return int(value)
+        if kind is float and not isinstance(value, bool):
+            return float(value)
+        if kind in (str, str | None) and isinstance(value, str):
+            return value
+    except (TypeError, ValueError):
+        pass
+    kind_name = "number" if kind in (int, float) else "string"
+    raise ValueError(f"{source}: {name} = {value!r} is not a valid {kind_name}")
+
+
+def load_config(
+    file: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+) -> ServeConfig:
+    """Merge defaults, a TOML file, RNNSTREAM_* environment variables and flags, in that order.
+
+    The TOML file holds the settings at top level or under a [serve] table; an unknown key is an
+    error that names it.
+    """
+    hints = get_type_hints(ServeConfig)
+    known = {f.name for f in fields(ServeConfig)}
+    values: dict[str, Any] = {}
+    if file is not None:
+        path = Path(file)
+        try:
+            data = tomllib.loads(path.read_text())
+        except OSError as exc:
+            raise ValueError(f"cannot read config file {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"config file {path} is not valid TOML: {exc}") from None
+        data = data.get("serve", data)
+        for key, value in data.items():
+            name = key.replace("-", "_")
+            if name not in known:
+                raise ValueError(
+                    f"config file {path}: unknown setting {key!r} "
+                    f"(known: {', '.join(sorted(known))})"
+                )
+            values[name] = _coerce(name, hints[name], value, str(path))
+    env = os.environ if env is None else env
+    for name in known:
+        var = f"RNNSTREAM_{name.upper()}"
+        if var in env:
+            values[name] = _coerce(name, hints[name], env[var], f"environment {var}")
+    for name, value in (flags or {}).items():
+        if value is not None:
+            values[name] = value
+    try:
+        return ServeConfig(**values)
+    except ValueError as exc:
+        raise ValueError(f"invalid setting: {exc}") from None
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one --flag per ServeConfig field (default None, so unset flags do not override)."""
+    hints = get_type_hints(ServeConfig)
+    defaults = ServeConfig()
+    parser.add_argument("--config", metavar="FILE.toml", help="read settings from a TOML file")
+    for f in fields(ServeConfig):
+        kind = hints[f.name]
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(defaults, f.name)
+        parser.add_argument(
+            flag,
+            dest=f.name,
+            type=kind if kind in (int, float) else str,
+            default=None,
+            metavar=f.name.upper() if kind in (int, float) else None,
+            help=f"{_HELP[f.name]} (default: {default}; env RNNSTREAM_{f.name.upper()})",
+        )
+
+
+def config_from_args(args: argparse.Namespace) -> ServeConfig:
+    flags = {f.name: getattr(args, f.name, None) for f in fields(ServeConfig)}
+    return load_config(args.config, flags=flags)

@@ -1,0 +1,561 @@
+"""`rnnstream serve`: the long-lived daemon.
+
+Producers PUSH readings to the ingest socket; every accepted reading advances its stream's state
+by one step through StreamEngine and its prediction goes out on the PUB socket; operators talk to
+the REP control socket. Lifecycle: starting (load model, compile, restore state) -> ready ->
+stopping (stop intake, drain what was received, publish, snapshot) -> stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import signal
+import time
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zmq
+
+from engine import protocol
+from engine.config import ServeConfig, add_config_arguments, config_from_args
+from engine.logs import RateLimitedLog, log, setup_logging
+from engine.metrics import Metrics, registry_for
+from engine.model import Model
+from engine.protocol import Readings, Rejection, RejectReason
+from engine.stream import StreamEngine
+
+SNAPSHOT_NAME = "state.npz"
+_POLL_MS = 100
+_DRAIN_QUIET_S = 0.05  # at shutdown, intake counts as drained after this long without a message
+
+
+class Status(StrEnum):
+    STARTING = "starting"
+    READY = "ready"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+class StartupError(Exception):
+    """The daemon cannot start; the message says why and what to do."""
+
+
+class Daemon:
+    """One serving process: sockets, micro-batching, control, snapshots and metrics."""
+
+    def __init__(self, config: ServeConfig, logger: logging.Logger) -> None:
+        self.config = config
+        self.logger = logger
+        self.warn = RateLimitedLog(logger)
+        self.metrics = Metrics()
+        self.status = Status.STARTING
+        self.started = time.time()
+        self._stop_requested = False
+        self._signals = 0
+        self._context: zmq.Context | None = None
+        self._last_seq: dict[str, int] = {}
+        self._busy = False
+        self._metrics_server: Any = None
+        self._auth: Any = None
+        self.state_path = Path(config.state_dir) / SNAPSHOT_NAME
+
+    # ------------------------------------------------------------------ start
+    def start(self) -> None:
+        """Load the model, compile, restore state, bind sockets; log `ready` when done."""
+        cfg = self.config
+        self.model = self._load_model(cfg.model)
+        self._check_state_dir()
+        self.engine = self._restore_or_new(self.model)
+        self._bind()
+        if cfg.metrics_port:
+            self._start_metrics()
+        self._next_checkpoint = (
+            time.monotonic() + cfg.checkpoint_every if cfg.checkpoint_every else math.inf
+        )
+        self.status = Status.READY
+        log(
+            self.logger,
+            logging.INFO,
+            "ready",
+            ingest=cfg.ingest,
+            publish=cfg.publish,
+            control=cfg.control,
+            model=self.model.fingerprint[:16],
+            streams=len(self.engine),
+            pid=os.getpid(),
+        )
+
+    def _load_model(self, path: str | None) -> Model:
+        if path is None:
+            from engine.default_model import load_default_model
+
+            return load_default_model()
+        try:
+            return Model.load(path)
+        except FileNotFoundError:
+            raise StartupError(f"model file {path} does not exist") from None
+        except (OSError, ValueError) as exc:
+            raise StartupError(f"cannot load model {path}: {exc}") from None
+
+    def _engine_options(self) -> dict[str, Any]:
+        cfg = self.config
+        return {
+            "max_streams": cfg.max_streams or None,
+            "idle_timeout": cfg.idle_timeout or None,
+        }
+
+    def _check_state_dir(self) -> None:
+        folder = self.state_path.parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            probe = folder / f".write-test-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise StartupError(
+                f"state directory {folder} is not writable ({exc.strerror}); "
+                "choose another with --state-dir"
+            ) from None
+
+    def _restore_or_new(self, model: Model) -> StreamEngine:
+        path = self.state_path
+        if path.exists():
+            try:
+                engine = StreamEngine.restore(path, model, **self._engine_options())
+            except ValueError as exc:
+                stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+                aside = path.with_name(f"{path.name}.rejected-{stamp}")
+                path.rename(aside)
+                log(
+                    self.logger,
+                    logging.ERROR,
+                    "snapshot not restored; set aside, starting with no stream state",
+                    reason=str(exc),
+                    moved_to=str(aside),
+                )
+            else:
+                self._last_seq = {
+                    s: int(q) for s, q in engine.snapshot_extra.get("last_seq", {}).items()
+                }
+                log(self.logger, logging.INFO, "state restored", streams=len(engine), path=path)
+                return engine
+        return StreamEngine(model, **self._engine_options())
+
+    def _bind(self) -> None:
+        cfg = self.config
+        ctx = self._context = zmq.Context()
+        if cfg.curve_secret_key is not None:
+            self._start_curve(ctx)
+        self.ingest = ctx.socket(zmq.PULL)
+        self.ingest.rcvhwm = cfg.ingest_hwm
+        self.ingest.maxmsgsize = cfg.max_message_bytes
+        self.publisher = ctx.socket(zmq.PUB)
+        self.publisher.sndhwm = cfg.publish_hwm
+        self.control = ctx.socket(zmq.REP)
+        for name, sock, endpoint in (
+            ("ingest", self.ingest, cfg.ingest),
+            ("publish", self.publisher, cfg.publish),
+            ("control", self.control, cfg.control),
+        ):
+            if cfg.curve_secret_key is not None:
+                sock.curve_server = True
+                sock.curve_publickey = self._server_public
+                sock.curve_secretkey = self._server_secret
+            try:
+                sock.bind(endpoint)
+            except zmq.ZMQError as exc:
+                self._close_sockets(linger=0)
+                hint = (
+                    " (is another rnnstream serve running?)" if exc.errno == zmq.EADDRINUSE else ""
+                )
+                raise StartupError(
+                    f"cannot bind the {name} socket to {endpoint}: {exc.strerror}{hint}; "
+                    f"choose another with --{name}"
+                ) from None
+
+    def _start_curve(self, ctx: zmq.Context) -> None:
+        from zmq.auth.thread import ThreadAuthenticator
+
+        cfg = self.config
+        try:
+            self._server_public = protocol.curve_key(cfg.curve_secret_key)
+            self._server_secret = protocol.curve_key(cfg.curve_secret_key, secret=True)
+        except ValueError as exc:
+            raise StartupError(f"bad --curve-secret-key: {exc}") from None
+        if not Path(cfg.curve_clients).is_dir():
+            raise StartupError(f"--curve-clients {cfg.curve_clients} is not a directory")
+        self._auth = ThreadAuthenticator(ctx, log=logging.getLogger("rnnstream.auth"))
+        self._auth.start()
+        self._auth.configure_curve(domain="*", location=str(cfg.curve_clients))
+
+    def _start_metrics(self) -> None:
+        from prometheus_client import start_http_server
+
+        registry = registry_for(self.metrics, self._gauges)
+        try:
+            server, _thread = start_http_server(
+                self.config.metrics_port, addr=self.config.metrics_host, registry=registry
+            )
+        except OSError as exc:
+            self._close_sockets(linger=0)
+            raise StartupError(
+                f"cannot serve metrics on {self.config.metrics_host}:{self.config.metrics_port}: "
+                f"{exc.strerror}; choose another with --metrics-port"
+            ) from None
+        self._metrics_server = server
+
+    def _gauges(self) -> dict[str, float]:
+        stats = self.engine.stats()
+        return {
+            "live_streams": stats["streams"],
+            "evictions_total": stats["evictions"],
+            "ready": float(self.status == Status.READY),
+        }
+
+    # ------------------------------------------------------------------- loop
+    def install_signal_handlers(self) -> None:
+        """SIGTERM and SIGINT start an orderly stop; a second one exits at once."""
+
+        def handler(signum: int, _frame: Any) -> None:
+            self._signals += 1
+            if self._signals > 1:
+                os._exit(128 + signum)
+            self._stop_requested = True
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    def request_stop(self) -> None:
+        self._stop_requested = True
+
+    def run(self) -> None:
+        """Serve until asked to stop, then drain, publish, snapshot and close."""
+        poller = zmq.Poller()
+        poller.register(self.ingest, zmq.POLLIN)
+        poller.register(self.control, zmq.POLLIN)
+        while not self._stop_requested:
+            try:
+                events = dict(poller.poll(_POLL_MS))
+            except zmq.ZMQError as exc:  # EINTR from a signal
+                if exc.errno != zmq.EINTR:
+                    raise
+                continue
+            if self.control in events:
+                self._serve_control()
+            if self.ingest in events:
+                self._intake_pass()
+            if time.monotonic() >= self._next_checkpoint:
+                self._checkpoint("periodic")
+        self._shutdown()
+
+    def _intake_pass(self, wait: bool = True) -> int:
+        """Receive what is queued (up to max_batch readings), step it, publish; return rows."""
+        cfg = self.config
+        parts: list[Readings] = []
+        rows = 0
+        spin_until = time.perf_counter() + cfg.max_wait_us * 1e-6 if wait and self._busy else 0.0
+        while rows < cfg.max_batch:
+            try:
+                frame = self.ingest.recv(zmq.NOBLOCK, copy=True)
+            except zmq.Again:
+                if time.perf_counter() < spin_until:
+                    continue
+                break
+            self.metrics.frames_in += 1
+            readings, rejections = protocol.decode_ingest(frame, self.engine.model.input_size)
+            for rejection in rejections:
+                self._reject(rejection)
+            if len(readings):
+                parts.append(readings)
+                rows += len(readings)
+        self._busy = rows > 1
+        if rows:
+            self._process(_concat(parts, self.engine.model.input_size))
+        return rows
+
+    def _process(self, batch: Readings) -> None:
+        """Filter duplicates, step the rest in arrival order, publish every prediction."""
+        keep = self._check_sequence(batch)
+        if len(keep) != len(batch):
+            batch = _select(batch, keep)
+        n = len(batch)
+        if n == 0:
+            return
+        flagged = [i for i in range(n) if batch.reset[i] or batch.end[i]]
+        start = 0
+        for i in flagged + [n]:
+            if i > start:
+                self._step_and_publish(_select(batch, range(start, i)) if flagged else batch)
+            if i < n:
+                self._step_flagged(_select(batch, [i]))
+            start = i + 1
+
+    def _check_sequence(self, batch: Readings) -> list[int]:
+        last_seq = self._last_seq
+        keep = []
+        for i, (stream, seq) in enumerate(zip(batch.streams, batch.seq, strict=True)):
+            if seq is not None:
+                last = None if batch.reset[i] else last_seq.get(stream)
+                if last is not None:
+                    if seq <= last:
+                        self.metrics.duplicates += 1
+                        self._reject(
+                            Rejection(
+                                RejectReason.OUT_OF_ORDER,
+                                f"seq {seq} is not after {last}: duplicate dropped",
+                                stream,
+                            ),
+                            count_as="duplicate",
+                        )
+                        continue
+                    if seq > last + 1:
+                        self.metrics.gaps += 1
+                last_seq[stream] = seq
+            keep.append(i)
+        return keep
+
+    def _step_flagged(self, row: Readings) -> None:
+        stream = row.streams[0]
+        if row.reset[0]:
+            self.engine.reset(stream)
+        self._step_and_publish(row)
+        if row.end[0]:
+            self.engine.drop(stream)
+            self._last_seq.pop(stream, None)
+
+    def _step_and_publish(self, batch: Readings) -> None:
+        began = time.perf_counter()
+        try:
+            outputs = self.engine.step_many(batch.streams, batch.values)
+        except ValueError:
+            # e.g. more distinct streams than max_streams: fall back to one reading at a time
+            self._step_rows_one_by_one(batch)
+            return
+        self.metrics.step_seconds.observe(time.perf_counter() - began)
+        self._publish(batch, outputs)
+
+    def _step_rows_one_by_one(self, batch: Readings) -> None:
+        for i in range(len(batch)):
+            row = _select(batch, [i])
+            try:
+                outputs = self.engine.step_many(row.streams, row.values)
+            except ValueError as exc:
+                self._reject(Rejection(RejectReason.INTERNAL, str(exc), row.streams[0]))
+                continue
+            self._publish(row, outputs)
+
+    def _publish(self, batch: Readings, outputs: np.ndarray) -> None:
+        n = len(batch)
+        mode = self.config.publish_mode
+        send = self.publisher.send_multipart
+        if mode in ("each", "both"):
+            rows = outputs.tolist()
+            for stream, seq, ts, prediction in zip(
+                batch.streams, batch.seq, batch.ts, rows, strict=True
+            ):
+                payload = protocol.encode_prediction(stream, seq, ts, prediction, None)
+                send([protocol.prediction_topic(stream), payload])
+        if mode in ("batch", "both"):
+            payload = protocol.encode_prediction_batch(
+                batch.streams, batch.seq, batch.ts, outputs, None
+            )
+            send([protocol.BATCH_TOPIC, payload])
+        self.metrics.readings_in += n
+        self.metrics.predictions_out += n
+        self.metrics.batch_size.observe(n)
+        stamps = np.array([math.nan if t is None else t for t in batch.ts], np.float64)
+        self.metrics.latency_seconds.observe_many(time.time() - stamps)
+
+    def _reject(self, rejection: Rejection, count_as: str | None = None) -> None:
+        reason = count_as or str(rejection.reason)
+        self.metrics.rejects[reason] += 1
+        self.publisher.send_multipart([protocol.ERROR_TOPIC, protocol.encode_error(rejection)])
+        self.warn.warning(
+            reason,
+            "message rejected",
+            reason=reason,
+            detail=rejection.detail,
+            stream=rejection.stream,
+        )
+
+    # ---------------------------------------------------------------- control
+    def _serve_control(self) -> None:
+        try:
+            frame = self.control.recv(zmq.NOBLOCK)
+        except zmq.Again:
+            return
+        try:
+            request = protocol.decode_control(frame)
+            reply = self._command(request)
+        except protocol.ProtocolError as exc:
+            reply = {"ok": False, "error": str(exc)}
+        except Exception as exc:  # a failing command must not take the daemon down
+            log(self.logger, logging.ERROR, "control command failed", error=repr(exc))
+            reply = {"ok": False, "error": f"internal error: {exc}"}
+        ok = reply.pop("ok", True)
+        error = reply.pop("error", None)
+        self.control.send(protocol.encode_reply(ok, error=error, **reply))
+
+    def _command(self, request: dict) -> dict:
+        cmd = request["cmd"]
+        stream = request.get("stream")
+        if cmd == "health":
+            return {
+                "status": str(self.status),
+                "uptime": time.time() - self.started,
+                "streams": len(self.engine),
+                "model": self.model.fingerprint,
+                "pid": os.getpid(),
+            }
+        if cmd == "stats":
+            return {"status": str(self.status), **self.metrics.snapshot(), **self.engine.stats()}
+        if cmd == "streams":
+            limit = int(request.get("limit", 1000))
+            streams = self.engine.streams()
+            return {"count": len(streams), "streams": streams[:limit]}
+        if cmd in ("reset", "drop"):
+            if not isinstance(stream, str):
+                return {"ok": False, "error": f"{cmd} needs a 'stream' string"}
+            existed = getattr(self.engine, cmd)(stream)
+            if cmd == "drop" or existed:
+                self._last_seq.pop(stream, None)
+            return {"existed": existed}
+        if cmd == "snapshot":
+            return self._checkpoint("requested")
+        if cmd == "reload":
+            return self._reload(request)
+        if cmd == "shutdown":
+            self._stop_requested = True
+            return {"status": str(Status.STOPPING)}
+        return {"ok": False, "error": f"unknown command {cmd!r}"}
+
+    def _reload(self, request: dict) -> dict:
+        path = request.get("path") or self.config.model
+        try:
+            model = self._load_model(path)
+        except StartupError as exc:
+            return {"ok": False, "error": str(exc)}
+        try:
+            self.engine.swap_model(model, reset=bool(request.get("reset", False)))
+        except ValueError as exc:
+            return {"ok": False, "error": str(exc)}
+        self.model = model
+        log(self.logger, logging.INFO, "model reloaded", model=model.fingerprint[:16], path=path)
+        return {"model": model.fingerprint, "streams": len(self.engine)}
+
+    # -------------------------------------------------------------- snapshots
+    def _checkpoint(self, why: str) -> dict:
+        began = time.perf_counter()
+        live = set(self.engine.streams())
+        self._last_seq = {s: q for s, q in self._last_seq.items() if s in live}
+        self.engine.snapshot_extra = {"last_seq": self._last_seq}
+        try:
+            count = self.engine.snapshot(self.state_path)
+        except OSError as exc:
+            log(self.logger, logging.ERROR, "snapshot failed", error=str(exc), path=self.state_path)
+            return {"ok": False, "error": f"snapshot failed: {exc}"}
+        finally:
+            if self.config.checkpoint_every:
+                self._next_checkpoint = time.monotonic() + self.config.checkpoint_every
+        seconds = time.perf_counter() - began
+        self.metrics.snapshots += 1
+        self.metrics.snapshot_seconds.observe(seconds)
+        log(
+            self.logger,
+            logging.INFO,
+            "snapshot written",
+            why=why,
+            streams=count,
+            seconds=round(seconds, 4),
+            path=self.state_path,
+        )
+        return {"path": str(self.state_path), "streams": count, "seconds": seconds}
+
+    # --------------------------------------------------------------- shutdown
+    def _shutdown(self) -> None:
+        """Stop intake, process what was received, publish it, snapshot, close."""
+        self.status = Status.STOPPING
+        log(self.logger, logging.INFO, "stopping: draining intake")
+        quiet_since = time.monotonic()
+        while time.monotonic() - quiet_since < _DRAIN_QUIET_S:
+            if self._intake_pass(wait=False):
+                quiet_since = time.monotonic()
+            elif not self.ingest.poll(10):
+                continue
+        self._checkpoint("shutdown")
+        self._close_sockets(linger=5000)
+        self.status = Status.STOPPED
+        log(
+            self.logger,
+            logging.INFO,
+            "stopped",
+            readings=self.metrics.readings_in,
+            predictions=self.metrics.predictions_out,
+        )
+
+    def _close_sockets(self, linger: int) -> None:
+        for name in ("ingest", "control", "publisher"):
+            sock = getattr(self, name, None)
+            if sock is not None:
+                sock.close(linger=linger)
+        if self._auth is not None:
+            self._auth.stop()
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+        if self._context is not None:
+            self._context.term()
+
+
+def _select(batch: Readings, rows: Any) -> Readings:
+    idx = list(rows)
+    return Readings(
+        [batch.streams[i] for i in idx],
+        batch.values[idx],
+        [batch.seq[i] for i in idx],
+        [batch.ts[i] for i in idx],
+        [batch.reset[i] for i in idx],
+        [batch.end[i] for i in idx],
+    )
+
+
+def _concat(parts: list[Readings], n_inputs: int) -> Readings:
+    if len(parts) == 1:
+        return parts[0]
+    out = Readings.empty(n_inputs)
+    for part in parts:
+        out.streams += part.streams
+        out.seq += part.seq
+        out.ts += part.ts
+        out.reset += part.reset
+        out.end += part.end
+    out.values = np.concatenate([p.values for p in parts])
+    return out
+
+
+# ---------------------------------------------------------------------- CLI
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from engine.cli import UserError
+
+    try:
+        config = config_from_args(args)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    logger = setup_logging(config.log_format, config.log_level)
+    daemon = Daemon(config, logger)
+    daemon.install_signal_handlers()
+    try:
+        daemon.start()
+    except StartupError as exc:
+        raise UserError(str(exc)) from None
+    daemon.run()
+    return 0

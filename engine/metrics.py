@@ -1,0 +1,156 @@
+"""The daemon's counters and histograms, served as Prometheus text and in the `stats` reply.
+
+The hot loop adds whole batches at once (`observe_many` with a numpy array), which
+prometheus_client's own Histogram cannot do without a Python call per value; so the numbers live
+here and a custom collector hands them to prometheus_client for the exposition format and HTTP.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator
+
+import numpy as np
+from prometheus_client.core import (
+    CollectorRegistry,
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
+from prometheus_client.registry import Collector
+
+LATENCY_BUCKETS = (1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 0.05, 0.1, 0.25, 1.0, 5.0)
+STEP_BUCKETS = (1e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 5e-2, 0.25)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
+SNAPSHOT_BUCKETS = (1e-3, 1e-2, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0)
+
+
+class Histogram:
+    """Cumulative-bucket histogram fed with whole arrays of observations."""
+
+    def __init__(self, buckets: tuple[float, ...]) -> None:
+        self.bounds = np.asarray(buckets, np.float64)
+        self.counts = np.zeros(len(buckets) + 1, np.int64)  # last = above every bound
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[np.searchsorted(self.bounds, value, side="left")] += 1
+        self.total += value
+
+    def observe_many(self, values: np.ndarray) -> None:
+        values = values[np.isfinite(values)]
+        if values.size:
+            idx = np.searchsorted(self.bounds, values, side="left")
+            self.counts += np.bincount(idx, minlength=self.counts.size)
+            self.total += float(values.sum())
+
+    @property
+    def count(self) -> int:
+        return int(self.counts.sum())
+
+    def quantile(self, q: float) -> float | None:
+        """Upper bound of the bucket holding quantile q (None before any observation)."""
+        n = self.count
+        if n == 0:
+            return None
+        idx = int(np.searchsorted(np.cumsum(self.counts), q * n, side="left"))
+        return float(self.bounds[idx]) if idx < self.bounds.size else float("inf")
+
+    def buckets(self) -> list[tuple[str, int]]:
+        cumulative = np.cumsum(self.counts)
+        labels = [repr(float(b)) for b in self.bounds] + ["+Inf"]
+        return list(zip(labels, cumulative.tolist(), strict=True))
+
+
+class Metrics:
+    """Everything the daemon counts; one instance per daemon."""
+
+    def __init__(self) -> None:
+        self.readings_in = 0
+        self.predictions_out = 0
+        self.frames_in = 0
+        self.rejects: Counter[str] = Counter()
+        self.duplicates = 0
+        self.gaps = 0
+        self.alerts: Counter[str] = Counter()
+        self.snapshots = 0
+        self.batch_size = Histogram(BATCH_BUCKETS)
+        self.step_seconds = Histogram(STEP_BUCKETS)
+        self.latency_seconds = Histogram(LATENCY_BUCKETS)
+        self.snapshot_seconds = Histogram(SNAPSHOT_BUCKETS)
+
+    def snapshot(self) -> dict:
+        """Return the counters as plain values (the `stats` reply)."""
+
+        def hist(h: Histogram) -> dict:
+            return {
+                "count": h.count,
+                "sum": h.total,
+                "p50": h.quantile(0.5),
+                "p99": h.quantile(0.99),
+            }
+
+        return {
+            "readings_in": self.readings_in,
+            "predictions_out": self.predictions_out,
+            "frames_in": self.frames_in,
+            "rejects": dict(self.rejects),
+            "duplicates": self.duplicates,
+            "gaps": self.gaps,
+            "alerts": dict(self.alerts),
+            "snapshots": self.snapshots,
+            "batch_size": hist(self.batch_size),
+            "step_seconds": hist(self.step_seconds),
+            "latency_seconds": hist(self.latency_seconds),
+            "snapshot_seconds": hist(self.snapshot_seconds),
+        }
+
+
+class MetricsCollector(Collector):
+    """Expose a Metrics object (plus live gauges) in the Prometheus text format."""
+
+    def __init__(self, metrics: Metrics, gauges: Callable[[], dict[str, float]]) -> None:
+        self.metrics = metrics
+        self.gauges = gauges
+
+    def collect(self) -> Iterator:
+        m = self.metrics
+        for name, value, doc in (
+            ("rnnstream_readings_in", m.readings_in, "Readings accepted for stepping."),
+            ("rnnstream_predictions_out", m.predictions_out, "Predictions published."),
+            ("rnnstream_frames_in", m.frames_in, "Intake messages received."),
+            ("rnnstream_duplicates", m.duplicates, "Readings dropped as duplicate seq."),
+            ("rnnstream_seq_gaps", m.gaps, "Forward jumps in a stream's seq."),
+            ("rnnstream_snapshots", m.snapshots, "State snapshots written."),
+        ):
+            yield CounterMetricFamily(name, doc, value=value)
+        rejects = CounterMetricFamily(
+            "rnnstream_rejects", "Rejected messages or rows, by reason.", labels=["reason"]
+        )
+        for reason, count in sorted(m.rejects.items()):
+            rejects.add_metric([reason], count)
+        yield rejects
+        alerts = CounterMetricFamily(
+            "rnnstream_alerts", "Alert events, by event.", labels=["event"]
+        )
+        for event, count in sorted(m.alerts.items()):
+            alerts.add_metric([event], count)
+        yield alerts
+        for name, hist, doc in (
+            ("rnnstream_batch_size", m.batch_size, "Readings per processed batch."),
+            ("rnnstream_step_seconds", m.step_seconds, "Engine time per processed batch."),
+            ("rnnstream_latency_seconds", m.latency_seconds, "Producer ts to publication."),
+            ("rnnstream_snapshot_seconds", m.snapshot_seconds, "Time to write a snapshot."),
+        ):
+            family = HistogramMetricFamily(name, doc)
+            family.add_metric([], hist.buckets(), sum_value=hist.total)
+            yield family
+        for name, value in self.gauges().items():
+            yield GaugeMetricFamily(f"rnnstream_{name}", name.replace("_", " "), value=value)
+
+
+def registry_for(metrics: Metrics, gauges: Callable[[], dict[str, float]]) -> CollectorRegistry:
+    """Return a fresh registry holding only this daemon's metrics."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(MetricsCollector(metrics, gauges))
+    return registry
