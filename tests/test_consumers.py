@@ -1,0 +1,281 @@
+"""Subscriber client over real sockets and the `rnnstream consume` programs."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+import zmq
+
+from consumers import cli
+from consumers.client import Subscriber
+from engine import protocol
+from engine.cli import UserError
+
+DEADLINE = 5.0  # seconds any single expectation may take before the test fails
+
+
+@pytest.fixture
+def context():
+    ctx = zmq.Context()
+    yield ctx
+    ctx.destroy(linger=0)
+
+
+@pytest.fixture
+def pub(context):
+    """A bound PUB socket standing in for the daemon's publisher; returns (socket, endpoint)."""
+    sock = context.socket(zmq.PUB)
+    sock.linger = 0
+    port = sock.bind_to_random_port("tcp://127.0.0.1")
+    yield sock, f"tcp://127.0.0.1:{port}"
+    sock.close(linger=0)
+
+
+def pred(stream: str, seq: int, score: float | None = 0.5) -> list[bytes]:
+    payload = protocol.encode_prediction(stream, seq, 1700000000.0 + seq, [float(seq)], score)
+    return [protocol.prediction_topic(stream), payload]
+
+
+def alert(stream: str, event: str = "open") -> list[bytes]:
+    payload = protocol.encode_alert(
+        {
+            "stream": stream,
+            "seq": 9,
+            "ts": 1700000000.0,
+            "event": event,
+            "score": 0.99,
+            "value": [5.0],
+            "expected": [1.0],
+            "feature": 0,
+            "severity": "high",
+        }
+    )
+    return [protocol.alert_topic(stream), payload]
+
+
+def batch(streams: list[str]) -> list[bytes]:
+    n = len(streams)
+    predictions = np.arange(2 * n, dtype=np.float32).reshape(n, 2)
+    scores = np.array([0.25] * (n - 1) + [np.nan], np.float32)
+    payload = protocol.encode_prediction_batch(
+        streams, list(range(1, n + 1)), [10.0] * n, predictions, scores
+    )
+    return [protocol.BATCH_TOPIC, payload]
+
+
+def recv_until(sub: Subscriber, pub_sock: zmq.Socket, frames: list[bytes]) -> tuple[str, dict]:
+    """Publish `frames` until the subscriber (joining late) gets something; fail on timeout."""
+    deadline = time.monotonic() + DEADLINE
+    while time.monotonic() < deadline:
+        pub_sock.send_multipart(frames)
+        item = sub.recv(timeout=0.05)
+        if item is not None:
+            return item
+    pytest.fail(f"subscriber got nothing within {DEADLINE} s")
+
+
+def drain(sub: Subscriber) -> None:
+    while sub.recv(timeout=0.1) is not None:
+        pass
+
+
+# ----------------------------------------------------------------------------- Subscriber
+
+
+def test_subscriber_receives_and_decodes_predictions(pub, context):
+    sock, endpoint = pub
+    with Subscriber(endpoint, context=context) as sub:
+        kind, payload = recv_until(sub, sock, pred("pump-7", 1))
+        assert kind == "pred"
+        assert payload == {
+            "stream": "pump-7",
+            "seq": 1,
+            "ts": 1700000001.0,
+            "prediction": [1.0],
+            "score": 0.5,
+        }
+
+
+def test_subscriber_recv_returns_none_on_timeout(pub, context):
+    _, endpoint = pub
+    with Subscriber(endpoint, context=context) as sub:
+        assert sub.recv(timeout=0.05) is None
+
+
+def test_exact_streams_exclude_streams_that_share_the_prefix(pub, context):
+    sock, endpoint = pub
+    with (
+        Subscriber(endpoint, ("pred.",), exact_streams=["pump-7"], context=context) as sub,
+        context.socket(zmq.SUB) as raw,
+    ):
+        # a bare prefix subscription shows the problem the Subscriber solves
+        raw.linger = 0
+        raw.setsockopt(zmq.SUBSCRIBE, protocol.exact_subscription("pump-7"))
+        raw.connect(endpoint)
+        assert sub.subscriptions == [b"pred.pump-7"]
+        recv_until(sub, sock, pred("pump-7", 0))
+        drain(sub)
+        for seq in range(1, 4):
+            sock.send_multipart(pred("pump-70", seq))
+            sock.send_multipart(pred("pump-7", seq))
+            sock.send_multipart(pred("pump-8", seq))
+        got = []
+        while (item := sub.recv(timeout=0.3)) is not None:
+            got.append((item[1]["stream"], item[1]["seq"]))
+        assert got == [("pump-7", 1), ("pump-7", 2), ("pump-7", 3)]
+        raw_streams = set()
+        while raw.poll(300):
+            raw_streams.add(protocol.decode_publication(*raw.recv_multipart())[1]["stream"])
+        assert "pump-70" in raw_streams
+
+
+def test_exact_streams_cut_batches_down_to_the_wanted_rows(pub, context):
+    sock, endpoint = pub
+    with Subscriber(endpoint, ("batch.pred",), exact_streams=["b", "d"], context=context) as sub:
+        kind, payload = recv_until(sub, sock, batch(["a", "b", "c", "d"]))
+        assert kind == "batch"
+        assert payload["streams"] == ["b", "d"] and payload["seq"] == [2, 4]
+        np.testing.assert_array_equal(payload["prediction"], [[2.0, 3.0], [6.0, 7.0]])
+        assert payload["score"][0] == 0.25 and np.isnan(payload["score"][1])
+        drain(sub)
+        sock.send_multipart(batch(["a", "c"]))  # nothing wanted: dropped entirely
+        assert sub.recv(timeout=0.3) is None
+
+
+def test_subscriber_skips_and_counts_malformed_publications(pub, context):
+    sock, endpoint = pub
+    with Subscriber(endpoint, ("pred.",), context=context) as sub:
+        recv_until(sub, sock, pred("a", 0))
+        drain(sub)
+        sock.send_multipart([b"pred.a", b"\xc1 not msgpack"])
+        sock.send_multipart([b"pred.a"])  # one frame only
+        sock.send_multipart(pred("a", 5))
+        kind, payload = sub.recv(timeout=DEADLINE)
+        assert payload["seq"] == 5 and sub.malformed == 2
+
+
+def test_subscriber_iterates_alerts_and_errors(pub, context):
+    sock, endpoint = pub
+    rejection = protocol.Rejection(protocol.RejectReason.BAD_VALUES, "no", stream="x")
+    with Subscriber(endpoint, ("alert.", "error"), context=context) as sub:
+        recv_until(sub, sock, alert("a"))
+        drain(sub)
+        sock.send_multipart([protocol.ERROR_TOPIC, protocol.encode_error(rejection)])
+        sock.send_multipart(alert("a", "close"))
+        sock.send_multipart(pred("a", 1))  # not subscribed
+        it = iter(sub)
+        assert next(it) == ("error", {"reason": "bad_values", "detail": "no", "stream": "x"})
+        kind, payload = next(it)
+        assert kind == "alert" and payload["event"] == "close"
+        assert sub.recv(timeout=0.2) is None
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def run_while_publishing(
+    args: argparse.Namespace, sock: zmq.Socket, messages: list[list[bytes]]
+) -> str:
+    """Run the consumer in a thread, publishing `messages` in a cycle until it stops."""
+    out = io.StringIO()
+    result: dict = {}
+
+    def target() -> None:
+        try:
+            result["rc"] = cli.run(args, out=out)
+        except BaseException as exc:  # surfaced to the test below
+            result["exc"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + DEADLINE
+    i = 0
+    while thread.is_alive() and time.monotonic() < deadline:
+        sock.send_multipart(messages[i % len(messages)])
+        i += 1
+        time.sleep(0.002)
+    thread.join(DEADLINE)
+    if thread.is_alive():
+        pytest.fail("consumer did not stop after --count")
+    if "exc" in result:
+        raise result["exc"]
+    assert result["rc"] == 0
+    return out.getvalue()
+
+
+def test_consume_tail_prints_predictions_alerts_and_errors(pub):
+    sock, endpoint = pub
+    rejection = protocol.Rejection(protocol.RejectReason.NON_FINITE, "NaN", stream="p", row=2)
+    messages = [pred("pump-7", 3), alert("pump-7"), [b"error", protocol.encode_error(rejection)]]
+    args = parse(["tail", "--endpoint", endpoint, "--count", "3", "--color", "always"])
+    lines = run_while_publishing(args, sock, messages).splitlines()
+    assert len(lines) == 3
+    text = "\n".join(lines)
+    assert "pump-7  seq=3  pred=[3]  score=0.5" in text
+    assert "\033[1;31m" in text and "ALERT OPEN  pump-7" in text and "severity=high" in text
+    assert "ERROR non_finite  stream=p  row=2  NaN" in text
+
+
+def test_consume_record_csv_expands_batches(pub, tmp_path):
+    sock, endpoint = pub
+    out_file = tmp_path / "preds.csv"
+    args = parse(["record", "--endpoint", endpoint, "--out", str(out_file), "--count", "3"])
+    summary = run_while_publishing(args, sock, [batch(["a", "b", "c"])])
+    assert "recorded 3 predictions" in summary
+    rows = list(csv.DictReader(out_file.open()))
+    assert [(r["stream"], r["seq"], r["y0"], r["y1"]) for r in rows] == [
+        ("a", "1", "0.0", "1.0"),
+        ("b", "2", "2.0", "3.0"),
+        ("c", "3", "4.0", "5.0"),
+    ]
+    assert rows[0]["score"] == "0.25" and rows[2]["score"] == ""
+
+
+def test_consume_record_jsonl_keeps_only_the_chosen_streams(pub, tmp_path):
+    sock, endpoint = pub
+    out_file = tmp_path / "preds.jsonl"
+    args = parse(
+        ["record", "--endpoint", endpoint, "--out", str(out_file), "--count", "2",
+         "--stream", "pump-7"]
+    )  # fmt: skip
+    run_while_publishing(args, sock, [pred("pump-70", 1), pred("pump-7", 2)])
+    rows = [json.loads(line) for line in out_file.read_text().splitlines()]
+    assert [(r["stream"], r["seq"], r["prediction"]) for r in rows] == [("pump-7", 2, [2.0])] * 2
+
+
+def test_consume_alerts_appends_jsonl(pub, tmp_path):
+    sock, endpoint = pub
+    log = tmp_path / "alerts.jsonl"
+    log.write_text(json.dumps({"stream": "old"}) + "\n")
+    args = parse(["alerts", "--endpoint", endpoint, "--count", "2", "--append", str(log)])
+    printed = run_while_publishing(args, sock, [alert("a"), pred("a", 1), alert("a", "close")])
+    entries = [json.loads(line) for line in log.read_text().splitlines()]
+    assert entries[0] == {"stream": "old"} and len(entries) == 3
+    assert {e["event"] for e in entries[1:]} <= {"open", "close"}
+    assert all(e["stream"] == "a" and e["received"] > 0 for e in entries[1:])
+    assert printed.count("ALERT") == 2
+
+
+def test_consume_stops_after_duration_with_nothing_published(pub):
+    _, endpoint = pub
+    args = parse(["tail", "--endpoint", endpoint, "--duration", "0.2"])
+    out = io.StringIO()
+    assert cli.run(args, out=out) == 0 and out.getvalue() == ""
+
+
+def test_consume_rejects_a_count_below_one():
+    with pytest.raises(UserError):
+        cli.run(parse(["tail", "--count", "0"]))
