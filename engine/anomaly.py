@@ -1,0 +1,309 @@
+"""Per-stream anomaly scoring around a next-step forecaster, as jitted kernels over slot slabs.
+
+Three steps per reading x_t of a stream, each a kernel that walks rows in order over slots:
+
+1. `normalise_batch`: z_t = (x_t - m) / s with the stream's running mean m and scale s from
+   *before* x_t, clipped to +-z_clip; then m and s take x_t in by exponential weighting (weight
+   1/n over the first readings, so the warm-up is a plain average). The update is winsorised: a
+   reading further than `norm_clip` scales from m moves m and s as if it lay at that distance, so
+   a spike or a fresh level shift is not absorbed at once; a lasting shift still is, within a few
+   hundred readings, because each clipped update widens s.
+2. `residual_batch`: r_t = z_t - yhat_t, yhat_t the model's forecast of z_t made at t-1 and kept
+   per stream; then the forecast made at t replaces it.
+3. `score_batch`: e_t = min(mean_f r_t^2, err_cap) per reading; a short exponential average a_t of
+   e_t is compared with the long-run mean and variance of a (also exponentially weighted, taken
+   before a_t joins them). With Q the Gaussian upper tail probability of (a_t - mean) / sd, the
+   score is min(1, log10(1 / Q) / nines): the number of nines in the likelihood 1 - Q, over
+   `nines`. It is 0 before `probation` readings, when a is at or below its mean, and 1 when the
+   likelihood has at least `nines` nines. This is the idea of Numenta's anomaly likelihood
+   (a short average of errors against their long distribution) written as recursive statistics.
+
+State lives in slabs that share the engine's slot axis (`AnomalySpec.slab_specs()`); a zeroed row
+is a fresh stream, so `StateTable.admit` needs nothing special. The kernels allocate nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from engine.kernels._jit import inline_kernel, kernel
+
+# slab names
+NORM = "anomaly_norm"  # (F, 3) float64: count, mean, variance of the raw readings
+PRED = "anomaly_pred"  # (F,) float64: forecast of the next normalised reading
+ERR = "anomaly_err"  # (4,) float64: count, short average, long mean, long variance of errors
+
+# columns of NORM and ERR
+N_COUNT, N_MEAN, N_VAR = 0, 1, 2
+E_COUNT, E_SHORT, E_MEAN, E_VAR = 0, 1, 2, 3
+
+_SQRT_HALF = math.sqrt(0.5)
+_LN10 = math.log(10.0)
+
+
+@dataclass(frozen=True)
+class AnomalySpec:
+    """Constants of the anomaly kernels and the slabs they need.
+
+    Time constants are in readings. `norm_window` / `long_window` set the floor of the
+    exponential weight (1 / window) once warm-up has passed.
+    """
+
+    features: int = 1
+    norm_window: float = 2000.0  # memory of the input mean and variance
+    norm_clip: float = 4.0  # winsorise normaliser updates at this many scales
+    z_clip: float = 8.0  # bound on the normalised reading the model sees
+    scale_floor_rel: float = 1e-3  # scale >= rel * |mean| + abs: flat series stay finite
+    scale_floor_abs: float = 1e-6
+    short_window: float = 10.0  # memory of the short error average
+    long_window: float = 2000.0  # memory of the error distribution
+    err_cap: float = 64.0  # one reading's squared error counts at most this much
+    var_floor: float = 1e-4  # floor on the error average's variance
+    probation: int = 300  # readings before a stream may score above 0
+    nines: float = 10.0  # score 1 at a likelihood of 1 - 10**-nines
+
+    def slab_specs(self) -> dict[str, tuple[tuple[int, ...], type]]:
+        """Return `{name: (shape, dtype)}` for `StateTable(specs=...)`, per stream."""
+        f = self.features
+        return {
+            NORM: ((f, 3), np.float64),
+            PRED: ((f,), np.float64),
+            ERR: ((4,), np.float64),
+        }
+
+    def allocate(self, capacity: int) -> dict[str, np.ndarray]:
+        """Return zeroed slabs for `capacity` streams (what a StateTable would hold)."""
+        return {
+            name: np.zeros((capacity, *shape), dtype)
+            for name, (shape, dtype) in self.slab_specs().items()
+        }
+
+    def to_dict(self) -> dict:
+        """Return the constants as a JSON-serialisable dict."""
+        return asdict(self)
+
+
+# ------------------------------------------------------------------------------------ kernels
+
+
+@kernel
+def normalise_batch(
+    slots, x_raw, norm, window, clip, z_clip, floor_rel, floor_abs, z_out
+):  # pragma: no cover - jitted
+    """Normalise readings per stream and feature, then update the running statistics.
+
+    slots (n,) int64; x_raw (n, F) float32/64; norm (capacity, F, 3) float64 [count, mean, var];
+    z_out (n, F) float32/64. With m, v the state before the reading, s = sqrt(v) +
+    floor_rel * |m| + floor_abs and z = clip((x - m) / s, +-z_clip) (z = 0 for the first reading).
+    Then a = max(1 / (count + 1), 1 / window), d = clip(x - m, +-clip * s) (not clipped while
+    count < 2, when s means little), m += a d, v = (1 - a) (v + a d^2), count += 1.
+    """
+    n, features = x_raw.shape
+    floor_a = 1.0 / window
+    for i in range(n):
+        row = norm[slots[i]]
+        for f in range(features):
+            x = float(x_raw[i, f])
+            count = row[f, 0]
+            mean = row[f, 1]
+            var = row[f, 2]
+            scale = math.sqrt(var) + floor_rel * abs(mean) + floor_abs
+            d = x - mean
+            if count == 0.0:
+                z = 0.0
+                d = 0.0
+                mean = x
+            else:
+                z = d / scale
+                z = min(max(z, -z_clip), z_clip)
+                if count >= 2.0:
+                    lim = clip * scale
+                    d = min(max(d, -lim), lim)
+            a = max(1.0 / (count + 1.0), floor_a)
+            mean += a * d
+            var = (1.0 - a) * (var + a * d * d)
+            row[f, 0] = count + 1.0
+            row[f, 1] = mean
+            row[f, 2] = var
+            z_out[i, f] = z
+
+
+@kernel
+def residual_batch(slots, z, y_next, pred, resid_out):  # pragma: no cover - jitted
+    """Write r = z - pred[slot] (the forecast made at the previous reading), then keep y_next.
+
+    slots (n,) int64; z, y_next (n, F) float32/64 (y_next: the model's forecast of the next
+    normalised reading); pred (capacity, F) float64; resid_out (n, F) float32/64.
+    """
+    n, features = z.shape
+    for i in range(n):
+        p = pred[slots[i]]
+        for f in range(features):
+            resid_out[i, f] = z[i, f] - p[f]
+            p[f] = y_next[i, f]
+
+
+@inline_kernel
+def _score_from_z(zs, nines):
+    """Return min(1, log10(1 / Q(zs)) / nines) for zs > 0, Q the standard normal upper tail."""
+    if zs <= 0.0:
+        return 0.0
+    q = 0.5 * math.erfc(zs * _SQRT_HALF)
+    if q <= 0.0:
+        return 1.0
+    return min(-math.log(q) / (_LN10 * nines), 1.0)
+
+
+@kernel
+def score_batch(
+    slots, resid, err, short_window, long_window, err_cap, var_floor, probation, nines, scores_out
+):  # pragma: no cover - jitted
+    """Turn residuals into scores in [0, 1] per reading, updating the error statistics.
+
+    slots (n,) int64; resid (n, F) float32/64; err (capacity, 4) float64 [count, short, mean,
+    var]; scores_out (n,) float32/64. e = min(mean_f resid^2, err_cap); short += b (e - short)
+    with b = max(1 / (count + 1), 1 / short_window); the score compares short with (mean, var)
+    from before this reading: zs = (short - mean) / sqrt(max(var, var_floor)), 0 while
+    count < probation. Then with a = max(1 / (count + 1), 1 / long_window): d = short - mean,
+    mean += a d, var = (1 - a) (var + a d^2), count += 1.
+    """
+    n, features = resid.shape
+    floor_b = 1.0 / short_window
+    floor_a = 1.0 / long_window
+    for i in range(n):
+        row = err[slots[i]]
+        e = 0.0
+        for f in range(features):
+            r = float(resid[i, f])
+            e += r * r
+        e = min(e / features, err_cap)
+        count = row[0]
+        short = row[1] + max(1.0 / (count + 1.0), floor_b) * (e - row[1])
+        mean = row[2]
+        var = row[3]
+        score = 0.0
+        if count >= probation:
+            score = _score_from_z((short - mean) / math.sqrt(max(var, var_floor)), nines)
+        a = max(1.0 / (count + 1.0), floor_a)
+        d = short - mean
+        row[0] = count + 1.0
+        row[1] = short
+        row[2] = mean + a * d
+        row[3] = (1.0 - a) * (var + a * d * d)
+        scores_out[i] = score
+
+
+# ------------------------------------------------------------------------- thin Python layer
+
+
+class AnomalyScorer:
+    """Run the three kernels for a batch of rows whose slots are distinct, around a forecaster.
+
+    Owns the slabs (or uses the ones given, e.g. a StateTable's) and the per-batch buffers. Use
+    `normalise(slots, x_raw)` before stepping the model with the returned z, then
+    `score(slots, z, y_next)` with the model's forecasts of the next normalised readings.
+    """
+
+    def __init__(
+        self,
+        spec: AnomalySpec | None = None,
+        capacity: int = 1,
+        slabs: dict[str, np.ndarray] | None = None,
+    ) -> None:
+        self.spec = spec or AnomalySpec()
+        self.slabs = slabs if slabs is not None else self.spec.allocate(capacity)
+        for name, (shape, dtype) in self.spec.slab_specs().items():
+            slab = self.slabs[name]
+            if slab.shape[1:] != shape or slab.dtype != dtype or not slab.flags.c_contiguous:
+                raise ValueError(f"slab {name!r} must be C-contiguous {dtype} (capacity, {shape})")
+        self._rows = 0
+        self._ensure(1)
+
+    def _ensure(self, n: int) -> None:
+        if n > self._rows:
+            rows = max(n, 2 * self._rows)
+            f = self.spec.features
+            self._z = np.zeros((rows, f), np.float32)
+            self._resid = np.zeros((rows, f), np.float32)
+            self._scores = np.zeros(rows, np.float64)
+            self._rows = rows
+
+    def normalise(self, slots: np.ndarray, x_raw: np.ndarray) -> np.ndarray:
+        """Return the normalised readings (n, F) float32 (a view of a reused buffer)."""
+        s = self.spec
+        n = slots.shape[0]
+        self._ensure(n)
+        z = self._z[:n]
+        normalise_batch(
+            slots,
+            x_raw,
+            self.slabs[NORM],
+            s.norm_window,
+            s.norm_clip,
+            s.z_clip,
+            s.scale_floor_rel,
+            s.scale_floor_abs,
+            z,
+        )
+        return z
+
+    def score(self, slots: np.ndarray, z: np.ndarray, y_next: np.ndarray) -> np.ndarray:
+        """Return scores (n,) float64 in [0, 1] (a view of a reused buffer)."""
+        s = self.spec
+        n = slots.shape[0]
+        self._ensure(n)
+        resid = self._resid[:n]
+        residual_batch(slots, z, y_next, self.slabs[PRED], resid)
+        scores = self._scores[:n]
+        score_batch(
+            slots,
+            resid,
+            self.slabs[ERR],
+            s.short_window,
+            s.long_window,
+            s.err_cap,
+            s.var_floor,
+            float(s.probation),
+            s.nines,
+            scores,
+        )
+        return scores
+
+
+def online_normalise(values: np.ndarray, spec: AnomalySpec | None = None) -> np.ndarray:
+    """Return a whole series (T,) or (T, F) normalised the way the engine does it online."""
+    spec = spec or AnomalySpec()
+    x = np.asarray(values, dtype=np.float64)
+    x2 = x.reshape(len(x), -1)
+    spec = AnomalySpec(**{**spec.to_dict(), "features": x2.shape[1]})
+    norm = spec.allocate(1)[NORM]
+    out = np.empty_like(x2)
+    slots = np.zeros(len(x2), np.int64)
+    normalise_batch(
+        slots,
+        x2,
+        norm,
+        spec.norm_window,
+        spec.norm_clip,
+        spec.z_clip,
+        spec.scale_floor_rel,
+        spec.scale_floor_abs,
+        out,
+    )
+    return out.reshape(x.shape)
+
+
+__all__ = [
+    "ERR",
+    "NORM",
+    "PRED",
+    "AnomalyScorer",
+    "AnomalySpec",
+    "normalise_batch",
+    "online_normalise",
+    "residual_batch",
+    "score_batch",
+]
