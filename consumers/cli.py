@@ -24,6 +24,15 @@ _DEFAULT_TOPICS = {
 }
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Show defaults, except None / False ones whose help already says what happens."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--endpoint", default=DEFAULT_PUBLISH_ENDPOINT, help="the daemon's publish socket"
@@ -52,7 +61,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the `tail`, `record` and `alerts` sub-commands."""
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = _Help
     tail = sub.add_parser(
         "tail",
         help="print predictions, alerts and errors as they arrive",

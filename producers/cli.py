@@ -16,6 +16,15 @@ from producers.csv_replay import merge, paced, read_csv
 from producers.synthetic import ANOMALY_KINDS, DEFAULT_PERIOD, SyntheticFleet
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Show defaults, except None / False ones whose help already says what happens."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--endpoint", default=DEFAULT_INGEST_ENDPOINT, help="the daemon's ingest socket"
@@ -33,7 +42,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the `synthetic` and `csv` sources as sub-commands."""
     sub = parser.add_subparsers(dest="source", metavar="SOURCE", required=True)
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = _Help
 
     syn = sub.add_parser(
         "synthetic",
@@ -50,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     syn.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     syn.add_argument("--ticks", type=int, default=None, help="stop after this many ticks")
-    syn.add_argument("--seed", type=int, default=0)
+    syn.add_argument("--seed", type=int, default=0, help="random seed of the fleet")
     syn.add_argument("--period", type=int, default=DEFAULT_PERIOD, help="samples per day")
     syn.add_argument(
         "--anomaly-rate",
@@ -81,7 +90,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     csv_p.add_argument(
         "--stream-column", default=None, help="column of stream ids (default: the file's stem)"
     )
-    csv_p.add_argument("--time-column", default="timestamp")
+    csv_p.add_argument("--time-column", default="timestamp", help="column of timestamps")
     csv_p.add_argument(
         "--value-columns",
         default=None,
