@@ -16,6 +16,8 @@ from engine import __version__
 COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("engine.convert", "convert a saved PyTorch module or state dict into a model file"),
     "serve": ("engine.daemon", "run the streaming inference daemon"),
+    "produce": ("producers.cli", "send readings: synthetic sensors or a replay of CSV files"),
+    "consume": ("consumers.cli", "tail predictions, record them to a file, or collect alerts"),
     "train": ("engine.train", "train a next-step forecaster on a CSV and write a model file"),
     "nab": ("engine.nab", "run or score an anomaly detector on the Numenta Anomaly Benchmark"),
     "bench": ("engine.bench", "measure step / step_many speed against PyTorch"),
