@@ -552,13 +552,14 @@ def encode_prediction(
     score: float | None,
 ) -> bytes:
     """Encode one prediction payload (publish it under `prediction_topic(stream)`)."""
+    # The daemon calls this once per reading: plain ints, floats and lists skip conversion.
     return _packer().pack(
         {
             "stream": stream,
-            "seq": None if seq is None else int(seq),
-            "ts": None if ts is None else float(ts),
-            "prediction": _values_list(prediction),
-            "score": _score_value(score),
+            "seq": seq if seq is None or type(seq) is int else int(seq),
+            "ts": ts if ts is None or type(ts) is float else float(ts),
+            "prediction": prediction if type(prediction) is list else _values_list(prediction),
+            "score": score if score is None or type(score) is float else _score_value(score),
         }
     )
 
