@@ -559,7 +559,7 @@ def encode_prediction(
             "seq": seq if seq is None or type(seq) is int else int(seq),
             "ts": ts if ts is None or type(ts) is float else float(ts),
             "prediction": prediction if type(prediction) is list else _values_list(prediction),
-            "score": score if score is None or type(score) is float else _score_value(score),
+            "score": _score_value(score),
         }
     )
 
