@@ -7,16 +7,19 @@ Three steps per reading x_t of a stream, each a kernel that walks rows in order 
    1/n over the first readings, so the warm-up is a plain average). The update is winsorised: a
    reading further than `norm_clip` scales from m moves m and s as if it lay at that distance, so
    a spike or a fresh level shift is not absorbed at once; a lasting shift still is, within a few
-   hundred readings, because each clipped update widens s.
+   hundred readings, because each clipped update widens s. It also flags novelty: a reading
+   outside the range [min, max] of every earlier reading of the stream.
 2. `residual_batch`: r_t = z_t - yhat_t, yhat_t the model's forecast of z_t made at t-1 and kept
    per stream; then the forecast made at t replaces it.
-3. `score_batch`: e_t = min(mean_f r_t^2, err_cap) per reading; a short exponential average a_t of
-   e_t is compared with the long-run mean and variance of a (also exponentially weighted, taken
-   before a_t joins them). With Q the Gaussian upper tail probability of (a_t - mean) / sd, the
-   score is min(1, log10(1 / Q) / nines): the number of nines in the likelihood 1 - Q, over
-   `nines`. It is 0 before `probation` readings, when a is at or below its mean, and 1 when the
-   likelihood has at least `nines` nines. This is the idea of Numenta's anomaly likelihood
-   (a short average of errors against their long distribution) written as recursive statistics.
+3. `score_batch`: e_t = 1 - exp(-mean_f r_t^2 / (2 err_scale^2)), a bounded error in [0, 1)
+   (one wild reading cannot dominate the statistics); a short exponential average a_t of e_t is
+   compared with the long-run mean and variance of a (also exponentially weighted, taken before
+   a_t joins them). With Q the Gaussian upper tail probability of (a_t - mean) / sd, the
+   likelihood score is min(1, log10(1 / Q) / nines): the number of nines in the likelihood
+   1 - Q, over `nines`. The score is the larger of that and the novelty flag (a new extreme
+   scores 1). It is 0 before `probation` readings. This is the idea of Numenta's anomaly
+   likelihood (a short average of errors against their long distribution) written as recursive
+   statistics, plus the observation that a never-seen level is itself anomalous.
 
 State lives in slabs that share the engine's slot axis (`AnomalySpec.slab_specs()`); a zeroed row
 is a fresh stream, so `StateTable.admit` needs nothing special. The kernels allocate nothing.
@@ -32,12 +35,12 @@ import numpy as np
 from engine.kernels._jit import inline_kernel, kernel
 
 # slab names
-NORM = "anomaly_norm"  # (F, 3) float64: count, mean, variance of the raw readings
+NORM = "anomaly_norm"  # (F, 5) float64: count, mean, variance, min, max of the raw readings
 PRED = "anomaly_pred"  # (F,) float64: forecast of the next normalised reading
 ERR = "anomaly_err"  # (4,) float64: count, short average, long mean, long variance of errors
 
 # columns of NORM and ERR
-N_COUNT, N_MEAN, N_VAR = 0, 1, 2
+N_COUNT, N_MEAN, N_VAR, N_MIN, N_MAX = 0, 1, 2, 3, 4
 E_COUNT, E_SHORT, E_MEAN, E_VAR = 0, 1, 2, 3
 
 _SQRT_HALF = math.sqrt(0.5)
@@ -58,18 +61,18 @@ class AnomalySpec:
     z_clip: float = 8.0  # bound on the normalised reading the model sees
     scale_floor_rel: float = 1e-3  # scale >= rel * |mean| + abs: flat series stay finite
     scale_floor_abs: float = 1e-6
-    short_window: float = 10.0  # memory of the short error average
+    short_window: float = 2.0  # memory of the short error average
     long_window: float = 2000.0  # memory of the error distribution
-    err_cap: float = 64.0  # one reading's squared error counts at most this much
-    var_floor: float = 1e-4  # floor on the error average's variance
+    err_scale: float = 3.0  # residual (in normalised units) at which the error is 1 - e^-0.5
+    var_floor: float = 1e-2  # floor on the error average's variance
     probation: int = 300  # readings before a stream may score above 0
-    nines: float = 10.0  # score 1 at a likelihood of 1 - 10**-nines
+    nines: float = 20.0  # likelihood score 1 at a likelihood of 1 - 10**-nines
 
     def slab_specs(self) -> dict[str, tuple[tuple[int, ...], type]]:
         """Return `{name: (shape, dtype)}` for `StateTable(specs=...)`, per stream."""
         f = self.features
         return {
-            NORM: ((f, 3), np.float64),
+            NORM: ((f, 5), np.float64),
             PRED: ((f,), np.float64),
             ERR: ((4,), np.float64),
         }
@@ -91,20 +94,23 @@ class AnomalySpec:
 
 @kernel
 def normalise_batch(
-    slots, x_raw, norm, window, clip, z_clip, floor_rel, floor_abs, z_out
+    slots, x_raw, norm, window, clip, z_clip, floor_rel, floor_abs, z_out, novel_out
 ):  # pragma: no cover - jitted
-    """Normalise readings per stream and feature, then update the running statistics.
+    """Normalise readings per stream and feature, update the running statistics, flag novelty.
 
-    slots (n,) int64; x_raw (n, F) float32/64; norm (capacity, F, 3) float64 [count, mean, var];
-    z_out (n, F) float32/64. With m, v the state before the reading, s = sqrt(v) +
-    floor_rel * |m| + floor_abs and z = clip((x - m) / s, +-z_clip) (z = 0 for the first reading).
-    Then a = max(1 / (count + 1), 1 / window), d = clip(x - m, +-clip * s) (not clipped while
-    count < 2, when s means little), m += a d, v = (1 - a) (v + a d^2), count += 1.
+    slots (n,) int64; x_raw (n, F) float32/64; norm (capacity, F, 5) float64 [count, mean, var,
+    min, max]; z_out (n, F) float32/64; novel_out (n,) float32/64. With m, v the state before
+    the reading, s = sqrt(v) + floor_rel * |m| + floor_abs and z = clip((x - m) / s, +-z_clip)
+    (z = 0 for the first reading). Then a = max(1 / (count + 1), 1 / window),
+    d = clip(x - m, +-clip * s) (not clipped while count < 2, when s means little), m += a d,
+    v = (1 - a) (v + a d^2), min / max take x in, count += 1. novel_out is 1 if some feature
+    lies outside [min, max] of the earlier readings, else 0 (0 for the first reading).
     """
     n, features = x_raw.shape
     floor_a = 1.0 / window
     for i in range(n):
         row = norm[slots[i]]
+        novel = 0.0
         for f in range(features):
             x = float(x_raw[i, f])
             count = row[f, 0]
@@ -116,12 +122,20 @@ def normalise_batch(
                 z = 0.0
                 d = 0.0
                 mean = x
+                row[f, 3] = x
+                row[f, 4] = x
             else:
                 z = d / scale
                 z = min(max(z, -z_clip), z_clip)
                 if count >= 2.0:
                     lim = clip * scale
                     d = min(max(d, -lim), lim)
+                if x < row[f, 3]:
+                    row[f, 3] = x
+                    novel = 1.0
+                elif x > row[f, 4]:
+                    row[f, 4] = x
+                    novel = 1.0
             a = max(1.0 / (count + 1.0), floor_a)
             mean += a * d
             var = (1.0 - a) * (var + a * d * d)
@@ -129,6 +143,7 @@ def normalise_batch(
             row[f, 1] = mean
             row[f, 2] = var
             z_out[i, f] = z
+        novel_out[i] = novel
 
 
 @kernel
@@ -159,27 +174,39 @@ def _score_from_z(zs, nines):
 
 @kernel
 def score_batch(
-    slots, resid, err, short_window, long_window, err_cap, var_floor, probation, nines, scores_out
+    slots,
+    resid,
+    novel,
+    err,
+    short_window,
+    long_window,
+    err_scale,
+    var_floor,
+    probation,
+    nines,
+    scores_out,
 ):  # pragma: no cover - jitted
-    """Turn residuals into scores in [0, 1] per reading, updating the error statistics.
+    """Turn residuals (and novelty flags) into scores in [0, 1], updating the error statistics.
 
-    slots (n,) int64; resid (n, F) float32/64; err (capacity, 4) float64 [count, short, mean,
-    var]; scores_out (n,) float32/64. e = min(mean_f resid^2, err_cap); short += b (e - short)
-    with b = max(1 / (count + 1), 1 / short_window); the score compares short with (mean, var)
-    from before this reading: zs = (short - mean) / sqrt(max(var, var_floor)), 0 while
-    count < probation. Then with a = max(1 / (count + 1), 1 / long_window): d = short - mean,
-    mean += a d, var = (1 - a) (var + a d^2), count += 1.
+    slots (n,) int64; resid (n, F) float32/64; novel (n,) float32/64 in {0, 1}; err (capacity,
+    4) float64 [count, short, mean, var]; scores_out (n,) float32/64.
+    e = 1 - exp(-mean_f resid^2 / (2 err_scale^2)); short += b (e - short) with
+    b = max(1 / (count + 1), 1 / short_window); zs = (short - mean) / sqrt(max(var, var_floor))
+    with mean, var from before this reading; score = max(likelihood score of zs, novel), and 0
+    while count < probation. Then with a = max(1 / (count + 1), 1 / long_window):
+    d = short - mean, mean += a d, var = (1 - a) (var + a d^2), count += 1.
     """
     n, features = resid.shape
     floor_b = 1.0 / short_window
     floor_a = 1.0 / long_window
+    inv = 1.0 / (2.0 * err_scale * err_scale * features)
     for i in range(n):
         row = err[slots[i]]
         e = 0.0
         for f in range(features):
             r = float(resid[i, f])
             e += r * r
-        e = min(e / features, err_cap)
+        e = 1.0 - math.exp(-e * inv)
         count = row[0]
         short = row[1] + max(1.0 / (count + 1.0), floor_b) * (e - row[1])
         mean = row[2]
@@ -187,6 +214,7 @@ def score_batch(
         score = 0.0
         if count >= probation:
             score = _score_from_z((short - mean) / math.sqrt(max(var, var_floor)), nines)
+            score = max(score, float(novel[i]))
         a = max(1.0 / (count + 1.0), floor_a)
         d = short - mean
         row[0] = count + 1.0
@@ -228,11 +256,15 @@ class AnomalyScorer:
             f = self.spec.features
             self._z = np.zeros((rows, f), np.float32)
             self._resid = np.zeros((rows, f), np.float32)
+            self._novel = np.zeros(rows, np.float32)
             self._scores = np.zeros(rows, np.float64)
             self._rows = rows
 
     def normalise(self, slots: np.ndarray, x_raw: np.ndarray) -> np.ndarray:
-        """Return the normalised readings (n, F) float32 (a view of a reused buffer)."""
+        """Return the normalised readings (n, F) float32 (a view of a reused buffer).
+
+        The novelty flags of these rows are kept for the following `score` call.
+        """
         s = self.spec
         n = slots.shape[0]
         self._ensure(n)
@@ -247,6 +279,7 @@ class AnomalyScorer:
             s.scale_floor_rel,
             s.scale_floor_abs,
             z,
+            self._novel[:n],
         )
         return z
 
@@ -261,10 +294,11 @@ class AnomalyScorer:
         score_batch(
             slots,
             resid,
+            self._novel[:n],
             self.slabs[ERR],
             s.short_window,
             s.long_window,
-            s.err_cap,
+            s.err_scale,
             s.var_floor,
             float(s.probation),
             s.nines,
@@ -281,6 +315,7 @@ def online_normalise(values: np.ndarray, spec: AnomalySpec | None = None) -> np.
     spec = AnomalySpec(**{**spec.to_dict(), "features": x2.shape[1]})
     norm = spec.allocate(1)[NORM]
     out = np.empty_like(x2)
+    novel = np.empty(len(x2))
     slots = np.zeros(len(x2), np.int64)
     normalise_batch(
         slots,
@@ -292,6 +327,7 @@ def online_normalise(values: np.ndarray, spec: AnomalySpec | None = None) -> np.
         spec.scale_floor_rel,
         spec.scale_floor_abs,
         out,
+        novel,
     )
     return out.reshape(x.shape)
 

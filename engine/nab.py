@@ -406,9 +406,36 @@ class WindowedGaussian:
         self._std = float(past.std()) or 1e-6
 
 
+class RnnDetector:
+    """The default model's forecast errors turned into an anomaly likelihood, one reading at a time.
+
+    Each reading is normalised online (`engine.anomaly.normalise_batch`), stepped through a
+    `StreamEngine` running the built-in default model (trained on synthetic data, never on NAB),
+    and scored from the residual of the previous forecast (`residual_batch`, `score_batch`).
+    """
+
+    def __init__(self, spec=None, model=None) -> None:
+        from engine.anomaly import AnomalyScorer, AnomalySpec
+        from engine.default_model import load_default_model
+        from engine.stream import StreamEngine
+
+        self._engine = StreamEngine(model or load_default_model(), capacity=1)
+        self._scorer = AnomalyScorer(spec or AnomalySpec(), capacity=1)
+        self._slots = np.zeros(1, np.int64)
+        self._x = np.zeros((1, 1), np.float64)
+
+    def score_one(self, value: float) -> float:
+        """Normalise `value`, step the model, and score the previous forecast's error."""
+        self._x[0, 0] = value
+        z = self._scorer.normalise(self._slots, self._x)
+        y = self._engine.step("nab", z[0])
+        return float(self._scorer.score(self._slots, z, y.reshape(1, -1))[0])
+
+
 # Name -> factory of a fresh detector per file. Others register their detectors here.
 DETECTORS: dict[str, Callable[[], Detector]] = {
     "baseline": WindowedGaussian,
+    "rnn": RnnDetector,
 }
 
 
