@@ -49,14 +49,14 @@ def _packed_layer(model: Model, k: int) -> np.ndarray:
 
 
 def _packed_head(model: Model) -> np.ndarray:
-    """Return the head as (H + 1, O) float32 with output un-scaling folded in."""
+    """Return the head as (O, H + 1) float32, [W | b] with output un-scaling folded in."""
     weight = model.head_weight.astype(np.float64)
     bias = model.head_bias.astype(np.float64)
     if model.output_std is not None:
         std = model.output_std.astype(np.float64)
         weight = weight * std[:, None]
         bias = bias * std + model.output_mean.astype(np.float64)
-    return np.vstack([weight.T, bias[None, :]]).astype(np.float32)
+    return np.hstack([weight, bias[:, None]]).astype(np.float32)
 
 
 class PackedModel:
@@ -124,7 +124,8 @@ class PackedModel:
         self.layer_wt = [
             view(int(layout[cells.L_WT + k]), mat.shape) for k, mat in enumerate(layer_mats)
         ]
-        self.head = view(int(layout[cells.L_HEAD]), head.shape) if head is not None else None
+        # (H + 1, O): a transposed view of the (O, H + 1) block, for [h, 1] @ head
+        self.head = view(int(layout[cells.L_HEAD]), head.shape).T if head is not None else None
         if has_input_scaling:
             self.input_mean = view(int(layout[cells.L_IN_MEAN]), (self.inputs,))
             self.input_inv_std = view(int(layout[cells.L_IN_INV_STD]), (self.inputs,))
