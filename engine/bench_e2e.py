@@ -1,0 +1,1007 @@
+"""`rnnstream bench e2e`: end-to-end throughput and latency against a real `rnnstream serve`.
+
+Producer processes (each with a `Producer`) send readings over loopback to a daemon subprocess; a
+subscriber process counts every prediction and measures latency as its receive time minus the
+`ts` the producer stamped at send time (the daemon echoes it). Measured, for N streams:
+
+- sustained throughput, flat out, of single-reading messages (`--publish-mode each`) and of
+  columnar batches (`--publish-mode batch`): every prediction must arrive (count and seq sum are
+  checked), else the run fails;
+- latency percentiles at fractions of that maximum, with rate-controlled producers;
+- when torch is installed, the same for a plain pyzmq + `torch.nn.LSTMCell` loop (the baseline).
+
+Everything shares the machine's cores, so the numbers are for producer + daemon + subscriber
+together; the CPU columns show where the time went.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib.util
+import multiprocessing as mp
+import os
+import platform
+import shlex
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+PROBE_STREAM = "__bench_probe__"
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+# Targets from the project brief (2 cores shared by producer, daemon and subscriber).
+TARGET_SINGLE = 100_000.0  # readings/s, single-reading messages
+TARGET_BATCH = 1_000_000.0  # readings/s, columnar batches with batched publication
+TARGET_P50_MS = 1.0  # at 50% load
+TARGET_P99_MS = 5.0
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def free_ports(n: int) -> list[int]:
+    """Return `n` distinct loopback TCP ports that were free a moment ago."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """Return user + system CPU seconds used so far by process `pid` (None if unknown)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            text = f.read()
+    except OSError:
+        return None
+    # The command name may contain spaces; the fields after its closing parenthesis do not.
+    fields = text[text.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+
+class ServeProcess:
+    """A `rnnstream serve` subprocess bound to free loopback ports, logging to a file."""
+
+    def __init__(
+        self,
+        model: str | os.PathLike,
+        workdir: str | os.PathLike,
+        *,
+        publish_mode: str = "each",
+        extra: Sequence[str] = (),
+    ) -> None:
+        self.workdir = Path(workdir)
+        ports = free_ports(3)
+        self.ingest, self.publish, self.control = (f"tcp://127.0.0.1:{p}" for p in ports)
+        self.log_path = self.workdir / f"serve-{ports[0]}.log"
+        self.argv = [
+            sys.executable,
+            "-m",
+            "engine.cli",
+            "serve",
+            "--model",
+            str(model),
+            "--ingest",
+            self.ingest,
+            "--publish",
+            self.publish,
+            "--control",
+            self.control,
+            "--state-dir",
+            str(self.workdir / f"state-{ports[0]}"),
+            "--publish-mode",
+            publish_mode,
+            *extra,
+        ]
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 120.0) -> ServeProcess:
+        """Start the daemon and wait until it logs `ready`; raise RuntimeError if it does not."""
+        log = open(self.log_path, "wb")  # noqa: SIM115 - the child keeps writing to it
+        self.process = subprocess.Popen(
+            self.argv, stdout=subprocess.DEVNULL, stderr=log, stdin=subprocess.DEVNULL
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if " ready " in self.log_text():
+                return self
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.kill()
+        raise RuntimeError(
+            f"rnnstream serve did not become ready (exit {self.process.returncode}):\n"
+            + self.log_text()[-2000:]
+        )
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """Ask the daemon to shut down over its control socket; kill it if it does not."""
+        from engine.ctl import NoReply, control
+
+        if self.process is None or self.process.poll() is not None:
+            return None if self.process is None else self.process.returncode
+        try:
+            control(self.control, "shutdown", timeout=5.0)
+            return self.process.wait(timeout)
+        except (NoReply, subprocess.TimeoutExpired):
+            self.kill()
+            return self.process.returncode
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+    def __enter__(self) -> ServeProcess:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+# --------------------------------------------------------------------------- worker processes
+
+
+def _producer_main(conn: Any, endpoint: str, streams: list[str], n_inputs: int, seed: int) -> None:
+    """Producer process: run send phases on command, report what was sent."""
+    from producers.client import Producer
+
+    rng = np.random.default_rng(seed)
+    pool = rng.standard_normal((64, n_inputs)).astype(np.float32)
+    rows = [[float(v) for v in row] for row in pool]
+    producer = Producer(endpoint, hwm=100_000, linger=30.0)
+    cursor = 0
+    conn.send(("ready", os.getpid()))
+    try:
+        while True:
+            cmd = conn.recv()
+            if cmd[0] == "stop":
+                break
+            if cmd[0] == "probe":
+                producer.send(PROBE_STREAM, rows[0])
+                conn.send("sent")
+                continue
+            _, mode, n, rate, batch_size, start_at = cmd
+            if mode == "single":
+                seq_sum, cursor = _send_single(producer, streams, rows, cursor, n, rate, start_at)
+            else:
+                seq_sum, cursor = _send_batches(
+                    producer, streams, pool, cursor, n, rate, batch_size, start_at
+                )
+            conn.send(("done", seq_sum, time.time()))
+    finally:
+        producer.close()
+
+
+def _wait_until(t: float) -> None:
+    delay = t - time.time()
+    if delay > 0:
+        time.sleep(delay)
+
+
+def _send_single(
+    producer: Any,
+    streams: list[str],
+    rows: list[list[float]],
+    cursor: int,
+    n: int,
+    rate: float,
+    start_at: float,
+) -> tuple[int, int]:
+    """Send `n` single-reading messages round-robin over `streams` at `rate`/s (0: flat out)."""
+    send = producer.send
+    n_streams = len(streams)
+    seq_sum = 0
+    _wait_until(start_at)
+    if rate <= 0:
+        for i in range(n):
+            seq_sum += send(streams[cursor], rows[i & 63])
+            cursor = cursor + 1 if cursor + 1 < n_streams else 0
+        return seq_sum, cursor
+    sent = 0
+    while sent < n:
+        # Send what is due, then sleep until the next reading is: no busy wait, the cores are
+        # shared with the daemon under test.
+        due = min(n, int((time.time() - start_at) * rate) + 1)
+        while sent < due:
+            seq_sum += send(streams[cursor], rows[sent & 63])
+            cursor = cursor + 1 if cursor + 1 < n_streams else 0
+            sent += 1
+        if sent < n:
+            _wait_until(start_at + sent / rate)
+    return seq_sum, cursor
+
+
+def _send_batches(
+    producer: Any,
+    streams: list[str],
+    pool: np.ndarray,
+    cursor: int,
+    n: int,
+    rate: float,
+    batch_size: int,
+    start_at: float,
+) -> tuple[int, int]:
+    """Send `n` readings as columnar batches of `batch_size` rows at `rate` readings/s."""
+    n_streams = len(streams)
+    doubled = streams + streams  # a batch's streams are one slice even when it wraps around
+    X = np.resize(pool, (batch_size, pool.shape[1]))
+    seq_sum = 0
+    sent = 0
+    _wait_until(start_at)
+    while sent < n:
+        size = min(batch_size, n - sent, n_streams)
+        chunk = doubled[cursor : cursor + size]
+        seq_sum += sum(producer.send_many(chunk, X[:size]))
+        cursor = (cursor + size) % n_streams
+        sent += size
+        if rate > 0 and sent < n:
+            _wait_until(start_at + sent / rate)
+    return seq_sum, cursor
+
+
+def _subscriber_main(conn: Any, endpoint: str) -> None:
+    """Subscriber process: count predictions per phase and record each one's latency."""
+    import msgpack
+    import zmq
+
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.SUB)
+    sock.rcvhwm = 0  # never drop: a lost prediction must mean the daemon lost it
+    sock.linger = 0
+    for topic in (b"pred.", b"batch.pred", b"error"):
+        sock.setsockopt(zmq.SUBSCRIBE, topic)
+    sock.connect(endpoint)
+    unpackb = msgpack.unpackb
+    conn.send(("ready", os.getpid()))
+    try:
+        while True:
+            cmd = conn.recv()
+            if cmd[0] == "stop":
+                break
+            if cmd[0] == "probe":
+                conn.send(_wait_for_probe(sock, cmd[1], unpackb))
+                continue
+            _, expected, idle_timeout = cmd
+            _drain(sock)
+            conn.send("armed")
+            conn.send(_receive_phase(sock, expected, idle_timeout, unpackb))
+    finally:
+        sock.close(linger=0)
+        ctx.term()
+
+
+def _drain(sock: Any) -> int:
+    import zmq
+
+    n = 0
+    while True:
+        try:
+            sock.recv_multipart(zmq.NOBLOCK)
+            n += 1
+        except zmq.Again:
+            return n
+
+
+def _wait_for_probe(sock: Any, timeout: float, unpackb: Any) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if sock.poll(50):
+            topic, payload = sock.recv_multipart()
+            msg = unpackb(payload)
+            streams = msg.get("streams") or [msg.get("stream")]
+            if PROBE_STREAM in streams:
+                return True
+    return False
+
+
+def _receive_phase(sock: Any, expected: int, idle_timeout: float, unpackb: Any) -> dict:
+    """Receive until `expected` predictions arrived or none came for `idle_timeout` seconds."""
+    import zmq
+
+    latency = np.empty(max(expected, 1), np.float64)
+    count = seq_sum = errors = 0
+    first = last = None
+    recv = sock.recv_multipart
+    now = time.time
+    while count < expected:
+        if not sock.poll(int(idle_timeout * 1000)):
+            break
+        while count < expected:
+            try:
+                topic, payload = recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            t = now()
+            if first is None:
+                first = t
+            last = t
+            msg = unpackb(payload)
+            if topic == b"batch.pred":
+                streams = msg["streams"]
+                if streams and streams[0] == PROBE_STREAM:
+                    continue
+                k = len(streams)
+                latency[count : count + k] = t - np.asarray(msg["ts"], np.float64)
+                seq_sum += sum(msg["seq"])
+                count += k
+            elif topic == b"error":
+                errors += 1
+            else:
+                if msg["stream"] == PROBE_STREAM:
+                    continue
+                latency[count] = t - msg["ts"]
+                seq_sum += msg["seq"]
+                count += 1
+    return {
+        "count": count,
+        "seq_sum": seq_sum,
+        "errors": errors,
+        "first": first,
+        "last": last,
+        "latency": latency[: min(count, expected)],
+    }
+
+
+def _baseline_main(ingest: str, publish: str, model_path: str, ready: Any) -> None:
+    """A plain pyzmq loop stepping `torch.nn.LSTMCell` + `Linear` per message (the baseline)."""
+    import msgpack
+    import torch
+    import zmq
+
+    from engine.model import Model
+
+    torch.set_num_threads(1)
+    model = Model.load(model_path)
+    layer = model.layers[0]
+    cell = torch.nn.LSTMCell(model.input_size, model.hidden_size)
+    head = torch.nn.Linear(model.hidden_size, model.output_size)
+    with torch.no_grad():
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            getattr(cell, name).copy_(torch.from_numpy(np.array(getattr(layer, name))))
+        head.weight.copy_(torch.from_numpy(np.array(model.head_weight)))
+        head.bias.copy_(torch.from_numpy(np.array(model.head_bias)))
+    ctx = zmq.Context()
+    pull = ctx.socket(zmq.PULL)
+    pull.rcvhwm = 100_000
+    pull.bind(ingest)
+    pub = ctx.socket(zmq.PUB)
+    pub.sndhwm = 0
+    pub.bind(publish)
+    states: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    packb = msgpack.Packer(use_bin_type=True).pack
+    unpackb = msgpack.unpackb
+    ready.set()
+    with torch.inference_mode():
+        while True:
+            msg = unpackb(pull.recv())
+            stream = msg["stream"]
+            x = torch.tensor([msg["values"]], dtype=torch.float32)
+            h, c = cell(x, states.get(stream))
+            states[stream] = (h, c)
+            y = head(h)[0].tolist()
+            payload = {
+                "stream": stream,
+                "seq": msg.get("seq"),
+                "ts": msg.get("ts"),
+                "prediction": y,
+                "score": None,
+            }
+            pub.send_multipart([b"pred." + stream.encode(), packb(payload)])
+
+
+# --------------------------------------------------------------------------- the harness
+
+
+@dataclass
+class PhaseResult:
+    """One measured phase: what was sent, what arrived, how fast, how late, at what CPU cost."""
+
+    engine: str
+    messages: str  # "single" or "batch N"
+    load: str  # "max" or "50%"
+    offered: float  # readings/s asked of the producers (0: flat out)
+    sent: int
+    delivered: int
+    complete: bool
+    throughput: float
+    p50_ms: float
+    p99_ms: float
+    p999_ms: float
+    cpu: dict[str, float] = field(default_factory=dict)  # process -> CPU seconds / wall second
+    mean_batch: float | None = None  # readings per engine call (daemon only)
+    step_share: float | None = None  # engine step time / daemon CPU time
+    errors: int = 0
+
+
+class Harness:
+    """Producer processes and one subscriber process attached to one server's sockets."""
+
+    def __init__(
+        self,
+        ingest: str,
+        publish: str,
+        streams: list[str],
+        *,
+        producers: int,
+        n_inputs: int,
+        idle_timeout: float,
+    ) -> None:
+        self.idle_timeout = idle_timeout
+        self.n_producers = producers
+        ctx = mp.get_context("spawn")
+        self._sub_conn, child = ctx.Pipe()
+        self._sub = ctx.Process(
+            target=_subscriber_main, args=(child, publish), name="bench-subscriber", daemon=True
+        )
+        self._sub.start()
+        self._producers = []
+        for k in range(producers):
+            conn, child = ctx.Pipe()
+            proc = ctx.Process(
+                target=_producer_main,
+                args=(child, ingest, streams[k::producers], n_inputs, k),
+                name=f"bench-producer-{k}",
+                daemon=True,
+            )
+            proc.start()
+            self._producers.append((proc, conn))
+        self.pids = {"subscriber": self._expect_ready(self._sub_conn)}
+        self.producer_pids = [self._expect_ready(conn) for _, conn in self._producers]
+
+    def _expect_ready(self, conn: Any) -> int:
+        if not conn.poll(60):
+            raise RuntimeError("a benchmark worker process did not start within 60 s")
+        tag, pid = conn.recv()
+        return pid
+
+    def probe(self, timeout: float = 30.0) -> None:
+        """Send probe readings until the subscriber sees one (a SUB joins late otherwise)."""
+        self._sub_conn.send(("probe", timeout))
+        _, conn = self._producers[0]
+        deadline = time.monotonic() + timeout
+        while not self._sub_conn.poll(0.1):
+            if time.monotonic() > deadline:
+                break
+            conn.send(("probe",))
+            conn.recv()
+        if not self._sub_conn.poll(timeout) or not self._sub_conn.recv():
+            raise RuntimeError("the subscriber received nothing: is the server publishing?")
+        time.sleep(0.2)  # let stray probe predictions arrive; the next phase drains them
+
+    def phase(
+        self,
+        mode: str,
+        readings: int,
+        rate: float,
+        batch_size: int,
+        *,
+        server_pid: int | None = None,
+        stats: Any = None,
+    ) -> tuple[dict, dict]:
+        """Send `readings` in `mode` at `rate` (0: flat out) and collect every prediction."""
+        p = self.n_producers
+        shares = [readings // p + (1 if k < readings % p else 0) for k in range(p)]
+        self._sub_conn.send(("phase", readings, self.idle_timeout))
+        if self._sub_conn.recv() != "armed":
+            raise RuntimeError("subscriber out of step")
+        before_stats = stats() if stats else None
+        pids = {"server": server_pid, "subscriber": self.pids["subscriber"]}
+        cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items() if pid}
+        prod_before = [cpu_seconds(pid) for pid in self.producer_pids]
+        start_at = time.time() + 0.2
+        for (_, conn), share in zip(self._producers, shares, strict=True):
+            conn.send(("send", mode, share, rate / p, batch_size, start_at))
+        seq_sum = 0
+        for _, conn in self._producers:
+            tag, s, _t = conn.recv()
+            seq_sum += s
+        received = self._sub_conn.recv()
+        wall_end = received["last"] or time.time()
+        wall = max(wall_end - start_at, 1e-9)
+        cpu = {}
+        for name, pid in pids.items():
+            if pid and cpu_before.get(name) is not None:
+                cpu[name] = ((cpu_seconds(pid) or 0.0) - cpu_before[name]) / wall
+        prod_after = [cpu_seconds(pid) for pid in self.producer_pids]
+        if all(v is not None for v in prod_before + prod_after):
+            cpu["producers"] = (
+                sum(a - b for a, b in zip(prod_after, prod_before, strict=True)) / wall
+            )
+        info = {
+            "sent": readings,
+            "seq_sum": seq_sum,
+            "wall": wall,
+            "cpu": cpu,
+            "stats_before": before_stats,
+            "stats_after": stats() if stats else None,
+        }
+        return info, received
+
+    def close(self) -> None:
+        for _, conn in self._producers:
+            try:
+                conn.send(("stop",))
+            except (BrokenPipeError, OSError):
+                pass
+        try:
+            self._sub_conn.send(("stop",))
+        except (BrokenPipeError, OSError):
+            pass
+        for proc, _ in self._producers:
+            proc.join(35)
+            if proc.is_alive():
+                proc.kill()
+        self._sub.join(5)
+        if self._sub.is_alive():
+            self._sub.kill()
+
+
+def _result(
+    engine: str, messages: str, load: str, offered: float, info: dict, received: dict
+) -> PhaseResult:
+    lat = received["latency"] * 1e3
+    p50 = p99 = p999 = float("nan")
+    if lat.size:
+        p50, p99, p999 = (float(v) for v in np.percentile(lat, [50, 99, 99.9]))
+    delivered = received["count"]
+    result = PhaseResult(
+        engine=engine,
+        messages=messages,
+        load=load,
+        offered=offered,
+        sent=info["sent"],
+        delivered=delivered,
+        complete=delivered == info["sent"] and received["seq_sum"] == info["seq_sum"],
+        throughput=delivered / info["wall"],
+        p50_ms=p50,
+        p99_ms=p99,
+        p999_ms=p999,
+        cpu=info["cpu"],
+        errors=received["errors"],
+    )
+    before, after = info["stats_before"], info["stats_after"]
+    if before and after:
+        d_count = after["batch_size"]["count"] - before["batch_size"]["count"]
+        d_rows = after["batch_size"]["sum"] - before["batch_size"]["sum"]
+        d_step = after["step_seconds"]["sum"] - before["step_seconds"]["sum"]
+        result.mean_batch = d_rows / d_count if d_count else None
+        server_cpu = info["cpu"].get("server")
+        if server_cpu:
+            result.step_share = d_step / (server_cpu * info["wall"])
+    return result
+
+
+@dataclass
+class Settings:
+    streams: int
+    producers: int
+    single_readings: int
+    batch_readings: int
+    baseline_readings: int
+    batch_size: int
+    latency_seconds: float
+    loads: tuple[float, ...]
+    hidden: int
+    inputs: int
+    outputs: int
+    idle_timeout: float
+    baseline: bool
+
+
+def _measure(
+    engine: str,
+    harness: Harness,
+    mode: str,
+    settings: Settings,
+    readings: int,
+    *,
+    server_pid: int | None,
+    stats: Any,
+    say: Any,
+) -> list[PhaseResult]:
+    """Warm up, run flat out, then at each load fraction of the measured maximum."""
+    size = settings.batch_size
+    label = "single" if mode == "single" else f"batch {size}"
+    # Warm-up: every stream gets its first reading (slots allocated, code paths warm).
+    info, rec = harness.phase(mode, settings.streams, 0, size, server_pid=server_pid)
+    if rec["count"] != settings.streams:
+        raise RuntimeError(
+            f"{engine} {label} warm-up: {rec['count']} of {settings.streams} predictions arrived"
+        )
+    results = []
+    info, rec = harness.phase(mode, readings, 0, size, server_pid=server_pid, stats=stats)
+    top = _result(engine, label, "max", 0.0, info, rec)
+    results.append(top)
+    say(_summary(top))
+    if not top.complete:
+        return results
+    for load in settings.loads:
+        rate = load * top.throughput
+        n = max(int(rate * settings.latency_seconds), settings.producers)
+        if mode != "single":
+            n = max(n, size)
+        info, rec = harness.phase(mode, n, rate, size, server_pid=server_pid, stats=stats)
+        r = _result(engine, label, f"{load:.0%}", rate, info, rec)
+        results.append(r)
+        say(_summary(r))
+        if not r.complete:
+            break
+    return results
+
+
+def _summary(r: PhaseResult) -> str:
+    return (
+        f"  {r.engine} {r.messages} {r.load}: {r.delivered}/{r.sent} delivered, "
+        f"{r.throughput:,.0f} readings/s, p50 {r.p50_ms:.3f} ms, p99 {r.p99_ms:.3f} ms"
+    )
+
+
+def run_benchmark(settings: Settings, workdir: Path, say: Any = print) -> list[PhaseResult]:
+    """Run every phase against fresh servers and return one result per phase."""
+    from engine.ctl import control
+    from engine.model import Model
+
+    model_path = workdir / "bench-model.npz"
+    Model.random(
+        "lstm", settings.inputs, settings.hidden, output_size=settings.outputs, seed=0
+    ).save(model_path)
+    streams = [f"sensor-{i:05d}" for i in range(settings.streams)]
+    results: list[PhaseResult] = []
+    # No periodic snapshot inside a measurement; a publish queue deep enough that a lagging
+    # subscriber delays predictions instead of losing them.
+    extra = ["--checkpoint-every", "0", "--publish-hwm", "10000000"]
+    for mode, publish_mode, readings in (
+        ("single", "each", settings.single_readings),
+        ("batch", "batch", settings.batch_readings),
+    ):
+        say(f"rnnstream serve --publish-mode {publish_mode}: {mode} messages")
+        server = ServeProcess(model_path, workdir, publish_mode=publish_mode, extra=extra)
+        server.start()
+        harness = None
+        try:
+            harness = Harness(
+                server.ingest,
+                server.publish,
+                streams,
+                producers=settings.producers,
+                n_inputs=settings.inputs,
+                idle_timeout=settings.idle_timeout,
+            )
+            harness.probe()
+
+            def stats(endpoint: str = server.control) -> dict:
+                return control(endpoint, "stats", timeout=10.0)
+
+            results += _measure(
+                "rnnstream",
+                harness,
+                mode,
+                settings,
+                readings,
+                server_pid=server.pid,
+                stats=stats,
+                say=say,
+            )
+        finally:
+            if harness is not None:
+                harness.close()
+            server.stop()
+    if settings.baseline:
+        say("baseline: pyzmq + torch.nn.LSTMCell loop, single messages")
+        results += _run_baseline(settings, model_path, streams, say)
+    return results
+
+
+def _run_baseline(
+    settings: Settings, model_path: Path, streams: list[str], say: Any
+) -> list[PhaseResult]:
+    ctx = mp.get_context("spawn")
+    ingest, publish = (f"tcp://127.0.0.1:{p}" for p in free_ports(2))
+    ready = ctx.Event()
+    proc = ctx.Process(
+        target=_baseline_main,
+        args=(ingest, publish, str(model_path), ready),
+        name="bench-baseline",
+        daemon=True,
+    )
+    proc.start()
+    harness = None
+    try:
+        if not ready.wait(120):
+            raise RuntimeError("the torch baseline did not start within 120 s")
+        harness = Harness(
+            ingest,
+            publish,
+            streams,
+            producers=settings.producers,
+            n_inputs=settings.inputs,
+            idle_timeout=settings.idle_timeout,
+        )
+        harness.probe()
+        return _measure(
+            "torch loop",
+            harness,
+            "single",
+            settings,
+            settings.baseline_readings,
+            server_pid=proc.pid,
+            stats=None,
+            say=say,
+        )
+    finally:
+        if harness is not None:
+            harness.close()
+        proc.terminate()
+        proc.join(10)
+
+
+# --------------------------------------------------------------------------- report
+
+
+def machine_description() -> str:
+    """Return CPU model, core count, load average and library versions on one line."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import msgpack
+    import zmq
+
+    parts = [
+        f"{cpu}, {os.cpu_count()} cores",
+        f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} at start",
+        f"Python {platform.python_version()}, numpy {np.__version__}, pyzmq {zmq.__version__} "
+        f"(libzmq {zmq.zmq_version()}), msgpack {'.'.join(map(str, msgpack.version))}",
+    ]
+    if importlib.util.find_spec("torch") is not None:
+        import torch
+
+        parts.append(f"torch {torch.__version__}")
+    return "; ".join(parts)
+
+
+def _fmt_ms(v: float) -> str:
+    return "-" if v != v else f"{v:.3f}"
+
+
+def _target(r: PhaseResult) -> tuple[str, str]:
+    if r.engine != "rnnstream":
+        return "", ""
+    if r.load == "max":
+        goal = TARGET_SINGLE if r.messages == "single" else TARGET_BATCH
+        text = f">= {goal:,.0f}/s"
+        return text, "yes" if r.complete and r.throughput >= goal else "**no**"
+    if r.load == "50%" and r.messages == "single":
+        ok = r.complete and r.p50_ms <= TARGET_P50_MS and r.p99_ms <= TARGET_P99_MS
+        return f"p50 <= {TARGET_P50_MS:g}, p99 <= {TARGET_P99_MS:g} ms", "yes" if ok else "**no**"
+    return "", ""
+
+
+def markdown_report(
+    results: list[PhaseResult], settings: Settings, command: str, machine: str, date: str
+) -> str:
+    """Return the results as a markdown document with the command, date and machine."""
+    lines = [
+        "# rnnstream end-to-end benchmark",
+        "",
+        f"- command: `{command}`",
+        f"- date: {date}",
+        f"- machine: {machine}",
+        f"- model: LSTM 1 layer, hidden {settings.hidden}, input {settings.inputs}, "
+        f"linear head {settings.outputs} (`Model.random`)",
+        f"- {settings.streams:,} streams, {settings.producers} producer process(es), one "
+        "subscriber process, server on loopback; producer, server and subscriber share the cores",
+        "- throughput = predictions delivered / (first send to last receive); latency = "
+        "subscriber receive time - producer send `ts` (echoed by the server)",
+        "- CPU = CPU seconds per wall second of each process (1.00 = one core busy); step = "
+        "share of the daemon's CPU spent in `StreamEngine.step_many`",
+        "",
+        "| engine | messages | load | offered /s | delivered | all delivered | readings/s | "
+        "p50 ms | p99 ms | p99.9 ms | CPU server | CPU producers | CPU subscriber | "
+        "mean batch | step | target | met |",
+        "|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for r in results:
+        target, met = _target(r)
+        cpu = [
+            f"{r.cpu[k]:.2f}" if k in r.cpu else "-" for k in ("server", "producers", "subscriber")
+        ]
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    r.engine,
+                    r.messages,
+                    r.load,
+                    "flat out" if r.offered == 0 else f"{r.offered:,.0f}",
+                    f"{r.delivered:,}/{r.sent:,}",
+                    "yes" if r.complete else "**NO**",
+                    f"{r.throughput:,.0f}",
+                    _fmt_ms(r.p50_ms),
+                    _fmt_ms(r.p99_ms),
+                    _fmt_ms(r.p999_ms),
+                    *cpu,
+                    "-" if r.mean_batch is None else f"{r.mean_batch:.1f}",
+                    "-" if r.step_share is None else f"{r.step_share:.0%}",
+                    target,
+                    met,
+                ]
+            )
+            + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--streams", type=int, default=10_000, help="number of streams")
+    parser.add_argument("--producers", type=int, default=1, help="producer processes")
+    parser.add_argument(
+        "--single-readings",
+        type=int,
+        default=300_000,
+        help="readings sent flat out as single-reading messages",
+    )
+    parser.add_argument(
+        "--batch-readings",
+        type=int,
+        default=3_000_000,
+        help="readings sent flat out as columnar batches",
+    )
+    parser.add_argument(
+        "--baseline-readings",
+        type=int,
+        default=100_000,
+        help="readings sent flat out to the torch baseline",
+    )
+    parser.add_argument("--batch-size", type=int, default=1024, help="rows per columnar message")
+    parser.add_argument(
+        "--latency-seconds", type=float, default=4.0, help="duration of each latency phase"
+    )
+    parser.add_argument(
+        "--loads",
+        default="0.25,0.5,0.9",
+        help="comma-separated fractions of the measured maximum for the latency phases",
+    )
+    parser.add_argument(
+        "--baseline",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="measure the pyzmq + torch.nn.LSTMCell loop (auto: when torch is installed)",
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=15.0,
+        help="a phase fails when no prediction arrives for this many seconds",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="short run: 30,000 single / 300,000 batch / 20,000 baseline readings, 1 s phases",
+    )
+    parser.add_argument("--out", type=Path, default=None, help="also write the table here")
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Validate the options and return the run's settings."""
+    from engine.cli import UserError
+
+    try:
+        loads = tuple(float(x) for x in args.loads.split(",") if x.strip())
+    except ValueError:
+        raise UserError(f"--loads must be comma-separated numbers, got {args.loads!r}") from None
+    if not all(0 < x <= 1 for x in loads):
+        raise UserError("--loads must be fractions in (0, 1]")
+    for name in ("streams", "producers", "batch_size", "single_readings", "batch_readings"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.producers > args.streams:
+        raise UserError("--producers must not exceed --streams (each stream has one producer)")
+    if not args.latency_seconds > 0 or not args.idle_timeout > 0:
+        raise UserError("--latency-seconds and --idle-timeout must be positive")
+    has_torch = importlib.util.find_spec("torch") is not None
+    if args.baseline == "on" and not has_torch:
+        raise UserError("--baseline on needs torch installed (pip install torch)")
+    baseline = args.baseline == "on" or (args.baseline == "auto" and has_torch)
+    single, batch, base, seconds = (
+        args.single_readings,
+        args.batch_readings,
+        args.baseline_readings,
+        args.latency_seconds,
+    )
+    if args.quick:
+        single, batch, base, seconds = (
+            min(single, 30_000),
+            min(batch, 300_000),
+            min(base, 20_000),
+            min(seconds, 1.0),
+        )
+    return Settings(
+        streams=args.streams,
+        producers=args.producers,
+        single_readings=single,
+        batch_readings=batch,
+        baseline_readings=max(base, 1),
+        batch_size=args.batch_size,
+        latency_seconds=seconds,
+        loads=loads,
+        hidden=64,
+        inputs=8,
+        outputs=8,
+        idle_timeout=args.idle_timeout,
+        baseline=baseline,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    command = shlex.join(["rnnstream", "bench", "e2e", *_argv_after("e2e")])
+    machine = machine_description()
+    date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    with tempfile.TemporaryDirectory(prefix="rnnstream-e2e-") as tmp:
+        try:
+            results = run_benchmark(settings, Path(tmp), say=lambda s: print(s, file=sys.stderr))
+        except RuntimeError as exc:
+            print(f"rnnstream bench e2e: FAILED: {exc}", file=sys.stderr)
+            return 1
+    report = markdown_report(results, settings, command, machine, date)
+    print(report)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(report)
+    lost = [r for r in results if not r.complete]
+    for r in lost:
+        print(
+            f"rnnstream bench e2e: FAILED: {r.engine} {r.messages} {r.load}: "
+            f"{r.delivered:,} of {r.sent:,} predictions delivered",
+            file=sys.stderr,
+        )
+    return 1 if lost else 0
+
+
+def _argv_after(word: str) -> list[str]:
+    argv = sys.argv[1:]
+    return argv[argv.index(word) + 1 :] if word in argv else argv
+
+
+if __name__ == "__main__":
+    _parser = argparse.ArgumentParser(
+        prog="rnnstream bench e2e", formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    add_arguments(_parser)
+    sys.exit(run(_parser.parse_args()))

@@ -1,0 +1,288 @@
+"""`rnnstream ctl`: send one control command to a running `rnnstream serve` and print the reply.
+
+Commands: health, stats, streams [--limit N], reset STREAM, drop STREAM, snapshot,
+reload [PATH] [--reset], shutdown. Exit status 0 when the daemon answered ok, 1 when it answered
+with an error or did not answer within --timeout, 2 for a usage mistake.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from engine import protocol
+
+DEFAULT_CONTROL_ENDPOINT = "tcp://127.0.0.1:5557"
+
+# A dict with exactly these keys is a histogram summary from the daemon's `stats` reply.
+_HISTOGRAM_KEYS = frozenset({"count", "sum", "p50", "p99"})
+
+
+class NoReply(TimeoutError):
+    """The daemon did not answer within the timeout."""
+
+
+def control(
+    endpoint: str,
+    cmd: str,
+    timeout: float = 5.0,
+    *,
+    server_key: str | bytes | None = None,
+    client_key: str | bytes | None = None,
+    **fields: Any,
+) -> dict:
+    """Send `{"cmd": cmd, **fields}` to the control socket at `endpoint` and return the reply.
+
+    The reply is the daemon's decoded map, `ok` included. Raise `NoReply` when no answer comes
+    within `timeout` seconds, `protocol.ProtocolError` for a malformed answer, and `ValueError`
+    for a bad endpoint or key. `server_key` (the daemon's public key: Z85 text or its `.key`
+    file) turns on CURVE; `client_key` is this client's secret key (its `.key_secret` file or Z85
+    text). Without `client_key` an ephemeral key pair is used, which a daemon that checks client
+    keys refuses: that shows up as `NoReply`.
+    """
+    ms = max(1, int(timeout * 1000))
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.REQ)
+    try:
+        sock.linger = 0
+        sock.rcvtimeo = ms
+        sock.sndtimeo = ms
+        _apply_curve(sock, server_key, client_key)
+        try:
+            sock.connect(endpoint)
+        except zmq.ZMQError as exc:
+            raise ValueError(f"cannot connect to {endpoint!r}: {exc.strerror}") from None
+        try:
+            sock.send(protocol.encode_control(cmd, **fields))
+            frame = sock.recv()
+        except zmq.Again:
+            raise NoReply(
+                f"no reply from {endpoint} within {timeout:g} s: is rnnstream serve running?"
+            ) from None
+        return protocol.decode_reply(frame)
+    finally:
+        sock.close(linger=0)
+        ctx.term()
+
+
+def _apply_curve(
+    sock: zmq.Socket, server_key: str | bytes | None, client_key: str | bytes | None
+) -> None:
+    if server_key is None:
+        if client_key is not None:
+            raise ValueError("a client key needs the server's public key as well")
+        return
+    if client_key is None:
+        public, secret = zmq.curve_keypair()
+    else:
+        secret = protocol.curve_key(client_key, secret=True)
+        public = zmq.curve_public(secret)
+    sock.curve_serverkey = protocol.curve_key(server_key)
+    sock.curve_publickey = public
+    sock.curve_secretkey = secret
+
+
+# --------------------------------------------------------------------------- printing
+
+
+def _number(value: float) -> str:
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    if value == int(value) and abs(value) < 1e15:
+        return str(int(value))
+    return f"{value:.6g}"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if math.isinf(seconds):
+        return "inf"
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.3g} us"
+    if seconds < 1.0:
+        return f"{seconds * 1e3:.3g} ms"
+    return f"{seconds:.3g} s"
+
+
+def _scalar(key: str, value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int | float):
+        if key in ("uptime", "seconds") or key.endswith("_seconds"):
+            return _duration(float(value))
+        return _number(float(value))
+    return str(value)
+
+
+def _histogram(key: str, h: dict) -> str:
+    """Render a histogram summary on one line.
+
+    Quantiles are bucket upper bounds, hence `<=`; `inf` means beyond the highest bucket.
+    """
+    count = int(h["count"])
+    if count == 0:
+        return "count=0"
+    timed = key.endswith("_seconds")
+
+    def show(v: float) -> str:
+        return _duration(v) if timed else _number(v)
+
+    parts = [f"count={count}", f"mean={show(float(h['sum']) / count)}"]
+    for q in ("p50", "p99"):
+        v = h[q]
+        if v is None:
+            parts.append(f"{q}=-")
+        elif math.isinf(float(v)):
+            parts.append(f"{q}=inf")
+        else:
+            parts.append(f"{q}<={show(float(v))}")
+    return " ".join(parts)
+
+
+def format_reply(reply: dict, indent: int = 0) -> list[str]:
+    """Return the reply as aligned `key: value` lines (nested maps indented, lists one per line).
+
+    The `ok` flag is left out: the exit status carries it.
+    """
+    items = [(k, v) for k, v in reply.items() if not (indent == 0 and k == "ok")]
+    width = max((len(str(k)) for k, _ in items), default=0)
+    pad = " " * indent
+    lines: list[str] = []
+    for key, value in items:
+        key = str(key)
+        label = f"{pad}{key + ':':<{width + 1}}"
+        if isinstance(value, dict) and set(value) == _HISTOGRAM_KEYS:
+            lines.append(f"{label} {_histogram(key, value)}")
+        elif isinstance(value, dict):
+            if value:
+                lines.append(label.rstrip())
+                lines += format_reply(value, indent + 2)
+            else:
+                lines.append(f"{label} -")
+        elif isinstance(value, list):
+            if value:
+                lines.append(label.rstrip())
+                lines += [f"{pad}  {_scalar(key, item)}" for item in value]
+            else:
+                lines.append(f"{label} -")
+        else:
+            lines.append(f"{label} {_scalar(key, value)}")
+    return lines
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--endpoint", default=DEFAULT_CONTROL_ENDPOINT, help="the daemon's control socket"
+    )
+    parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the reply")
+    parser.add_argument("--json", action="store_true", help="print the raw reply as JSON")
+    parser.add_argument(
+        "--server-key",
+        default=None,
+        help="CURVE: the daemon's public key (Z85 text or its .key certificate file)",
+    )
+    parser.add_argument(
+        "--client-key",
+        default=None,
+        help="CURVE: this client's secret certificate file (NAME.key_secret from rnnstream "
+        "keygen); default: an ephemeral key pair",
+    )
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    sub = parser.add_subparsers(dest="cmd", metavar="COMMAND", required=True)
+    sub.add_parser("health", help="status, uptime, live streams, model", formatter_class=fmt)
+    sub.add_parser("stats", help="counters, histograms and state-table sizes", formatter_class=fmt)
+    streams = sub.add_parser("streams", help="list live stream ids", formatter_class=fmt)
+    streams.add_argument("--limit", type=int, default=1000, help="list at most this many ids")
+    for name, what in (
+        ("reset", "start a stream's state afresh (zeros)"),
+        ("drop", "forget a stream and free its slot"),
+    ):
+        p = sub.add_parser(name, help=what, formatter_class=fmt)
+        p.add_argument("stream", metavar="STREAM", help="stream id")
+    sub.add_parser("snapshot", help="write a state snapshot now", formatter_class=fmt)
+    reload = sub.add_parser(
+        "reload",
+        help="load a model file and switch to it, keeping stream state if shapes match",
+        formatter_class=fmt,
+    )
+    reload.add_argument(
+        "path",
+        nargs="?",
+        default=None,
+        metavar="PATH",
+        help="model file (an existing local path is made absolute); default: the daemon's --model",
+    )
+    reload.add_argument(
+        "--reset",
+        action="store_true",
+        help="allow a model with other state shapes, restarting every stream from zeros",
+    )
+    sub.add_parser(
+        "shutdown", help="stop the daemon in order (drain, snapshot)", formatter_class=fmt
+    )
+
+
+def _fields(args: argparse.Namespace) -> dict[str, Any]:
+    if args.cmd == "streams":
+        return {"limit": args.limit}
+    if args.cmd in ("reset", "drop"):
+        return {"stream": args.stream}
+    if args.cmd == "reload":
+        fields: dict[str, Any] = {"reset": bool(args.reset)}
+        if args.path is not None:
+            # The daemon may run elsewhere; only a path that exists here is taken as ours.
+            path = Path(args.path)
+            fields["path"] = str(path.resolve()) if path.exists() else args.path
+        return fields
+    return {}
+
+
+def run(args: argparse.Namespace) -> int:
+    from engine.cli import UserError
+
+    if not args.timeout > 0:
+        raise UserError("--timeout must be a positive number of seconds")
+    if args.cmd == "streams" and args.limit < 0:
+        raise UserError("--limit must not be negative")
+    if args.client_key is not None and args.server_key is None:
+        raise UserError("--client-key needs --server-key (the daemon's public key) as well")
+    try:
+        reply = control(
+            args.endpoint,
+            args.cmd,
+            args.timeout,
+            server_key=args.server_key,
+            client_key=args.client_key,
+            **_fields(args),
+        )
+    except NoReply as exc:
+        print(f"rnnstream ctl: {exc}", file=sys.stderr)
+        return 1
+    except protocol.ProtocolError as exc:
+        print(f"rnnstream ctl: bad reply from {args.endpoint}: {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    if args.json:
+        print(json.dumps(reply, indent=2, sort_keys=False, default=str))
+    else:
+        # A failure's error goes to stderr below, not twice.
+        lines = format_reply({k: v for k, v in reply.items() if k != "error"})
+        if lines:
+            print("\n".join(lines))
+    if not reply["ok"]:
+        print(f"rnnstream ctl: {args.cmd} failed: {reply.get('error')}", file=sys.stderr)
+        return 1
+    return 0

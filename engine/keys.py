@@ -1,0 +1,126 @@
+"""`rnnstream keygen`: write ZeroMQ CURVE certificates for the daemon and its clients.
+
+Each NAME gets `NAME.key` (public key, safe to share) and `NAME.key_secret` (both keys, mode
+0600, keep it private). The first name is taken as the daemon's in the printed instructions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+from pathlib import Path
+
+import zmq.auth
+
+DEFAULT_NAMES = ("server", "client")
+_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+
+
+def certificate_paths(out: Path, name: str) -> tuple[Path, Path]:
+    """Return (public, secret) certificate paths of `name` in `out`."""
+    return out / f"{name}.key", out / f"{name}.key_secret"
+
+
+def generate(out: str | os.PathLike, names: list[str], *, force: bool = False) -> list[Path]:
+    """Write a CURVE certificate pair per name into `out` and return the files written.
+
+    Create `out` (mode 0700) when missing. Raise `FileExistsError` naming the first existing
+    file unless `force`, before writing anything; raise `ValueError` for an unusable name.
+    """
+    folder = Path(out)
+    if not names:
+        raise ValueError("give at least one name")
+    for name in names:
+        if not name or name.startswith(".") or not set(name) <= _NAME_CHARS:
+            raise ValueError(
+                f"certificate name {name!r} must be letters, digits, '-', '_' or '.', "
+                "not starting with '.'"
+            )
+    if len(set(names)) != len(names):
+        raise ValueError("certificate names must differ")
+    if not force:
+        for name in names:
+            for path in certificate_paths(folder, name):
+                if path.exists():
+                    raise FileExistsError(str(path))
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    written: list[Path] = []
+    for name in names:
+        public, secret = certificate_paths(folder, name)
+        # Remove old files first: create_certificates opens with the umask's mode, and an
+        # existing secret file would keep whatever mode it had.
+        for path in (public, secret):
+            path.unlink(missing_ok=True)
+        old_umask = os.umask(0o077)
+        try:
+            zmq.auth.create_certificates(folder, name)
+        finally:
+            os.umask(old_umask)
+        secret.chmod(0o600)
+        public.chmod(0o644)
+        written += [public, secret]
+    return written
+
+
+def usage_text(out: Path, names: list[str]) -> str:
+    """Return instructions for using the certificates with serve, ctl, producers and consumers."""
+    q = shlex.quote
+    server = names[0]
+    server_public, server_secret = certificate_paths(out, server)
+    clients = names[1:]
+    lines = [
+        f"daemon: rnnstream serve --curve-secret-key {q(str(server_secret))} "
+        f"--curve-clients {q(str(out))}",
+        f"  (--curve-clients allows every public NAME.key in {out}; keep only allowed clients' "
+        "public keys there, or point it at a folder holding just those)",
+    ]
+    if clients:
+        _, client_secret = certificate_paths(out, clients[0])
+        lines += [
+            f"clients: give the daemon's public key {server_public} and a client's secret "
+            "certificate, e.g.",
+            f"  rnnstream ctl --server-key {q(str(server_public))} "
+            f"--client-key {q(str(client_secret))} health",
+            f"  Producer(..., server_public_key={str(server_public)!r}, "
+            f"client_secret_key={str(client_secret)!r})",
+            f"  Subscriber(..., server_public_key={str(server_public)!r}, "
+            f"client_secret_key={str(client_secret)!r})",
+        ]
+    else:
+        lines.append(f"clients: give the daemon's public key {server_public}")
+    lines.append("Keep the *.key_secret files private (mode 0600); share only *.key files.")
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--out", required=True, type=Path, metavar="DIR", help="folder to write certificates to"
+    )
+    parser.add_argument(
+        "--name",
+        action="append",
+        dest="names",
+        metavar="NAME",
+        help="certificate to create (repeat for more); the first is the daemon's "
+        f"(default: {' and '.join(DEFAULT_NAMES)})",
+    )
+    parser.add_argument("--force", action="store_true", help="overwrite existing certificate files")
+
+
+def run(args: argparse.Namespace) -> int:
+    from engine.cli import UserError
+
+    names = list(args.names or DEFAULT_NAMES)
+    try:
+        written = generate(args.out, names, force=args.force)
+    except FileExistsError as exc:
+        raise UserError(f"{exc} already exists; use --force to overwrite it") from None
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    except OSError as exc:
+        raise UserError(f"cannot write certificates to {args.out}: {exc.strerror}") from None
+    for path in written:
+        print(f"wrote {path}")
+    print(usage_text(Path(args.out), names))
+    return 0

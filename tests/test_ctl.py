@@ -1,0 +1,300 @@
+"""`rnnstream ctl` against a real `rnnstream serve` subprocess on free loopback ports."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from engine import ctl
+from engine.bench_e2e import ServeProcess, free_ports
+from engine.cli import UserError
+from engine.model import Model
+from producers.client import Producer
+
+REPO = Path(__file__).resolve().parents[1]
+DEADLINE = 10.0  # seconds any single expectation may take before the test fails
+
+
+def run_ctl(*argv: str) -> int:
+    """Run `rnnstream ctl ARGV` in this process the way engine.cli does; return the exit code."""
+    parser = argparse.ArgumentParser(prog="rnnstream ctl")
+    ctl.add_arguments(parser)
+    args = parser.parse_args(list(argv))
+    try:
+        return ctl.run(args)
+    except UserError as exc:
+        print(f"rnnstream ctl: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def fields_of(out: str) -> dict[str, str]:
+    """Map each top-level `key: value` line of ctl's output to its value."""
+    found = {}
+    for line in out.splitlines():
+        m = re.match(r"^(\S+):\s*(.*)$", line)
+        if m:
+            found[m.group(1)] = m.group(2)
+    return found
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("model") / "m.npz"
+    Model.random("lstm", 3, 8, output_size=2, seed=1).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def daemon(model_path, tmp_path_factory):
+    server = ServeProcess(model_path, tmp_path_factory.mktemp("serve"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def producer(daemon):
+    with Producer(daemon.ingest, linger=1.0) as p:
+        yield p
+
+
+def wait_for_streams(daemon: ServeProcess, names: set[str]) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while time.monotonic() < deadline:
+        reply = ctl.control(daemon.control, "streams", limit=100_000)
+        if names <= set(reply["streams"]):
+            return
+        time.sleep(0.02)
+    pytest.fail(f"the daemon never listed streams {sorted(names)}")
+
+
+def feed(producer: Producer, daemon: ServeProcess, *names: str) -> None:
+    for name in names:
+        producer.send(name, [0.1, 0.2, 0.3])
+    wait_for_streams(daemon, set(names))
+
+
+def test_health_prints_aligned_status_uptime_streams_and_model(daemon, capsys):
+    code = run_ctl("--endpoint", daemon.control, "health")
+    out = capsys.readouterr().out
+    assert code == 0
+    fields = fields_of(out)
+    assert fields["status"] == "ready"
+    assert re.fullmatch(r"[\d.]+ (us|ms|s)", fields["uptime"])
+    assert re.fullmatch(r"[0-9a-f]{64}", fields["model"])
+    assert fields["pid"] == str(daemon.pid)
+    assert "ok" not in fields
+    # Aligned: every value starts in the same column.
+    columns = {len(line) - len(line.split(":", 1)[1].lstrip()) for line in out.splitlines()}
+    assert len(columns) == 1
+
+
+def test_json_prints_the_raw_reply(daemon, capsys):
+    assert run_ctl("--endpoint", daemon.control, "--json", "health") == 0
+    reply = json.loads(capsys.readouterr().out)
+    assert reply["ok"] is True
+    assert reply["status"] == "ready"
+    assert reply["pid"] == daemon.pid
+
+
+def test_stats_shows_histograms_on_one_line_and_nested_counters_indented(daemon, producer, capsys):
+    feed(producer, daemon, "stats-a", "stats-b")
+    # A reading of the wrong width is rejected and counted under rejects.wrong_length.
+    producer.send("stats-bad", [1.0])
+    deadline = time.monotonic() + DEADLINE
+    while not ctl.control(daemon.control, "stats")["rejects"]:
+        assert time.monotonic() < deadline, "the bad reading was never counted"
+        time.sleep(0.02)
+    assert run_ctl("--endpoint", daemon.control, "stats") == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    batch = next(line for line in lines if line.startswith("batch_size:"))
+    assert re.search(r"count=\d+ mean=[\d.]+ p50<=\d+ p99<=\d+$", batch)
+    latency = next(line for line in lines if line.startswith("latency_seconds:"))
+    assert re.search(r"count=\d+ mean=\S+ (us|ms|s) p50<=\S+ (us|ms|s) p99<=", latency)
+    assert next(line for line in lines if line.startswith("snapshot_seconds:")).endswith("count=0")
+    i = lines.index("rejects:")
+    assert re.fullmatch(r"  wrong_length:\s+1", lines[i + 1])
+    fields = fields_of(out)
+    assert int(fields["readings_in"]) >= 2
+    assert fields["status"] == "ready"
+
+
+def test_streams_lists_ids_one_per_line_up_to_the_limit(daemon, producer, capsys):
+    feed(producer, daemon, "list-a", "list-b", "list-c")
+    assert run_ctl("--endpoint", daemon.control, "streams") == 0
+    out = capsys.readouterr().out
+    listed = [line.strip() for line in out.splitlines() if line.startswith("  ")]
+    assert {"list-a", "list-b", "list-c"} <= set(listed)
+    assert int(fields_of(out)["count"]) == len(listed)
+
+    assert run_ctl("--endpoint", daemon.control, "streams", "--limit", "1") == 0
+    out = capsys.readouterr().out
+    assert len([line for line in out.splitlines() if line.startswith("  ")]) == 1
+    assert int(fields_of(out)["count"]) >= 3
+
+
+def test_reset_and_drop_say_whether_the_stream_existed(daemon, producer, capsys):
+    feed(producer, daemon, "rd-a")
+    assert run_ctl("--endpoint", daemon.control, "reset", "rd-a") == 0
+    assert fields_of(capsys.readouterr().out) == {"existed": "yes"}
+    assert run_ctl("--endpoint", daemon.control, "drop", "rd-a") == 0
+    assert fields_of(capsys.readouterr().out) == {"existed": "yes"}
+    assert "rd-a" not in ctl.control(daemon.control, "streams", limit=100_000)["streams"]
+    assert run_ctl("--endpoint", daemon.control, "drop", "rd-a") == 0
+    assert fields_of(capsys.readouterr().out) == {"existed": "no"}
+    assert run_ctl("--endpoint", daemon.control, "reset", "never-seen") == 0
+    assert fields_of(capsys.readouterr().out) == {"existed": "no"}
+
+
+def test_snapshot_writes_the_state_file_and_reports_it(daemon, producer, capsys):
+    feed(producer, daemon, "snap-a")
+    assert run_ctl("--endpoint", daemon.control, "snapshot") == 0
+    fields = fields_of(capsys.readouterr().out)
+    assert Path(fields["path"]).is_file()
+    assert int(fields["streams"]) >= 1
+    assert re.fullmatch(r"[\d.]+ (us|ms|s)", fields["seconds"])
+
+
+def test_reload_same_shape_model_keeps_streams(daemon, producer, model_path, tmp_path, capsys):
+    feed(producer, daemon, "reload-a")
+    other = tmp_path / "other.npz"
+    Model.random("lstm", 3, 8, output_size=2, seed=2).save(other)
+    assert run_ctl("--endpoint", daemon.control, "reload", str(other)) == 0
+    fields = fields_of(capsys.readouterr().out)
+    assert fields["model"] == Model.load(other).fingerprint
+    assert "reload-a" in ctl.control(daemon.control, "streams", limit=100_000)["streams"]
+    # With no PATH the daemon reloads its own --model.
+    assert run_ctl("--endpoint", daemon.control, "reload") == 0
+    assert fields_of(capsys.readouterr().out)["model"] == Model.load(model_path).fingerprint
+
+
+def test_reload_relative_path_is_resolved_here(daemon, model_path, tmp_path, monkeypatch, capsys):
+    Model.random("lstm", 3, 8, output_size=2, seed=3).save(tmp_path / "rel.npz")
+    monkeypatch.chdir(tmp_path)
+    assert run_ctl("--endpoint", daemon.control, "reload", "rel.npz") == 0
+    assert fields_of(capsys.readouterr().out)["model"] == Model.load("rel.npz").fingerprint
+    ctl.control(daemon.control, "reload", path=str(model_path))
+
+
+def test_reload_other_shape_needs_reset(daemon, model_path, tmp_path, capsys):
+    bigger = tmp_path / "bigger.npz"
+    Model.random("lstm", 3, 16, output_size=2, seed=4).save(bigger)
+    assert run_ctl("--endpoint", daemon.control, "reload", str(bigger)) == 1
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("rnnstream ctl: reload failed: ")
+    assert run_ctl("--endpoint", daemon.control, "reload", str(bigger), "--reset") == 0
+    assert fields_of(capsys.readouterr().out)["model"] == Model.load(bigger).fingerprint
+    assert ctl.control(daemon.control, "reload", path=str(model_path), reset=True)["ok"]
+
+
+def test_daemon_error_exits_1_with_its_message(daemon, tmp_path, capsys):
+    missing = tmp_path / "missing.npz"
+    assert run_ctl("--endpoint", daemon.control, "reload", str(missing)) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == f"rnnstream ctl: reload failed: model file {missing} does not exist\n"
+
+
+def test_json_error_reply_is_printed_and_exits_1(daemon, tmp_path, capsys):
+    code = run_ctl("--endpoint", daemon.control, "--json", "reload", str(tmp_path / "no.npz"))
+    assert code == 1
+    reply = json.loads(capsys.readouterr().out)
+    assert reply["ok"] is False and "does not exist" in reply["error"]
+
+
+def test_control_function_returns_the_decoded_reply(daemon):
+    reply = ctl.control(daemon.control, "health", timeout=5.0)
+    assert reply["ok"] is True and reply["status"] == "ready"
+    reply = ctl.control(daemon.control, "no-such-command")
+    assert reply == {"ok": False, "error": "unknown command 'no-such-command'"}
+
+
+def test_unreachable_daemon_gives_one_line_and_exit_1(capsys):
+    (port,) = free_ports(1)
+    endpoint = f"tcp://127.0.0.1:{port}"
+    assert run_ctl("--endpoint", endpoint, "--timeout", "0.3", "health") == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (
+        f"rnnstream ctl: no reply from {endpoint} within 0.3 s: is rnnstream serve running?\n"
+    )
+    with pytest.raises(ctl.NoReply):
+        ctl.control(endpoint, "health", timeout=0.2)
+
+
+def test_unreachable_daemon_in_a_real_process_prints_no_traceback():
+    (port,) = free_ports(1)
+    script = (
+        "import argparse, sys\n"
+        "from engine import ctl\n"
+        "p = argparse.ArgumentParser()\n"
+        "ctl.add_arguments(p)\n"
+        "sys.exit(ctl.run(p.parse_args(sys.argv[1:])))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script, "--endpoint", f"tcp://127.0.0.1:{port}"]
+        + ["--timeout", "0.5", "stats"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    assert proc.stdout == ""
+    assert proc.stderr.count("\n") == 1
+    assert "Traceback" not in proc.stderr
+    assert "within 0.5 s: is rnnstream serve running?" in proc.stderr
+
+
+def test_bad_endpoint_is_a_usage_error(capsys):
+    assert run_ctl("--endpoint", "not-an-endpoint", "health") == 2
+    assert "cannot connect to 'not-an-endpoint'" in capsys.readouterr().err
+
+
+def test_client_key_without_server_key_is_a_usage_error(tmp_path, capsys):
+    assert run_ctl("--client-key", str(tmp_path / "c.key_secret"), "health") == 2
+    assert "--client-key needs --server-key" in capsys.readouterr().err
+
+
+def test_shutdown_stops_the_daemon_in_order(model_path, tmp_path, capsys):
+    server = ServeProcess(model_path, tmp_path).start()
+    try:
+        with Producer(server.ingest, linger=1.0) as p:
+            p.send("last", [1.0, 2.0, 3.0])
+        wait_for_streams(server, {"last"})
+        assert run_ctl("--endpoint", server.control, "shutdown") == 0
+        assert fields_of(capsys.readouterr().out) == {"status": "stopping"}
+        assert server.process.wait(30) == 0
+        assert "stopped" in server.log_text()
+        assert (tmp_path / next(p.name for p in tmp_path.glob("state-*")) / "state.npz").is_file()
+    finally:
+        server.kill()
+
+
+def test_format_reply_handles_empty_histograms_lists_and_infinities():
+    lines = ctl.format_reply(
+        {
+            "ok": True,
+            "latency_seconds": {"count": 0, "sum": 0.0, "p50": None, "p99": None},
+            "step_seconds": {"count": 4, "sum": 0.002, "p50": 0.0005, "p99": float("inf")},
+            "streams": [],
+            "rejects": {},
+            "ratio": 0.125,
+        }
+    )
+    assert lines == [
+        "latency_seconds: count=0",
+        "step_seconds:    count=4 mean=500 us p50<=500 us p99=inf",
+        "streams:         -",
+        "rejects:         -",
+        "ratio:           0.125",
+    ]
