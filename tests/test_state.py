@@ -172,7 +172,6 @@ def test_max_streams_evicts_least_recently_used(gru1: Model) -> None:
     for s, x in zip(["a", "b", "c", "a"], X, strict=False):
         engine.step(s, x)
         clock.advance(1)
-    b_first = engine.state_of("b")
 
     engine.step("d", X[4])  # "b" is now the least recently used
 
@@ -182,7 +181,6 @@ def test_max_streams_evicts_least_recently_used(gru1: Model) -> None:
     clock.advance(1)
     y = engine.step("b", X[5])  # comes back from zeros, evicting "c"
     np.testing.assert_array_equal(y, _fresh_first_output(gru1, X[5]))
-    assert not np.array_equal(engine.state_of("b")["h"], b_first["h"]) or not b_first["h"].any()
     assert sorted(engine.streams()) == ["a", "b", "d"]
     assert engine.evictions == 2 and len(engine) == 3
 
