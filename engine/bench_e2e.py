@@ -980,7 +980,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"rnnstream bench e2e: FAILED: {exc}", file=sys.stderr)
             return 1
     report = markdown_report(results, settings, command, machine, date)
-    print(report)
+    sys.stdout.write(report)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(report)

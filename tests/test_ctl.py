@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from engine import ctl
@@ -298,3 +299,65 @@ def test_format_reply_handles_empty_histograms_lists_and_infinities():
         "rejects:         -",
         "ratio:           0.125",
     ]
+
+
+# --------------------------------------------------------------------------- bench e2e smoke
+# The end-to-end benchmark drives a real daemon the same way; a tiny run checks its plumbing
+# (every prediction counted, every row reported), not its speed.
+
+
+def test_bench_e2e_tiny_run_reports_every_phase_with_nothing_lost(tmp_path, capsys):
+    from engine import bench_e2e
+
+    parser = argparse.ArgumentParser()
+    bench_e2e.add_arguments(parser)
+    out = tmp_path / "e2e.md"
+    args = parser.parse_args(
+        ["--streams", "40", "--producers", "2", "--single-readings", "400"]
+        + ["--batch-readings", "2000", "--batch-size", "64", "--latency-seconds", "0.2"]
+        + ["--baseline", "off", "--out", str(out)]
+    )
+    assert bench_e2e.run(args) == 0
+    printed = capsys.readouterr().out
+    assert out.read_text() == printed
+    rows = [line.split("|")[1:-1] for line in printed.splitlines() if line.startswith("| rnn")]
+    phases = [(r[1].strip(), r[2].strip()) for r in rows]
+    assert phases == [
+        (messages, load)
+        for messages in ("single", "batch 64")
+        for load in ("max", "25%", "50%", "90%")
+    ]
+    for r in rows:
+        delivered, sent = r[4].strip().replace(",", "").split("/")
+        assert delivered == sent and int(sent) > 0
+        assert r[5].strip() == "yes"
+    assert "rnnstream bench e2e" in printed and "- machine: " in printed
+
+
+def test_bench_e2e_result_flags_a_missing_or_duplicated_prediction():
+    from engine.bench_e2e import Settings, _result, markdown_report
+
+    info = {"sent": 3, "seq_sum": 6, "wall": 1.0, "cpu": {}, "stats_before": None}
+    info["stats_after"] = None
+    latency = np.array([0.001, 0.002])
+    lost = _result("rnnstream", "single", "max", 0.0, info, _received(2, 3, latency))
+    assert not lost.complete and lost.delivered == 2
+    # Right count but a duplicate in place of a lost one: the seq sum tells.
+    dup = _result("rnnstream", "single", "max", 0.0, info, _received(3, 5, np.r_[latency, 0.003]))
+    assert not dup.complete
+    ok = _result("rnnstream", "single", "max", 0.0, info, _received(3, 6, np.r_[latency, 0.003]))
+    assert ok.complete and ok.p50_ms == pytest.approx(2.0)
+    settings = Settings(3, 1, 3, 3, 3, 1, 1.0, (0.5,), 64, 8, 8, 1.0, False)
+    table = markdown_report([lost, ok], settings, "cmd", "machine", "today")
+    assert "| 2/3 | **NO** |" in table and "| 3/3 | yes |" in table
+
+
+def _received(count: int, seq_sum: int, latency: np.ndarray) -> dict:
+    return {
+        "count": count,
+        "seq_sum": seq_sum,
+        "errors": 0,
+        "first": 0.0,
+        "last": 1.0,
+        "latency": latency,
+    }
