@@ -224,6 +224,22 @@ def score_batch(
         scores_out[i] = score
 
 
+@kernel
+def denormalise_batch(slots, y, norm, floor_rel, floor_abs, out):  # pragma: no cover - jitted
+    """Map normalised values back to the stream's units: out = y * s + m, per feature.
+
+    slots (n,) int64; y, out (n, F) float32/64; norm (capacity, F, 5) float64, with s computed
+    from the current statistics exactly as `normalise_batch` does.
+    """
+    n, features = y.shape
+    for i in range(n):
+        row = norm[slots[i]]
+        for f in range(features):
+            mean = row[f, 1]
+            scale = math.sqrt(row[f, 2]) + floor_rel * abs(mean) + floor_abs
+            out[i, f] = y[i, f] * scale + mean
+
+
 # ------------------------------------------------------------------------- thin Python layer
 
 
@@ -305,6 +321,12 @@ class AnomalyScorer:
             scores,
         )
         return scores
+
+    def denormalise(self, slots: np.ndarray, y: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """Write y (n, F) mapped back to each stream's own units into out; return out."""
+        s = self.spec
+        denormalise_batch(slots, y, self.slabs[NORM], s.scale_floor_rel, s.scale_floor_abs, out)
+        return out
 
 
 def online_normalise(values: np.ndarray, spec: AnomalySpec | None = None) -> np.ndarray:
