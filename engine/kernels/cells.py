@@ -15,7 +15,11 @@ half a vector register); the batched path multiplies by the `(H + 1, O)` transpo
 
 from __future__ import annotations
 
+import numba
 import numpy as np
+from llvmlite import ir
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from engine.kernels._jit import inline_kernel, kernel
 from engine.kernels.activations import fast_sigmoid, fast_tanh, relu
@@ -41,6 +45,53 @@ L_OUT_STD = 11
 L_HEAD = 12
 L_WT = 13  # per-layer weight offsets start here
 LAYOUT_FIXED = L_WT
+
+
+# Rows ahead whose state the batched kernels ask the CPU to fetch: the slabs of 10k streams do not
+# fit in L2, and a row's loads otherwise wait on the cache miss (gather + gates: ~230 -> ~150 us
+# for 1024 rows, LSTM H=64).
+PREFETCH_AHEAD = 8
+_FLOATS_PER_LINE = 16
+
+
+def _prefetch_python(slab, i, j, k):
+    """No-op stand-in for `_prefetch` when Numba's JIT is disabled (coverage runs)."""
+
+
+@intrinsic
+def _prefetch_intrinsic(typingctx, slab, i, j, k):
+    """Hint the CPU to load the cache line holding slab[i, j, k] (3-D array) for reading."""
+    sig = numba.types.void(slab, i, j, k)
+
+    def codegen(context, builder, signature, args):
+        slab_type = signature.args[0]
+        array = context.make_array(slab_type)(context, builder, args[0])
+        index = [
+            context.cast(builder, value, kind, numba.types.intp)
+            for value, kind in zip(args[1:], signature.args[1:], strict=True)
+        ]
+        pointer = cgutils.get_item_pointer(
+            context, builder, slab_type, array, index, wraparound=False, boundscheck=False
+        )
+        byte_pointer = builder.bitcast(pointer, ir.IntType(8).as_pointer())
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [byte_pointer.type, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+        # read, high temporal locality, data cache
+        builder.call(fn, [byte_pointer, i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+_prefetch = _prefetch_python if numba.config.DISABLE_JIT else _prefetch_intrinsic
+
+
+@inline_kernel
+def _prefetch_row(slab, slot, layer):
+    """Prefetch every cache line of slab[slot, layer] (H floats)."""
+    for k in range(0, slab.shape[2], _FLOATS_PER_LINE):
+        _prefetch(slab, slot, layer, k)
 
 
 @inline_kernel
@@ -184,7 +235,10 @@ def gather_first_layer(x, slots, h, mean, inv_std, scale, z):
     """Fill z (n, I + H + 1) with [scaled x, h[slots, 0], 1] for a batch of n readings."""
     inputs = x.shape[1]
     hidden = h.shape[2]
-    for r in range(x.shape[0]):
+    n = x.shape[0]
+    for r in range(n):
+        if r + PREFETCH_AHEAD < n:
+            _prefetch_row(h, slots[r + PREFETCH_AHEAD], 0)
         zr = z[r]
         xr = x[r]
         if scale:
@@ -210,7 +264,14 @@ def apply_gates_batch(cell, gates, slots, h, c, layer, dest):
     layers = h.shape[1]
     hidden = h.shape[2]
     upper = layer + 1 < layers
-    for r in range(gates.shape[0]):
+    n = gates.shape[0]
+    for r in range(n):
+        if r + PREFETCH_AHEAD < n:
+            ahead = slots[r + PREFETCH_AHEAD]
+            _prefetch_row(h, ahead, layer)
+            _prefetch_row(c, ahead, layer)
+            if upper:
+                _prefetch_row(h, ahead, layer + 1)
         slot = slots[r]
         hk = h[slot, layer]
         _apply_gates(cell, gates[r], hk, c[slot, layer])
@@ -224,6 +285,16 @@ def apply_gates_batch(cell, gates, slots, h, c, layer, dest):
             dr[2 * hidden] = np.float32(1.0)
         else:
             dr[hidden] = np.float32(1.0)
+
+
+@kernel
+def all_finite(x):
+    """Return whether every element of x float32 (n, I) is finite (no NaN, no inf)."""
+    for r in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            if not np.isfinite(x[r, j]):
+                return False
+    return True
 
 
 @kernel
