@@ -111,6 +111,16 @@ class StateTable:
         for slab in self.slabs.values():
             slab[slot] = 0
 
+    def expire(self, slot: int) -> None:
+        """Restart an idle stream from zeros, counted as an idle eviction and re-admission.
+
+        Used when a stream comes back after idle_timeout before a sweep has removed it, so
+        whether it restarts never depends on other streams' traffic.
+        """
+        self.zero(slot)
+        self.evictions += 1
+        self.evicted_idle += 1
+
     def evict_idle(self, now: float | None = None) -> list[str]:
         """Drop streams unused for longer than idle_timeout; return their ids."""
         if self.idle_timeout is None or not self.slot_of:
@@ -131,11 +141,14 @@ class StateTable:
         return ids, np.fromiter(self.slot_of.values(), np.int64, len(ids))
 
     def load(self, streams: Iterable[str], arrays: Mapping[str, np.ndarray]) -> None:
-        """Admit `streams` with slab rows taken from `arrays` (one row per stream)."""
+        """Admit `streams` with slab rows taken from `arrays` (one row per stream).
+
+        Slabs missing from `arrays` start at zeros.
+        """
         for i, stream in enumerate(streams):
             slot = self.admit(stream)
-            for name, slab in self.slabs.items():
-                slab[slot] = arrays[name][i]
+            for name, rows in arrays.items():
+                self.slabs[name][slot] = rows[i]
 
     def _evict_least_recent(self) -> None:
         slots = np.fromiter(self.slot_of.values(), np.int64, len(self.slot_of))

@@ -9,11 +9,14 @@ import tempfile
 import time
 import zipfile
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from engine.alerts import A_THRESHOLD, ALERT_SLAB, AlertPolicy, alert_batch
+from engine.anomaly import AnomalyScorer, AnomalySpec
 from engine.kernels import cells
 from engine.model import Model
 from engine.packed import PackedModel
@@ -22,6 +25,46 @@ from engine.state import StateTable, check_stream_id
 SNAPSHOT_FORMAT = "rnnstream-snapshot"
 SNAPSHOT_VERSION = 1
 _SWEEP_INTERVAL = 1.0  # seconds between idle-eviction sweeps
+FORECAST_SLAB = "forecast"  # per stream: the forecast, in its own units, of its next reading
+
+
+@dataclass
+class StepResult:
+    """Everything one `process` call produced, row i for reading i.
+
+    `scores`, `expected`, `events` and the alert details are None for a model that does not
+    score (one without an "anomaly" section in its metadata).
+    """
+
+    outputs: np.ndarray  # (n, n_outputs) float32: the model's output (a forecaster: next reading)
+    scores: np.ndarray | None = None  # (n,) float64 anomaly score in [0, 1]
+    expected: np.ndarray | None = None  # (n, n_inputs) float32: forecast made for this reading
+    events: np.ndarray | None = None  # (n,) int8: alerts.EVENT_NONE / EVENT_OPEN / EVENT_CLOSE
+    peaks: np.ndarray | None = None  # (n,) float64: for events, the incident's peak score
+    lengths: np.ndarray | None = None  # (n,) float64: for events, its length in readings
+    opened: np.ndarray | None = None  # (n,) float64: for events, ts of its opening reading
+
+    @classmethod
+    def empty(cls, n: int, n_outputs: int, scoring: bool) -> StepResult:
+        outputs = np.empty((n, n_outputs), np.float32)
+        if not scoring:
+            return cls(outputs)
+        return cls(
+            outputs,
+            np.empty(n, np.float64),
+            np.empty((n, n_outputs), np.float32),
+            np.zeros(n, np.int8),
+            np.zeros(n, np.float64),
+            np.zeros(n, np.float64),
+            np.zeros(n, np.float64),
+        )
+
+    def put(self, rows: np.ndarray, part: StepResult) -> None:
+        """Copy `part`'s rows into rows `rows` of this result."""
+        for name in self.__dataclass_fields__:
+            mine = getattr(self, name)
+            if mine is not None:
+                mine[rows] = getattr(part, name)
 
 
 class StreamEngine:
@@ -30,7 +73,14 @@ class StreamEngine:
     `step(stream, x)` advances one stream; `step_many(streams, X)` advances many in one call and
     returns exactly what a loop of `step` over the rows would. A stream's state starts at zeros with
     its first reading. Memory per stream: `bytes_per_stream` (4 bytes * layers * hidden, twice for
-    LSTM, plus 8) in the slabs, plus the id and about 100 bytes of dict entry.
+    LSTM, plus 8; more for a scoring model) in the slabs, plus the id and about 100 bytes of dict
+    entry.
+
+    A model whose metadata has an "anomaly" section (the built-in default model) is a next-step
+    forecaster on per-stream normalised readings: the engine normalises each stream online, turns
+    the previous forecast's error into an anomaly score, tracks alerts with `alerts`, and returns
+    forecasts in the stream's own units. `process(streams, X, ts)` returns all of that as a
+    `StepResult`; `step` and `step_many` return just the outputs.
     """
 
     def __init__(
@@ -41,6 +91,7 @@ class StreamEngine:
         idle_timeout: float | None = None,
         capacity: int = 1024,
         clock: Callable[[], float] = time.monotonic,
+        alerts: AlertPolicy | None = None,
     ) -> None:
         self.model = model
         self._packed = PackedModel(model)
@@ -48,6 +99,12 @@ class StreamEngine:
         specs: dict[str, tuple[tuple[int, ...], type]] = {"h": ((p.layers, p.hidden), np.float32)}
         if model.cell == "lstm":
             specs["c"] = ((p.layers, p.hidden), np.float32)
+        self.anomaly = _anomaly_spec(model)
+        self.alerts = alerts or AlertPolicy()
+        if self.anomaly is not None:
+            specs.update(self.anomaly.slab_specs())
+            specs.update(AlertPolicy.slab_specs())
+            specs[FORECAST_SLAB] = ((p.outputs,), np.float32)
         self._table = StateTable(
             specs,
             capacity=capacity,
@@ -64,7 +121,14 @@ class StreamEngine:
         self._batch_rows = 0
         self._ensure_batch(64)
         self.snapshot_extra: dict[str, Any] = {}
+        if self.anomaly is not None:
+            self._scorer = AnomalyScorer(self.anomaly, slabs=self._table.slabs)
         self._warm_up()
+
+    @property
+    def scoring(self) -> bool:
+        """Whether this engine produces anomaly scores and alerts."""
+        return self.anomaly is not None
 
     # ----------------------------------------------------------------- stepping
     def step(self, stream: str, x: Any) -> np.ndarray:
@@ -72,8 +136,11 @@ class StreamEngine:
         x = np.ascontiguousarray(x, dtype=np.float32)
         if x.shape != self._x_shape:
             raise ValueError(f"reading has shape {x.shape}, the model expects {self._x_shape}")
+        if self.anomaly is not None:
+            return self.process([stream], x.reshape(1, -1)).outputs[0]
         table = self._table
-        slot = table.slot_of.get(stream) if stream.__class__ is str else None
+        slot = table.slot_of.get(stream) if isinstance(stream, str) else None
+        now = self._clock()
         new = slot is None
         if new:
             check_stream_id(stream)
@@ -82,9 +149,11 @@ class StreamEngine:
         h = table.slabs["h"]
         c = table.slabs.get("c", h)
         p = self._packed
+        stale = table.idle_timeout is not None and now - table.last_used[slot] > table.idle_timeout
+        if stale and np.isfinite(x).all():
+            table.expire(slot)
         if cells.step_one(p.params, p.layout, x, h, c, slot, self._out, self._work):
             _check_finite_row(x)  # raises, naming the bad value
-        now = self._clock()
         table.last_used[slot] = now
         if now >= self._next_sweep:
             self._sweep(now)
@@ -97,6 +166,14 @@ class StreamEngine:
         result equals calling `step` for each row in turn. Bad input raises ValueError before any
         state changes.
         """
+        return self.process(streams, X).outputs
+
+    def process(self, streams: Sequence[str], X: Any, ts: Any = None) -> StepResult:
+        """Advance each streams[i] by X[i] like `step_many`; return outputs, scores and alerts.
+
+        ts (n,) are the readings' timestamps (epoch seconds, NaN or None if unknown); they only
+        date alerts.
+        """
         X = np.ascontiguousarray(X, dtype=np.float32)
         n = len(streams)
         if X.ndim != 2 or X.shape != (n, self._packed.inputs):
@@ -105,7 +182,7 @@ class StreamEngine:
                 f"for {n} streams"
             )
         if n == 0:
-            return np.zeros((0, self._packed.outputs), np.float32)
+            return StepResult.empty(0, self._packed.outputs, self.anomaly is not None)
         if not cells.all_finite(X):
             row, col = np.argwhere(~np.isfinite(X))[0]
             raise ValueError(f"reading {row} ({streams[row]!r}) holds {X[row, col]} at input {col}")
@@ -120,25 +197,63 @@ class StreamEngine:
                 found = [None] * n
             found = self._admit_batch(streams, found)
         slots = np.array(found, dtype=np.int64, ndmin=1)  # itemgetter of one key: a bare int
+        now = self._clock()
+        if table.idle_timeout is not None:
+            for slot in np.flatnonzero(table.last_used[slots] < now - table.idle_timeout):
+                table.expire(int(slots[slot]))
         if self._seen.shape[0] < table.capacity:
             self._seen = np.zeros(table.capacity, np.int32)
         self._ensure_batch(n)
         ranks = self._ranks[:n]
         waves = cells.occurrence_ranks(slots, self._seen, ranks)
-        out = np.empty((n, self._packed.outputs), np.float32)
+        scoring = self.anomaly is not None
+        if scoring:
+            stamps = np.full(n, np.nan) if ts is None else np.asarray(ts, np.float64).reshape(n)
+        result = StepResult.empty(n, self._packed.outputs, scoring)
         if waves == 1:
-            self._advance(slots, X, out)
+            self._advance_wave(slots, X, stamps if scoring else None, result)
         else:
             for wave in range(waves):
                 rows = np.flatnonzero(ranks == wave)
-                part = np.empty((rows.size, self._packed.outputs), np.float32)
-                self._advance(slots[rows], X[rows], part)
-                out[rows] = part
-        now = self._clock()
+                part = StepResult.empty(rows.size, self._packed.outputs, scoring)
+                self._advance_wave(slots[rows], X[rows], stamps[rows] if scoring else None, part)
+                result.put(rows, part)
         table.last_used[slots] = now
         if now >= self._next_sweep:
             self._sweep(now)
-        return out
+        return result
+
+    def _advance_wave(
+        self, slots: np.ndarray, X: np.ndarray, ts: np.ndarray | None, result: StepResult
+    ) -> None:
+        """Advance rows with distinct slots; with scoring, normalise, score and track alerts."""
+        if self.anomaly is None:
+            self._advance(slots, X, result.outputs)
+            return
+        slabs = self._table.slabs
+        forecast = slabs[FORECAST_SLAB]
+        result.expected[:] = forecast[slots]
+        z = self._scorer.normalise(slots, X)
+        normalised = self._normalised_out[: slots.shape[0]]
+        self._advance(slots, z, normalised)
+        result.scores[:] = self._scorer.score(slots, z, normalised)
+        self._scorer.denormalise(slots, normalised, result.outputs)
+        forecast[slots] = result.outputs
+        policy = self.alerts
+        alert_batch(
+            slots,
+            result.scores,
+            ts,
+            slabs[ALERT_SLAB],
+            policy.open_level,
+            policy.close_level,
+            float(policy.min_duration),
+            float(policy.cooldown),
+            result.events,
+            result.peaks,
+            result.lengths,
+            result.opened,
+        )
 
     def _advance(self, slots: np.ndarray, X: np.ndarray, out: np.ndarray) -> None:
         """One step for rows whose slots are all distinct: sgemm per layer, jitted gates."""
@@ -198,6 +313,22 @@ class StreamEngine:
     def drop(self, stream: str) -> bool:
         """Forget a stream and free its slot; return whether it existed."""
         return self._table.release(stream)
+
+    def set_threshold(self, stream: str, level: float | None) -> bool:
+        """Give one stream its own alert open level (None: back to the policy's).
+
+        Return whether the stream exists; the level lives with the stream's state, so it is
+        snapshotted with it and forgotten when the stream is dropped or evicted.
+        """
+        if self.anomaly is None:
+            raise ValueError("this model does not score anomalies, so it has no alerts")
+        if level is not None and not 0.0 < level <= 1.0:
+            raise ValueError(f"alert level must be in (0, 1], got {level}")
+        slot = self._table.slot_of.get(stream)
+        if slot is None:
+            return False
+        self._table.slabs[ALERT_SLAB][slot, A_THRESHOLD] = 0.0 if level is None else level
+        return True
 
     def evict_idle(self) -> list[str]:
         """Drop streams idle for longer than idle_timeout now; return their ids."""
@@ -260,23 +391,34 @@ class StreamEngine:
                 "new model's state shape differs (cell, layers or hidden size); "
                 "states cannot be kept: pass reset to restart every stream from zeros"
             )
+        old = self._table
         replacement = StreamEngine(
             model,
-            max_streams=self._table.max_streams,
-            idle_timeout=self._table.idle_timeout,
-            capacity=self._table.capacity,
+            max_streams=old.max_streams,
+            idle_timeout=old.idle_timeout,
+            capacity=old.capacity,
             clock=self._clock,
+            alerts=self.alerts,
         )
+        new = replacement._table
         if same_shape and not reset:
-            ids, slots = self._table.live()
-            replacement._table.load(
-                ids, {name: slab[slots] for name, slab in self._table.slabs.items()}
-            )
-            replacement._table.last_used[:] = 0
+            # Slabs the two models share (recurrent state, and anomaly statistics of the same
+            # shape) carry over; the rest start from zeros.
+            ids, slots = old.live()
+            shared = {
+                name: old.slabs[name][slots]
+                for name, spec in new.specs.items()
+                if old.specs.get(name) == spec
+            }
+            new.load(ids, shared)
             for stream, slot in zip(ids, slots.tolist(), strict=True):
-                replacement._table.last_used[replacement._table.slot_of[stream]] = (
-                    self._table.last_used[slot]
-                )
+                new.last_used[new.slot_of[stream]] = old.last_used[slot]
+        new.evictions, new.evicted_idle, new.evicted_lru = (
+            old.evictions,
+            old.evicted_idle,
+            old.evicted_lru,
+        )
+        replacement.snapshot_extra = self.snapshot_extra
         self.__dict__.update(replacement.__dict__)
 
     # --------------------------------------------------------------- snapshots
@@ -351,6 +493,7 @@ class StreamEngine:
         self._gates = np.zeros((rows, p.columns), np.float32)
         self._top = np.zeros((rows, p.hidden + 1), np.float32)
         self._ranks = np.zeros(rows, np.int64)
+        self._normalised_out = np.zeros((rows, p.outputs), np.float32)
         self._batch_rows = rows
 
     def _warm_up(self) -> None:
@@ -360,6 +503,20 @@ class StreamEngine:
         self.step(probe, x)
         self.step_many([probe, probe], np.zeros((2, *self._x_shape), np.float32))
         self.drop(probe)
+
+
+def _anomaly_spec(model: Model) -> AnomalySpec | None:
+    """Return the model's anomaly spec, or None for a model that does not score."""
+    section = model.metadata.get("anomaly")
+    if section is None:
+        return None
+    spec = AnomalySpec(**section)
+    if not model.input_size == model.output_size == spec.features:
+        raise ValueError(
+            f"model metadata declares an anomaly-scoring forecaster of {spec.features} features, "
+            f"but the model maps {model.input_size} inputs to {model.output_size} outputs"
+        )
+    return spec
 
 
 def _check_finite_row(x: np.ndarray) -> None:

@@ -273,13 +273,6 @@ def test_idle_sweep_spares_the_streams_of_the_current_call(gru1: Model) -> None:
     assert engine.evict_idle() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG engine/stream.py:86-89 (step) and 133-136 (step_many): idle streams are "
-    "swept only after the call's own streams are stepped and re-stamped, so a stream idle past "
-    "idle_timeout that comes back before any sweep continues from its stale state, while the "
-    "same stream restarts from zeros if an unrelated stream's reading triggered a sweep first",
-)
 @pytest.mark.parametrize("batched", [False, True], ids=["step", "step_many"])
 def test_stream_idle_past_timeout_restarts_from_zeros_whatever_other_streams_did(
     gru1: Model, batched: bool

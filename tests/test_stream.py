@@ -173,12 +173,6 @@ _HYPOTHESIS_MODELS = {
 # ------------------------------------------------------------------------------ stream ids
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG engine/stream.py:75 step() looks up only exact str ids (`stream.__class__ is str`),"
-    " so a str subclass such as numpy.str_ of an existing stream is admitted again: its state"
-    " restarts from zeros and the old slot leaks (stream_of keeps it, never freed)",
-)
 def test_str_subclass_id_reaches_the_same_stream_as_the_plain_str(gru2: Model) -> None:
     # numpy.str_ is a str subclass; ids taken from a numpy array of names arrive as such.
     engine, plain = StreamEngine(gru2), StreamEngine(gru2)

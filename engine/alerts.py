@@ -1,0 +1,110 @@
+"""Turning per-reading anomaly scores into alerts: one incident, one open and one close.
+
+Per stream, in slot-indexed slab `ALERT_SLAB`: an alert opens when the score stays at or above
+the open level for `min_duration` readings in a row, and closes when it falls below the close
+level (hysteresis: close < open keeps a score hovering at the threshold from flapping). After a
+close the stream stays quiet for `cooldown` readings. A stream may carry its own open level
+(`threshold` column; NaN means the policy's).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from engine.kernels._jit import kernel
+
+ALERT_SLAB = "alert_state"
+# columns of the alert slab
+A_OPEN = 0  # 1.0 while an alert is open
+A_RUN = 1  # consecutive readings at or above the open level while closed
+A_COOLDOWN = 2  # readings left before the stream may open again
+A_PEAK = 3  # highest score since the alert opened
+A_LENGTH = 4  # readings since the alert opened
+A_OPENED_TS = 5  # producer ts of the opening reading (NaN if unknown)
+A_THRESHOLD = 6  # this stream's open level; 0 (a fresh row) means the policy's
+ALERT_COLUMNS = 7
+
+EVENT_NONE = 0
+EVENT_OPEN = 1
+EVENT_CLOSE = 2
+
+
+@dataclass(frozen=True)
+class AlertPolicy:
+    """Levels and timing of alerts; levels are anomaly scores in [0, 1], times in readings."""
+
+    open_level: float = 0.99
+    close_level: float = 0.9
+    min_duration: int = 1
+    cooldown: int = 30
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.close_level <= self.open_level <= 1.0:
+            raise ValueError("need 0 < close_level <= open_level <= 1")
+        if self.min_duration < 1 or self.cooldown < 0:
+            raise ValueError("min_duration must be >= 1 and cooldown >= 0")
+
+    @staticmethod
+    def slab_specs() -> dict[str, tuple[tuple[int, ...], type]]:
+        """Return `{name: (shape, dtype)}` of the per-stream alert state (zeros = fresh)."""
+        return {ALERT_SLAB: ((ALERT_COLUMNS,), np.float64)}
+
+
+@kernel
+def alert_batch(
+    slots,
+    scores,
+    ts,
+    state,
+    open_level,
+    close_level,
+    min_duration,
+    cooldown,
+    events,
+    peaks,
+    lengths,
+    opened,
+):  # pragma: no cover - jitted
+    """Advance each row's stream alert state by one score; write EVENT_* codes to events (n,).
+
+    slots (n,) int64; scores (n,) float; ts (n,) float64 (NaN if unknown); state (capacity,
+    ALERT_COLUMNS) float64. For a close, peaks / lengths / opened receive the incident's peak
+    score, its length in readings and the ts of its opening reading; for an open, the opening
+    score, 1 and its ts.
+    """
+    for i in range(slots.shape[0]):
+        row = state[slots[i]]
+        score = float(scores[i])
+        level = row[A_THRESHOLD]
+        if level <= 0.0:
+            level = open_level
+        close = min(close_level, level)
+        events[i] = EVENT_NONE
+        if row[A_OPEN] > 0.0:
+            row[A_LENGTH] += 1.0
+            row[A_PEAK] = max(row[A_PEAK], score)
+            if score < close:
+                events[i] = EVENT_CLOSE
+                peaks[i] = row[A_PEAK]
+                lengths[i] = row[A_LENGTH]
+                opened[i] = row[A_OPENED_TS]
+                row[A_OPEN] = 0.0
+                row[A_RUN] = 0.0
+                row[A_COOLDOWN] = cooldown
+        elif row[A_COOLDOWN] > 0.0:
+            row[A_COOLDOWN] -= 1.0
+        elif score >= level:
+            row[A_RUN] += 1.0
+            if row[A_RUN] >= min_duration:
+                events[i] = EVENT_OPEN
+                peaks[i] = score
+                lengths[i] = 1.0
+                opened[i] = ts[i]
+                row[A_OPEN] = 1.0
+                row[A_PEAK] = score
+                row[A_LENGTH] = 1.0
+                row[A_OPENED_TS] = ts[i]
+        else:
+            row[A_RUN] = 0.0
