@@ -23,12 +23,13 @@ import numpy as np
 import zmq
 
 from engine import protocol
+from engine.alerts import EVENT_CLOSE, EVENT_OPEN, AlertPolicy
 from engine.config import ServeConfig, add_config_arguments, config_from_args
 from engine.logs import RateLimitedLog, log, setup_logging
 from engine.metrics import Metrics, registry_for
 from engine.model import Model
 from engine.protocol import Readings, Rejection, RejectReason
-from engine.stream import StreamEngine
+from engine.stream import StepResult, StreamEngine
 
 SNAPSHOT_NAME = "state.npz"
 _POLL_MS = 100
@@ -109,6 +110,12 @@ class Daemon:
         return {
             "max_streams": cfg.max_streams or None,
             "idle_timeout": cfg.idle_timeout or None,
+            "alerts": AlertPolicy(
+                open_level=cfg.alert_threshold,
+                close_level=cfg.alert_close,
+                min_duration=cfg.alert_min_duration,
+                cooldown=cfg.alert_cooldown,
+            ),
         }
 
     def _check_state_dir(self) -> None:
@@ -240,6 +247,7 @@ class Daemon:
         poller = zmq.Poller()
         poller.register(self.ingest, zmq.POLLIN)
         poller.register(self.control, zmq.POLLIN)
+        self._next_sweep = time.monotonic() + 1.0
         while not self._stop_requested:
             try:
                 events = dict(poller.poll(_POLL_MS))
@@ -251,7 +259,11 @@ class Daemon:
                 self._serve_control()
             if self.ingest in events:
                 self._intake_pass()
-            if time.monotonic() >= self._next_checkpoint:
+            now = time.monotonic()
+            if now >= self._next_sweep:
+                self._next_sweep = now + 1.0
+                self.engine.evict_idle()  # so idle streams go even when no reading arrives
+            if now >= self._next_checkpoint:
                 self._checkpoint("periodic")
         self._shutdown()
 
@@ -331,49 +343,83 @@ class Daemon:
             self._last_seq.pop(stream, None)
 
     def _step_and_publish(self, batch: Readings) -> None:
+        stamps = np.array([math.nan if t is None else t for t in batch.ts], np.float64)
         began = time.perf_counter()
         try:
-            outputs = self.engine.step_many(batch.streams, batch.values)
+            result = self.engine.process(batch.streams, batch.values, stamps)
         except ValueError:
             # e.g. more distinct streams than max_streams: fall back to one reading at a time
             self._step_rows_one_by_one(batch)
             return
         self.metrics.step_seconds.observe(time.perf_counter() - began)
-        self._publish(batch, outputs)
+        self._publish(batch, result, stamps)
 
     def _step_rows_one_by_one(self, batch: Readings) -> None:
         for i in range(len(batch)):
             row = _select(batch, [i])
+            stamps = np.array([math.nan if row.ts[0] is None else row.ts[0]])
             try:
-                outputs = self.engine.step_many(row.streams, row.values)
+                result = self.engine.process(row.streams, row.values, stamps)
             except ValueError as exc:
                 self._reject(Rejection(RejectReason.INTERNAL, str(exc), row.streams[0]))
                 continue
-            self._publish(row, outputs)
+            self._publish(row, result, stamps)
 
-    def _publish(self, batch: Readings, outputs: np.ndarray) -> None:
+    def _publish(self, batch: Readings, result: StepResult, stamps: np.ndarray) -> None:
         n = len(batch)
         mode = self.config.publish_mode
         send = self.publisher.send
+        scores = [None] * n if result.scores is None else result.scores.tolist()
         if mode in ("each", "both"):
             encode = protocol.encode_prediction
             topic = protocol.prediction_topic
-            for stream, seq, ts, prediction in zip(
-                batch.streams, batch.seq, batch.ts, outputs.tolist(), strict=True
+            for stream, seq, ts, prediction, score in zip(
+                batch.streams, batch.seq, batch.ts, result.outputs.tolist(), scores, strict=True
             ):
                 send(topic(stream), _SNDMORE)
-                send(encode(stream, seq, ts, prediction, None))
+                send(encode(stream, seq, ts, prediction, score))
         if mode in ("batch", "both"):
             payload = protocol.encode_prediction_batch(
-                batch.streams, batch.seq, batch.ts, outputs, None
+                batch.streams, batch.seq, batch.ts, result.outputs, result.scores
             )
             send(protocol.BATCH_TOPIC, _SNDMORE)
             send(payload)
+        if result.events is not None:
+            for i in np.flatnonzero(result.events).tolist():
+                alert = self._alert(batch, result, i)
+                send(protocol.alert_topic(alert["stream"]), _SNDMORE)
+                send(protocol.encode_alert(alert))
+                self.metrics.alerts[alert["event"]] += 1
         self.metrics.readings_in += n
         self.metrics.predictions_out += n
         self.metrics.batch_size.observe(n)
-        stamps = np.array([math.nan if t is None else t for t in batch.ts], np.float64)
         self.metrics.latency_seconds.observe_many(time.time() - stamps)
+
+    def _alert(self, batch: Readings, result: StepResult, i: int) -> dict[str, Any]:
+        """Build the alert message for row i, which opened or closed an incident."""
+        value = batch.values[i].astype(np.float64)
+        expected = result.expected[i].astype(np.float64)
+        worst = int(np.argmax(np.abs(value - expected)))
+        names = self.engine.model.feature_names
+        score = float(result.scores[i])
+        alert: dict[str, Any] = {
+            "stream": batch.streams[i],
+            "seq": batch.seq[i],
+            "ts": batch.ts[i],
+            "event": "open" if result.events[i] == EVENT_OPEN else "close",
+            "score": score,
+            "value": value.tolist(),
+            "expected": expected.tolist(),
+            "feature": names[worst] if names else worst,
+            "severity": "critical" if float(result.peaks[i]) >= 0.9999 else "warning",
+        }
+        if result.events[i] == EVENT_CLOSE:
+            opened = float(result.opened[i])
+            ts = batch.ts[i]
+            alert["peak"] = float(result.peaks[i])
+            alert["readings"] = int(result.lengths[i])
+            alert["duration"] = ts - opened if ts is not None and math.isfinite(opened) else None
+        return alert
 
     def _reject(self, rejection: Rejection, count_as: str | None = None) -> None:
         reason = count_as or str(rejection.reason)
@@ -431,12 +477,43 @@ class Daemon:
             return {"existed": existed}
         if cmd == "snapshot":
             return self._checkpoint("requested")
+        if cmd == "threshold":
+            return self._threshold(request)
         if cmd == "reload":
             return self._reload(request)
         if cmd == "shutdown":
             self._stop_requested = True
             return {"status": str(Status.STOPPING)}
         return {"ok": False, "error": f"unknown command {cmd!r}"}
+
+    def _threshold(self, request: dict) -> dict:
+        """Set the alert open level of one stream ("stream" given) or of all streams."""
+        if not self.engine.scoring:
+            return {"ok": False, "error": "the model does not score anomalies; no alerts"}
+        level = request.get("level")
+        if level is not None and (isinstance(level, bool) or not isinstance(level, int | float)):
+            return {"ok": False, "error": "threshold needs a numeric 'level' (or nil to unset)"}
+        stream = request.get("stream")
+        try:
+            if stream is None:
+                if level is None:
+                    return {"ok": False, "error": "a global threshold needs a 'level'"}
+                policy = self.engine.alerts
+                self.engine.alerts = AlertPolicy(
+                    open_level=float(level),
+                    close_level=min(policy.close_level, float(level)),
+                    min_duration=policy.min_duration,
+                    cooldown=policy.cooldown,
+                )
+                return {"level": float(level), "close_level": self.engine.alerts.close_level}
+            if not isinstance(stream, str):
+                return {"ok": False, "error": "'stream' must be a string"}
+            existed = self.engine.set_threshold(stream, None if level is None else float(level))
+        except ValueError as exc:
+            return {"ok": False, "error": str(exc)}
+        if not existed:
+            return {"ok": False, "error": f"no stream {stream!r}"}
+        return {"stream": stream, "level": level}
 
     def _reload(self, request: dict) -> dict:
         path = request.get("path") or self.config.model
