@@ -14,8 +14,11 @@ from engine import __version__
 
 # name -> (module, one-line summary)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("engine.demo", "run the whole system on synthetic sensors and report what it caught"),
     "convert": ("engine.convert", "convert a saved PyTorch module or state dict into a model file"),
     "serve": ("engine.daemon", "run the streaming inference daemon"),
+    "ctl": ("engine.ctl", "send a control command to a running daemon and print the reply"),
+    "keygen": ("engine.keys", "write CURVE certificates for encrypted, authenticated sockets"),
     "produce": ("producers.cli", "send readings: synthetic sensors or a replay of CSV files"),
     "consume": ("consumers.cli", "tail predictions, record them to a file, or collect alerts"),
     "train": ("engine.train", "train a next-step forecaster on a CSV and write a model file"),
