@@ -1,6 +1,6 @@
 """Per-stream anomaly scoring around a next-step forecaster, as jitted kernels over slot slabs.
 
-Three steps per reading x_t of a stream, each a kernel that walks rows in order over slots:
+Four steps per reading x_t of a stream, each a kernel that walks rows in order over slots:
 
 1. `normalise_batch`: z_t = (x_t - m) / s with the stream's running mean m and scale s from
    *before* x_t, clipped to +-z_clip; then m and s take x_t in by exponential weighting (weight
@@ -8,18 +8,27 @@ Three steps per reading x_t of a stream, each a kernel that walks rows in order 
    reading further than `norm_clip` scales from m moves m and s as if it lay at that distance, so
    a spike or a fresh level shift is not absorbed at once; a lasting shift still is, within a few
    hundred readings, because each clipped update widens s. It also flags novelty: a reading
-   outside the range [min, max] of every earlier reading of the stream.
+   outside the range [min, max] of every earlier reading of the stream, widened on both sides
+   by `novel_tol` times its width (Numenta's "spatial anomaly"; the tolerance keeps a slowly
+   drifting series from flagging every small new extreme).
 2. `residual_batch`: r_t = z_t - yhat_t, yhat_t the model's forecast of z_t made at t-1 and kept
    per stream; then the forecast made at t replaces it.
-3. `score_batch`: e_t = 1 - exp(-mean_f r_t^2 / (2 err_scale^2)), a bounded error in [0, 1)
-   (one wild reading cannot dominate the statistics); a short exponential average a_t of e_t is
-   compared with the long-run mean and variance of a (also exponentially weighted, taken before
-   a_t joins them). With Q the Gaussian upper tail probability of (a_t - mean) / sd, the
-   likelihood score is min(1, log10(1 / Q) / nines): the number of nines in the likelihood
-   1 - Q, over `nines`. The score is the larger of that and the novelty flag (a new extreme
-   scores 1). It is 0 before `probation` readings. This is the idea of Numenta's anomaly
-   likelihood (a short average of errors against their long distribution) written as recursive
-   statistics, plus the observation that a never-seen level is itself anomalous.
+3. `score_batch`: each residual is measured against the stream's own running mean square of
+   residuals (winsorised like the normaliser), u^2 = mean_f r_t^2 / (ms + resid_floor), so a
+   series the model forecasts well and one it forecasts badly are judged on the same footing.
+   e_t = 1 - exp(-u^2 / (2 err_scale^2)) is a bounded error in [0, 1) (one wild reading cannot
+   dominate the statistics); a short exponential average a_t of e_t is compared with the
+   long-run mean and variance of a (also exponentially weighted, taken before a_t joins them).
+   With Q the Gaussian upper tail probability of (a_t - mean) / sd, the likelihood score is
+   min(1, log10(1 / Q) / nines): the number of nines in the likelihood 1 - Q, over `nines`. The
+   score is the larger of that and the novelty flag (a new extreme scores 1). It is 0 before
+   `probation` readings. This is the idea of Numenta's anomaly likelihood (a short average of
+   errors against their long distribution) written as recursive statistics, plus the
+   observation that a never-seen level is itself anomalous.
+4. `cooldown_batch`: one incident should raise one alarm. A score >= `alarm` starts a cool-down
+   of `cooldown` readings during which the likelihood part is dropped (the score becomes the
+   novelty flag alone: a further new extreme still scores 1). Without it the likelihood stays
+   high while the error statistics absorb the incident and the stream reports it many times.
 
 State lives in slabs that share the engine's slot axis (`AnomalySpec.slab_specs()`); a zeroed row
 is a fresh stream, so `StateTable.admit` needs nothing special. The kernels allocate nothing.
@@ -37,11 +46,13 @@ from engine.kernels._jit import inline_kernel, kernel
 # slab names
 NORM = "anomaly_norm"  # (F, 5) float64: count, mean, variance, min, max of the raw readings
 PRED = "anomaly_pred"  # (F,) float64: forecast of the next normalised reading
-ERR = "anomaly_err"  # (4,) float64: count, short average, long mean, long variance of errors
+RESID = "anomaly_resid"  # (F,) float64: running mean square of the residuals
+# (5,) float64: count, short average, long mean, long variance of errors, cool-down left
+ERR = "anomaly_err"
 
 # columns of NORM and ERR
 N_COUNT, N_MEAN, N_VAR, N_MIN, N_MAX = 0, 1, 2, 3, 4
-E_COUNT, E_SHORT, E_MEAN, E_VAR = 0, 1, 2, 3
+E_COUNT, E_SHORT, E_MEAN, E_VAR, E_COOL = 0, 1, 2, 3, 4
 
 _SQRT_HALF = math.sqrt(0.5)
 _LN10 = math.log(10.0)
@@ -51,8 +62,10 @@ _LN10 = math.log(10.0)
 class AnomalySpec:
     """Constants of the anomaly kernels and the slabs they need.
 
-    Time constants are in readings. `norm_window` / `long_window` set the floor of the
-    exponential weight (1 / window) once warm-up has passed.
+    Time constants are in readings. `norm_window` / `long_window` / `resid_window` set the floor
+    of the exponential weight (1 / window) once warm-up has passed. The detector constants
+    (`novel_tol`, `short_window`, `err_scale`, `nines`, `alarm`, `cooldown`) were tuned by hand
+    on the 19-file NAB development subset (bench/results/nab.md); the forecaster never saw NAB.
     """
 
     features: int = 1
@@ -61,12 +74,18 @@ class AnomalySpec:
     z_clip: float = 8.0  # bound on the normalised reading the model sees
     scale_floor_rel: float = 1e-3  # scale >= rel * |mean| + abs: flat series stay finite
     scale_floor_abs: float = 1e-6
-    short_window: float = 2.0  # memory of the short error average
+    novel_tol: float = 0.02  # novelty: beyond the seen range by this fraction of its width
+    resid_window: float = 2000.0  # memory of the residuals' mean square
+    resid_floor: float = 1e-3  # added to that mean square (normalised units squared)
+    resid_clip: float = 16.0  # winsorise its updates at this many times the current value
+    short_window: float = 4.0  # memory of the short error average
     long_window: float = 2000.0  # memory of the error distribution
-    err_scale: float = 3.0  # residual (in normalised units) at which the error is 1 - e^-0.5
+    err_scale: float = 2.0  # residual (in residual RMS) at which the error is 1 - e^-0.5
     var_floor: float = 1e-2  # floor on the error average's variance
     probation: int = 300  # readings before a stream may score above 0
-    nines: float = 20.0  # likelihood score 1 at a likelihood of 1 - 10**-nines
+    nines: float = 10.0  # likelihood score 1 at a likelihood of 1 - 10**-nines
+    alarm: float = 0.4  # a score this high starts a cool-down
+    cooldown: int = 300  # readings after an alarm that score novelty only
 
     def slab_specs(self) -> dict[str, tuple[tuple[int, ...], type]]:
         """Return `{name: (shape, dtype)}` for `StateTable(specs=...)`, per stream."""
@@ -74,7 +93,8 @@ class AnomalySpec:
         return {
             NORM: ((f, 5), np.float64),
             PRED: ((f,), np.float64),
-            ERR: ((4,), np.float64),
+            RESID: ((f,), np.float64),
+            ERR: ((5,), np.float64),
         }
 
     def allocate(self, capacity: int) -> dict[str, np.ndarray]:
@@ -94,7 +114,7 @@ class AnomalySpec:
 
 @kernel
 def normalise_batch(
-    slots, x_raw, norm, window, clip, z_clip, floor_rel, floor_abs, z_out, novel_out
+    slots, x_raw, norm, window, clip, z_clip, floor_rel, floor_abs, novel_tol, z_out, novel_out
 ):  # pragma: no cover - jitted
     """Normalise readings per stream and feature, update the running statistics, flag novelty.
 
@@ -104,7 +124,8 @@ def normalise_batch(
     (z = 0 for the first reading). Then a = max(1 / (count + 1), 1 / window),
     d = clip(x - m, +-clip * s) (not clipped while count < 2, when s means little), m += a d,
     v = (1 - a) (v + a d^2), min / max take x in, count += 1. novel_out is 1 if some feature
-    lies outside [min, max] of the earlier readings, else 0 (0 for the first reading).
+    lies outside [min - tol w, max + tol w] of the earlier readings, w = max - min and
+    tol = novel_tol, else 0 (0 for the first reading).
     """
     n, features = x_raw.shape
     floor_a = 1.0 / window
@@ -130,12 +151,13 @@ def normalise_batch(
                 if count >= 2.0:
                     lim = clip * scale
                     d = min(max(d, -lim), lim)
-                if x < row[f, 3]:
-                    row[f, 3] = x
+                lo = row[f, 3]
+                hi = row[f, 4]
+                margin = novel_tol * (hi - lo)
+                if x < lo - margin or x > hi + margin:
                     novel = 1.0
-                elif x > row[f, 4]:
-                    row[f, 4] = x
-                    novel = 1.0
+                row[f, 3] = min(lo, x)
+                row[f, 4] = max(hi, x)
             a = max(1.0 / (count + 1.0), floor_a)
             mean += a * d
             var = (1.0 - a) * (var + a * d * d)
@@ -178,6 +200,10 @@ def score_batch(
     resid,
     novel,
     err,
+    rms,
+    resid_window,
+    resid_floor,
+    resid_clip,
     short_window,
     long_window,
     err_scale,
@@ -189,8 +215,12 @@ def score_batch(
     """Turn residuals (and novelty flags) into scores in [0, 1], updating the error statistics.
 
     slots (n,) int64; resid (n, F) float32/64; novel (n,) float32/64 in {0, 1}; err (capacity,
-    4) float64 [count, short, mean, var]; scores_out (n,) float32/64.
-    e = 1 - exp(-mean_f resid^2 / (2 err_scale^2)); short += b (e - short) with
+    >= 4) float64 [count, short, mean, var, ...]; rms (capacity, F) float64, the residuals' mean
+    square ms; scores_out (n,) float32/64. With count > 0 (the first residual compares the
+    first reading with no forecast and is skipped): u2 = mean_f resid^2 / (ms + resid_floor),
+    then ms += c (min(resid^2, resid_clip (ms + resid_floor)) - ms) per feature with
+    c = max(1 / (count + 1), 1 / resid_window); u2 = 0 at count 0.
+    e = 1 - exp(-u2 / (2 err_scale^2)); short += b (e - short) with
     b = max(1 / (count + 1), 1 / short_window); zs = (short - mean) / sqrt(max(var, var_floor))
     with mean, var from before this reading; score = max(likelihood score of zs, novel), and 0
     while count < probation. Then with a = max(1 / (count + 1), 1 / long_window):
@@ -199,15 +229,22 @@ def score_batch(
     n, features = resid.shape
     floor_b = 1.0 / short_window
     floor_a = 1.0 / long_window
+    floor_c = 1.0 / resid_window
     inv = 1.0 / (2.0 * err_scale * err_scale * features)
     for i in range(n):
         row = err[slots[i]]
-        e = 0.0
-        for f in range(features):
-            r = float(resid[i, f])
-            e += r * r
-        e = 1.0 - math.exp(-e * inv)
+        ms = rms[slots[i]]
         count = row[0]
+        u2 = 0.0
+        if count > 0.0:
+            c = max(1.0 / (count + 1.0), floor_c)
+            for f in range(features):
+                r = float(resid[i, f])
+                r2 = r * r
+                base = ms[f] + resid_floor
+                u2 += r2 / base
+                ms[f] += c * (min(r2, resid_clip * base) - ms[f])
+        e = 1.0 - math.exp(-u2 * inv)
         short = row[1] + max(1.0 / (count + 1.0), floor_b) * (e - row[1])
         mean = row[2]
         var = row[3]
@@ -222,6 +259,26 @@ def score_batch(
         row[2] = mean + a * d
         row[3] = (1.0 - a) * (var + a * d * d)
         scores_out[i] = score
+
+
+@kernel
+def cooldown_batch(slots, novel, err, alarm, cooldown, scores):  # pragma: no cover - jitted
+    """Keep one alarm per incident: after a score >= alarm, score novelty only for a while.
+
+    slots (n,) int64; novel (n,) float32/64 in {0, 1}; err (capacity, 5) float64, column 4 the
+    readings of cool-down left; scores (n,) float32/64, rewritten in place. With readings of
+    cool-down left, one is used up and the score becomes min(score, novel) (the score is
+    already >= novel after probation, so a new extreme keeps its 1 and the likelihood is
+    dropped). Otherwise a score >= alarm starts a cool-down of `cooldown` readings.
+    """
+    n = slots.shape[0]
+    for i in range(n):
+        row = err[slots[i]]
+        if row[4] > 0.0:
+            row[4] -= 1.0
+            scores[i] = min(scores[i], novel[i])
+        elif scores[i] >= alarm:
+            row[4] = cooldown
 
 
 @kernel
@@ -294,6 +351,7 @@ class AnomalyScorer:
             s.z_clip,
             s.scale_floor_rel,
             s.scale_floor_abs,
+            s.novel_tol,
             z,
             self._novel[:n],
         )
@@ -307,11 +365,16 @@ class AnomalyScorer:
         resid = self._resid[:n]
         residual_batch(slots, z, y_next, self.slabs[PRED], resid)
         scores = self._scores[:n]
+        novel = self._novel[:n]
         score_batch(
             slots,
             resid,
-            self._novel[:n],
+            novel,
             self.slabs[ERR],
+            self.slabs[RESID],
+            s.resid_window,
+            s.resid_floor,
+            s.resid_clip,
             s.short_window,
             s.long_window,
             s.err_scale,
@@ -320,6 +383,7 @@ class AnomalyScorer:
             s.nines,
             scores,
         )
+        cooldown_batch(slots, novel, self.slabs[ERR], s.alarm, float(s.cooldown), scores)
         return scores
 
     def denormalise(self, slots: np.ndarray, y: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -348,6 +412,7 @@ def online_normalise(values: np.ndarray, spec: AnomalySpec | None = None) -> np.
         spec.z_clip,
         spec.scale_floor_rel,
         spec.scale_floor_abs,
+        spec.novel_tol,
         out,
         novel,
     )
@@ -358,8 +423,11 @@ __all__ = [
     "ERR",
     "NORM",
     "PRED",
+    "RESID",
     "AnomalyScorer",
     "AnomalySpec",
+    "cooldown_batch",
+    "denormalise_batch",
     "normalise_batch",
     "online_normalise",
     "residual_batch",

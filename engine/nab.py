@@ -411,7 +411,9 @@ class RnnDetector:
 
     Each reading is normalised online (`engine.anomaly.normalise_batch`), stepped through a
     `StreamEngine` running the built-in default model (trained on synthetic data, never on NAB),
-    and scored from the residual of the previous forecast (`residual_batch`, `score_batch`).
+    and scored from the residual of the previous forecast (`residual_batch`, `score_batch`,
+    `cooldown_batch`). The constants are the model's own (`metadata["anomaly"]`), as the engine
+    uses them, unless `spec` is given.
     """
 
     def __init__(self, spec=None, model=None) -> None:
@@ -419,8 +421,11 @@ class RnnDetector:
         from engine.default_model import load_default_model
         from engine.stream import StreamEngine
 
-        self._engine = StreamEngine(model or load_default_model(), capacity=1)
-        self._scorer = AnomalyScorer(spec or AnomalySpec(), capacity=1)
+        model = model or load_default_model()
+        if spec is None:
+            spec = AnomalySpec(**model.metadata["anomaly"])
+        self._engine = StreamEngine(model, capacity=1)
+        self._scorer = AnomalyScorer(spec, capacity=1)
         self._slots = np.zeros(1, np.int64)
         self._x = np.zeros((1, 1), np.float64)
 

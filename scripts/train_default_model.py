@@ -86,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
                 "dropped_leading_readings": spec.probation // 3,
             },
             "input": "per-stream online-normalised reading, engine.anomaly.normalise_batch",
-            "normaliser": spec.to_dict(),
+            # The engine rebuilds its scorer with AnomalySpec(**metadata["anomaly"]): the
+            # normaliser constants the model was trained with and the detector constants.
+            "anomaly": spec.to_dict(),
         },
     )
     out = Path(args.out)

@@ -12,8 +12,10 @@ from engine.anomaly import (
     ERR,
     NORM,
     PRED,
+    RESID,
     AnomalyScorer,
     AnomalySpec,
+    cooldown_batch,
     normalise_batch,
     online_normalise,
     residual_batch,
@@ -49,7 +51,8 @@ def ref_normalise(x: np.ndarray, spec: AnomalySpec) -> tuple[np.ndarray, np.ndar
             z[t] = np.clip(d / scale, -spec.z_clip, spec.z_clip)
             if count >= 2:
                 d = np.clip(d, -spec.norm_clip * scale, spec.norm_clip * scale)
-            novel[t] = float(np.any(x[t] < lo) or np.any(x[t] > hi))
+            margin = spec.novel_tol * (hi - lo)
+            novel[t] = float(np.any(x[t] < lo - margin) or np.any(x[t] > hi + margin))
             lo, hi = np.minimum(lo, x[t]), np.maximum(hi, x[t])
         mean = mean + a * d
         var = (1 - a) * (var + a * d * d)
@@ -58,12 +61,23 @@ def ref_normalise(x: np.ndarray, spec: AnomalySpec) -> tuple[np.ndarray, np.ndar
 
 
 def ref_scores(resid: np.ndarray, novel: np.ndarray, spec: AnomalySpec) -> np.ndarray:
-    """Score one stream's residuals (T, F) step by step, with scipy-free Gaussian tails."""
+    """Score one stream's residuals (T, F) step by step, with scipy-free Gaussian tails.
+
+    Returns the scores before the cool-down (`cooldown_batch` has its own reference).
+    """
     T, F = resid.shape
     short = mean = var = 0.0
+    ms = np.zeros(F)
     out = np.zeros(T)
     for t in range(T):
-        e = 1.0 - math.exp(-np.mean(resid[t] ** 2) / (2 * spec.err_scale**2))
+        u2 = 0.0
+        if t > 0:
+            r2 = resid[t] ** 2
+            base = ms + spec.resid_floor
+            u2 = np.mean(r2 / base)
+            c = max(1.0 / (t + 1), 1.0 / spec.resid_window)
+            ms = ms + c * (np.minimum(r2, spec.resid_clip * base) - ms)
+        e = 1.0 - math.exp(-u2 / (2 * spec.err_scale**2))
         short += max(1.0 / (t + 1), 1.0 / spec.short_window) * (e - short)
         if t >= spec.probation:
             zs = (short - mean) / math.sqrt(max(var, spec.var_floor))
@@ -76,6 +90,19 @@ def ref_scores(resid: np.ndarray, novel: np.ndarray, spec: AnomalySpec) -> np.nd
         d = short - mean
         mean += a * d
         var = (1 - a) * (var + a * d * d)
+    return out
+
+
+def ref_cooldown(scores: np.ndarray, novel: np.ndarray, spec: AnomalySpec) -> np.ndarray:
+    """Apply the cool-down to one stream's scores: novelty only for a while after an alarm."""
+    out = scores.copy()
+    left = 0
+    for t in range(len(out)):
+        if left > 0:
+            left -= 1
+            out[t] = novel[t] if novel[t] < out[t] else out[t]
+        elif out[t] >= spec.alarm:
+            left = spec.cooldown
     return out
 
 
@@ -120,6 +147,7 @@ def test_normalise_batch_matches_float64_reference_over_many_steps(features: int
             spec.z_clip,
             spec.scale_floor_rel,
             spec.scale_floor_abs,
+            spec.novel_tol,
             z[lo : lo + n_streams],
             novel[lo : lo + n_streams],
         )
@@ -159,7 +187,8 @@ def test_score_batch_matches_float64_reference_over_many_steps() -> None:
     resid[:, 400:410] *= 8.0
     novel = (rng.random((n_streams, T)) < 0.01).astype(np.float64)
     order, slots_of = _interleaved(n_streams, T)
-    err = np.zeros((3 * n_streams + 2, 4))
+    err = np.zeros((3 * n_streams + 2, 5))
+    rms = np.zeros((3 * n_streams + 2, F))
     out = np.zeros(len(order))
     for lo in range(0, len(order), n_streams):
         rows = order[lo : lo + n_streams]
@@ -168,6 +197,10 @@ def test_score_batch_matches_float64_reference_over_many_steps() -> None:
             resid[rows[:, 1], rows[:, 0]],
             novel[rows[:, 1], rows[:, 0]],
             err,
+            rms,
+            spec.resid_window,
+            spec.resid_floor,
+            spec.resid_clip,
             spec.short_window,
             spec.long_window,
             spec.err_scale,
@@ -180,6 +213,60 @@ def test_score_batch_matches_float64_reference_over_many_steps() -> None:
         want = ref_scores(resid[s], novel[s], spec)
         np.testing.assert_allclose(out[order[:, 1] == s], want, rtol=1e-9, atol=1e-12)
     assert out.max() == 1.0  # the burst or a novelty flag reaches the top
+    assert not err[[0, 2, 3, 5, 6, 8, 9, 10]].any()  # rows of other slots stay untouched
+
+
+def test_cooldown_batch_matches_reference_and_keeps_one_alarm_per_burst() -> None:
+    spec = AnomalySpec(alarm=0.5, cooldown=7)
+    n_streams, T = 3, 200
+    rng = np.random.default_rng(4)
+    scores = rng.random((n_streams, T)) ** 6  # mostly low, now and then above the alarm
+    novel = (rng.random((n_streams, T)) < 0.05).astype(np.float64)
+    scores = np.maximum(scores, novel)
+    order, slots_of = _interleaved(n_streams, T)
+    err = np.zeros((3 * n_streams + 2, 5))
+    got = scores[order[:, 1], order[:, 0]].copy()
+    for lo in range(0, len(order), n_streams):
+        rows = order[lo : lo + n_streams]
+        cooldown_batch(
+            slots_of[rows[:, 1]],
+            novel[rows[:, 1], rows[:, 0]],
+            err,
+            spec.alarm,
+            float(spec.cooldown),
+            got[lo : lo + n_streams],
+        )
+    for s in range(n_streams):
+        want = ref_cooldown(scores[s], novel[s], spec)
+        mine = got[order[:, 1] == s]
+        np.testing.assert_array_equal(mine, want)
+        # Alarms that are not new extremes are at least a cool-down apart.
+        alarms = np.flatnonzero((mine >= spec.alarm) & (novel[s] == 0))
+        assert np.all(np.diff(alarms) > spec.cooldown)
+        assert np.all(mine[novel[s] == 1] == 1.0)  # a new extreme always scores 1
+
+
+def test_normalise_batch_flags_novelty_only_beyond_the_tolerance() -> None:
+    spec = AnomalySpec(novel_tol=0.1)
+    # Margins: 1.0 after 10.0, 1.05 after 10.5, 1.17 after 11.7, 1.27 after -1.0.
+    x = np.array([0.0, 10.0, 10.5, 11.7, -1.0, -2.5])
+    _, novel = ref_normalise(x.reshape(-1, 1), spec)
+    assert novel.tolist() == [0.0, 1.0, 0.0, 1.0, 0.0, 1.0]
+    got = np.zeros(len(x))
+    normalise_batch(
+        np.zeros(len(x), np.int64),
+        x.reshape(-1, 1),
+        spec.allocate(1)[NORM],
+        spec.norm_window,
+        spec.norm_clip,
+        spec.z_clip,
+        spec.scale_floor_rel,
+        spec.scale_floor_abs,
+        spec.novel_tol,
+        np.zeros((len(x), 1)),
+        got,
+    )
+    np.testing.assert_array_equal(got, novel)
 
 
 def test_anomaly_spec_slabs_fit_a_state_table() -> None:
@@ -190,7 +277,8 @@ def test_anomaly_spec_slabs_fit_a_state_table() -> None:
     scorer = AnomalyScorer(spec, slabs=table.slabs)
     assert table.slabs[NORM].shape == (4, 2, 5)
     assert table.slabs[PRED].shape == (4, 2)
-    assert table.slabs[ERR].shape == (4, 4)
+    assert table.slabs[RESID].shape == (4, 2)
+    assert table.slabs[ERR].shape == (4, 5)
     z = scorer.normalise(np.array([0, 2], np.int64), np.ones((2, 2)))
     assert z.shape == (2, 2)
     assert table.slabs[NORM][[0, 2], :, 0].tolist() == [[1.0, 1.0], [1.0, 1.0]]
@@ -288,7 +376,8 @@ def test_default_model_loads_as_univariate_forecaster() -> None:
     assert model.input_size == 1 and model.output_size == 1
     assert model.hidden_size <= 32 and model.num_layers == 1
     assert "NAB" in model.metadata["data"]["source"]  # says it was not NAB
-    assert model.metadata["normaliser"]["norm_window"] == AnomalySpec().norm_window
+    # The engine scores with the constants the model carries.
+    assert AnomalySpec(**model.metadata["anomaly"]) == AnomalySpec()
 
 
 def test_default_model_forecast_error_is_near_the_last_value_and_far_below_the_variance() -> None:
