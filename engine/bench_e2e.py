@@ -614,6 +614,7 @@ class Settings:
     outputs: int
     idle_timeout: float
     baseline: bool
+    serve_args: tuple[str, ...] = ()
 
 
 def _measure(
@@ -677,7 +678,7 @@ def run_benchmark(settings: Settings, workdir: Path, say: Any = print) -> list[P
     results: list[PhaseResult] = []
     # No periodic snapshot inside a measurement; a publish queue deep enough that a lagging
     # subscriber delays predictions instead of losing them.
-    extra = ["--checkpoint-every", "0", "--publish-hwm", "10000000"]
+    extra = ["--checkpoint-every", "0", "--publish-hwm", "10000000", *settings.serve_args]
     for mode, publish_mode, readings in (
         ("single", "each", settings.single_readings),
         ("batch", "batch", settings.batch_readings),
@@ -821,6 +822,9 @@ def markdown_report(
         f"- machine: {machine}",
         f"- model: LSTM 1 layer, hidden {settings.hidden}, input {settings.inputs}, "
         f"linear head {settings.outputs} (`Model.random`)",
+        "- server: `rnnstream serve --checkpoint-every 0 --publish-hwm 10000000"
+        + "".join(" " + shlex.quote(a) for a in settings.serve_args)
+        + "` (`--publish-mode each` for single messages, `batch` for columnar ones)",
         f"- {settings.streams:,} streams, {settings.producers} producer process(es), one "
         "subscriber process, server on loopback; producer, server and subscriber share the cores",
         "- throughput = predictions delivered / (first send to last receive); latency = "
@@ -914,6 +918,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="short run: 30,000 single / 300,000 batch / 20,000 baseline readings, 1 s phases",
     )
+    parser.add_argument(
+        "--serve-args",
+        default="",
+        help="extra options for rnnstream serve, e.g. '--max-wait-us 0' (shown in the report)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="also write the table here")
 
 
@@ -965,6 +974,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         outputs=8,
         idle_timeout=args.idle_timeout,
         baseline=baseline,
+        serve_args=tuple(shlex.split(args.serve_args)),
     )
 
 
