@@ -75,12 +75,15 @@ class Plan:
     step_rounds: int  # blocks of `step_block` single steps, each timed as a whole
     step_block: int
     many_rounds: int  # step_many calls
+    turn: int  # timed repetitions per side before the other side's turn
     sgemm_rounds: int
     warm_starts: int
 
 
-FULL = Plan(step_rounds=300, step_block=50, many_rounds=150, sgemm_rounds=300, warm_starts=5)
-QUICK = Plan(step_rounds=40, step_block=25, many_rounds=20, sgemm_rounds=40, warm_starts=2)
+FULL = Plan(
+    step_rounds=300, step_block=50, many_rounds=150, turn=5, sgemm_rounds=300, warm_starts=5
+)
+QUICK = Plan(step_rounds=40, step_block=25, many_rounds=20, turn=4, sgemm_rounds=40, warm_starts=2)
 
 
 @dataclass
@@ -302,19 +305,37 @@ def measure_case(
         ):
             step(stream, x)
 
-    step_ns, step_torch_ns, many_ns, many_torch_ns = [], [], [], []
+    # Each side runs `plan.turn` timed repetitions in a row, after one untimed one, then the
+    # other side takes its turn on the same inputs: turns spread load from other processes over
+    # both sides, and the untimed repetition keeps the other library's cache footprint out of the
+    # figures (a server runs one of them, not both).
+    sides = [(engine, [], [])]
+    if baseline is not None:
+        sides.append((baseline, [], []))
     with _no_gc():
-        for _ in range(plan.step_rounds):
-            start = cursor
-            cursor = (cursor + block) % (n_pairs - block)
-            step_ns.append(_elapsed_ns(step_block, engine.step, start) / block)
-            if baseline is not None:
-                step_torch_ns.append(_elapsed_ns(step_block, baseline.step, start) / block)
-        for r in range(plan.many_rounds):
-            ids_r, x_r = batches[r % len(batches)]
-            many_ns.append(_elapsed_ns(engine.step_many, ids_r, x_r))
-            if baseline is not None:
-                many_torch_ns.append(_elapsed_ns(baseline.step_many, ids_r, x_r))
+        for _ in range(-(-plan.step_rounds // plan.turn)):
+            starts = []
+            for _ in range(plan.turn + 1):
+                starts.append(cursor)
+                cursor = (cursor + block) % (n_pairs - block)
+            for side, step_times, _ in sides:
+                for k, start in enumerate(starts):
+                    elapsed = _elapsed_ns(step_block, side.step, start) / block
+                    if k:
+                        step_times.append(elapsed)
+        for turn in range(-(-plan.many_rounds // plan.turn)):
+            chosen = [
+                batches[(turn * (plan.turn + 1) + k) % len(batches)] for k in range(plan.turn + 1)
+            ]
+            for side, _, many_times in sides:
+                for k, (ids_r, x_r) in enumerate(chosen):
+                    elapsed = _elapsed_ns(side.step_many, ids_r, x_r)
+                    if k:
+                        many_times.append(elapsed)
+    step_ns, many_ns = sides[0][1], sides[0][2]
+    step_torch_ns = sides[1][1] if baseline is not None else []
+    many_torch_ns = sides[1][2] if baseline is not None else []
+    with _no_gc():
         # Same inputs in the same order on both sides: outputs and states must still agree.
         ids_r, x_r = batches[0]
         y = engine.step_many(ids_r, x_r)
@@ -528,7 +549,8 @@ def render_report(
     lines += [
         f"- repetitions: step {plan.step_rounds} blocks of {plan.step_block} calls (median of "
         f"per-call block means); step_many {plan.many_rounds} calls; sgemm {plan.sgemm_rounds}; "
-        "rnnstream and torch alternate round by round",
+        f"rnnstream and torch take turns of {plan.turn} timed repetitions, each turn after one "
+        "untimed repetition",
         "",
     ]
     headline = [res for res in results if res.headline]
