@@ -44,6 +44,7 @@ START_TIMEOUT = 60.0  # numba loads its cache at start; a loaded 2-core machine 
 RECV_TIMEOUT = 15.0
 STOP_TIMEOUT = 30.0
 SYNC_STREAM = "__sync__"
+_CURVE_KEYS = ("server_public_key", "client_public_key", "client_secret_key")
 FENCE_PREFIX = "__fence__"
 
 
@@ -212,9 +213,11 @@ def _short(items: list[tuple[str, dict]], limit: int = 5) -> str:
 class DaemonProcess:
     """One `rnnstream serve` subprocess plus the clients a test needs to talk to it.
 
-    `endpoints` default to free TCP ports; `args` are extra command-line flags; `env` entries are
-    added to the environment. With `curve` = (server public key file, client secret key file)
-    every client this object makes is a CURVE client with those keys.
+    `endpoints` default to free TCP ports and are passed as flags (only those named in
+    `endpoint_flags`, so a test can set the others by config file or environment); `args` are
+    extra command-line flags; `env` entries are added to the environment. With `curve` =
+    (server public key file, client secret key file) every client this object makes is a CURVE
+    client with those keys unless told otherwise.
     """
 
     def __init__(
@@ -227,6 +230,7 @@ class DaemonProcess:
         env: dict[str, str] | None = None,
         curve: tuple[Path | str, Path | str] | None = None,
         log_format: str = "json",
+        endpoint_flags: Sequence[str] = ("ingest", "publish", "control"),
     ) -> None:
         self.model_path = None if model_path is None else str(model_path)
         self.state_dir = Path(state_dir)
@@ -236,6 +240,7 @@ class DaemonProcess:
         self.env = dict(env or {})
         self.curve = curve
         self.log_format = log_format
+        self.endpoint_flags = tuple(endpoint_flags)
         self.proc: subprocess.Popen[str] | None = None
         self.context = zmq.Context()
         self._sockets: list[Any] = []
@@ -265,13 +270,9 @@ class DaemonProcess:
         cmd = [sys.executable, "-m", "engine.cli", "serve"]
         if self.model_path is not None:
             cmd += ["--model", self.model_path]
+        for name in self.endpoint_flags:
+            cmd += [f"--{name}", self.endpoints[name]]
         cmd += [
-            "--ingest",
-            self.ingest,
-            "--publish",
-            self.publish,
-            "--control",
-            self.control_endpoint,
             "--state-dir",
             str(self.state_dir),
             "--log-format",
@@ -439,6 +440,12 @@ class DaemonProcess:
         self.close()
 
     # -------------------------------------------------------------- clients
+    def _with_curve(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Add this daemon's client keys to `kwargs` unless they name CURVE keys themselves."""
+        if any(key in kwargs for key in _CURVE_KEYS):
+            return kwargs
+        return {**self._curve_kwargs(), **kwargs}
+
     def _curve_kwargs(self) -> dict[str, Any]:
         if self.curve is None:
             return {"server_public_key": None}
@@ -447,7 +454,7 @@ class DaemonProcess:
 
     def producer(self, **kwargs: Any) -> Producer:
         """Return a Producer connected to the ingest socket (linger 1 s, so sends get flushed)."""
-        options = {"linger": 1.0, **self._curve_kwargs(), **kwargs}
+        options = self._with_curve({"linger": 1.0, **kwargs})
         prod = Producer(self.ingest, context=self.context, **options)
         self._sockets.append(prod)
         return prod
@@ -466,7 +473,7 @@ class DaemonProcess:
         self, topics: Iterable[str | bytes] = ("pred.",), *, sync: bool = True, **kwargs: Any
     ) -> Subscriber:
         """Return a Subscriber of the publish socket; with `sync`, wait until it is live."""
-        options = {**self._curve_kwargs(), **kwargs}
+        options = self._with_curve(kwargs)
         sub = Subscriber(self.publish, topics, context=self.context, **options)
         self._sockets.append(sub)
         if sync:

@@ -1,0 +1,161 @@
+"""`rnnstream serve` with CURVE: only clients whose public keys are in --curve-clients get through.
+
+An unauthorised client's handshake is refused by the daemon's authenticator, which the client's
+socket monitor reports; after that, a fence sent by an authorised client shows that the
+daemon published nothing for the refused reading.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import zmq
+import zmq.auth
+from daemon_harness import (
+    RECV_TIMEOUT,
+    DaemonProcess,
+    predictions_by_stream,
+    reference_outputs,
+    save_model,
+)
+from zmq.utils.monitor import recv_monitor_message
+
+from engine import protocol
+from engine.model import Model
+
+HANDSHAKE_EVENTS = (
+    zmq.EVENT_HANDSHAKE_SUCCEEDED
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+)
+REFUSED = (
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH,
+    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL,
+)
+
+
+@pytest.fixture(scope="module")
+def model() -> Model:
+    return Model.random("rnn", 2, 5, output_size=1, seed=4)
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory) -> dict[str, str]:
+    base = tmp_path_factory.mktemp("certs")
+    folders = {name: base / name for name in ("server", "client", "intruder", "allowed")}
+    for folder in folders.values():
+        folder.mkdir()
+    server_public, server_secret = zmq.auth.create_certificates(folders["server"], "server")
+    client_public, client_secret = zmq.auth.create_certificates(folders["client"], "client")
+    _, intruder_secret = zmq.auth.create_certificates(folders["intruder"], "intruder")
+    shutil.copy(client_public, folders["allowed"])  # only the client's public key is allowed
+    return {
+        "server_public": server_public,
+        "server_secret": server_secret,
+        "client_secret": client_secret,
+        "intruder_secret": intruder_secret,
+        "allowed": str(folders["allowed"]),
+    }
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory, model, keys):
+    folder = tmp_path_factory.mktemp("curve-daemon")
+    proc = DaemonProcess(
+        save_model(model, folder),
+        folder / "state",
+        args=["--curve-secret-key", keys["server_secret"], "--curve-clients", keys["allowed"]],
+        curve=(keys["server_public"], keys["client_secret"]),
+    )
+    with proc.start():
+        yield proc
+
+
+def intruder_keys(keys: dict[str, str]) -> dict[str, object]:
+    return {
+        "server_public_key": keys["server_public"],
+        "client_secret_key": keys["intruder_secret"],
+    }
+
+
+NO_CURVE = {"server_public_key": None}
+
+
+def handshake_event(sock: zmq.Socket, send) -> int:
+    """Run `send()`, then return the first handshake outcome `sock`'s monitor reports."""
+    monitor = sock.get_monitor_socket(HANDSHAKE_EVENTS)
+    monitor.rcvtimeo = int(RECV_TIMEOUT * 1000)
+    try:
+        send()
+        return recv_monitor_message(monitor)["event"]
+    finally:
+        sock.disable_monitor()
+        monitor.close(linger=0)
+
+
+def test_authorised_client_round_trips_over_curve(daemon, model):
+    sub = daemon.subscriber(("pred.",))
+    producer = daemon.producer()
+    X = np.array([[1.0, 2.0], [3.0, -1.0], [0.5, 0.5]], np.float32)
+    producer.send("friend", X[0])
+    producer.send_many(["friend", "friend"], X[1:])
+    got = predictions_by_stream(daemon.until_fence(sub, producer))
+
+    assert [p["seq"] for p in got["friend"]] == [1, 2, 3]
+    np.testing.assert_allclose(
+        np.array([p["prediction"] for p in got["friend"]]),
+        np.array(reference_outputs(model, [("friend", x) for x in X])),
+        rtol=0,
+        atol=1e-5,
+    )
+    assert daemon.control("health")["status"] == "ready"
+
+
+@pytest.mark.parametrize("who", ["unknown_keys", "no_curve"])
+def test_unauthorised_producer_gets_no_reading_through(daemon, keys, who):
+    curve = intruder_keys(keys) if who == "unknown_keys" else NO_CURVE
+    stream = f"intruder-{who}"
+    sub = daemon.subscriber(("pred.", "error"))
+    before = daemon.stats()
+    intruder = daemon.push(**curve)
+    event = handshake_event(
+        intruder, lambda: intruder.send(protocol.encode_reading(stream, [1.0, 1.0]))
+    )
+    friend = daemon.producer()
+    friend.send(f"friend-after-{who}", [1.0, 1.0])
+    got = daemon.until_fence(sub, friend)
+    straggler = sub.recv(timeout=1.0)  # a late intruder prediction would show up here
+    after = daemon.stats()
+
+    assert event in REFUSED
+    assert [(k, p["stream"]) for k, p in got] == [("pred", f"friend-after-{who}")]
+    assert straggler is None
+    assert after["frames_in"] - before["frames_in"] == 2  # the friend's reading and the fence
+    assert stream not in daemon.control("streams", limit=100000)["streams"]
+
+
+@pytest.mark.parametrize("who", ["unknown_keys", "no_curve"])
+def test_unauthorised_subscriber_receives_nothing(daemon, keys, who):
+    curve = intruder_keys(keys) if who == "unknown_keys" else NO_CURVE
+    friend_sub = daemon.subscriber(("pred.",))
+    spy = daemon.subscriber(("",), sync=False, **curve)
+    producer = daemon.producer()
+    event = handshake_event(spy._socket, lambda: None)
+    producer.send(f"friend-secret-{who}", [2.0, 2.0])
+    got = daemon.until_fence(friend_sub, producer)
+
+    assert event in REFUSED
+    assert [(k, p["stream"]) for k, p in got] == [("pred", f"friend-secret-{who}")]
+    assert spy.recv(timeout=1.0) is None
+
+
+@pytest.mark.parametrize("who", ["unknown_keys", "no_curve"])
+def test_unauthorised_control_request_gets_no_reply(daemon, keys, who):
+    curve = intruder_keys(keys) if who == "unknown_keys" else NO_CURVE
+    with pytest.raises(AssertionError, match="no control reply"):
+        daemon.control_raw([protocol.encode_control("shutdown")], timeout=1.0, **curve)
+    assert daemon.control("health")["status"] == "ready"

@@ -1,0 +1,423 @@
+"""`rnnstream serve` lifecycle: signals, shutdown, restarts, checkpoints, start-up failures, config.
+
+Each test runs its own daemon process(es); ipc:// endpoints are used where a daemon is restarted
+so clients can stay connected across the restart.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from daemon_harness import (
+    REPO,
+    START_TIMEOUT,
+    DaemonProcess,
+    free_port,
+    ipc_endpoints,
+    predictions_by_stream,
+    recv_count,
+    reference_outputs,
+    save_model,
+    tcp_endpoints,
+)
+
+from engine.model import Model
+from engine.stream import StreamEngine
+
+N_IN = 2
+
+
+def make_model(seed: int = 7) -> Model:
+    return Model.random("gru", N_IN, 6, output_size=1, seed=seed)
+
+
+@pytest.fixture
+def model() -> Model:
+    return make_model()
+
+
+@pytest.fixture
+def model_path(tmp_path, model) -> Path:
+    return save_model(model, tmp_path)
+
+
+def ipc_dir(tmp_path: Path) -> Path:
+    # AF_UNIX paths are limited to ~107 bytes; pytest's tmp_path can get long.
+    folder = tmp_path / "s"
+    folder.mkdir()
+    return folder
+
+
+def send_readings(producer, streams: list[str], X: np.ndarray, batch: int = 1) -> list[str]:
+    """Send X's rows round-robin over `streams`, `batch` rows per message; return row streams."""
+    names = [streams[i % len(streams)] for i in range(len(X))]
+    for start in range(0, len(X), batch):
+        part = slice(start, start + batch)
+        if batch == 1:
+            producer.send(names[start], X[start])
+        else:
+            producer.send_many(names[part], X[part])
+    return names
+
+
+def records(daemon: DaemonProcess, msg: str) -> list[dict]:
+    return [r for r in daemon.log_records() if r.get("msg") == msg]
+
+
+def assert_outputs(got: dict[str, list[dict]], model: Model, names: list[str], X: np.ndarray):
+    """Every stream's published predictions equal one in-process engine fed all rows in order."""
+    expected = reference_outputs(model, zip(names, X, strict=True))
+    for stream in set(names):
+        mine = [i for i, s in enumerate(names) if s == stream]
+        assert [p["seq"] for p in got[stream]] == list(range(1, len(mine) + 1)), stream
+        np.testing.assert_allclose(
+            np.array([p["prediction"] for p in got[stream]]),
+            np.array([expected[i] for i in mine]),
+            rtol=0,
+            atol=1e-5,
+        )
+
+
+# ----------------------------------------------------------------------------- stopping
+
+
+def test_sigterm_publishes_every_reading_sent_before_it_snapshots_and_exits_0(
+    tmp_path, model, model_path
+):
+    streams = [f"term-{i}" for i in range(25)]
+    X = np.random.default_rng(0).normal(0, 1, (3000, N_IN)).astype(np.float32)
+    with DaemonProcess(
+        model_path, tmp_path / "state", endpoints=ipc_endpoints(ipc_dir(tmp_path))
+    ) as daemon:
+        daemon.start()
+        sub = daemon.subscriber(("pred.",))
+        producer = daemon.producer()
+        names = send_readings(producer, streams, X[:500])
+        names += send_readings(producer, streams, X[500:], batch=50)
+        daemon.signal(signal.SIGTERM)
+        got = recv_count(sub, len(X), kind="pred", daemon=daemon)
+        code = daemon.wait()
+
+        assert code == 0, daemon.stderr_text()
+        assert_outputs(predictions_by_stream(got), model, names, X)
+        (snap,) = records(daemon, "snapshot written")
+        assert snap["why"] == "shutdown" and snap["streams"] == len(streams)
+        (stopped,) = records(daemon, "stopped")
+        assert stopped["predictions"] >= len(X)  # plus the subscriber's sync probes
+        assert "Traceback" not in daemon.stderr_text()
+    restored = StreamEngine.restore(daemon.state_path, model)
+    assert sorted(restored.streams()) == sorted(streams)
+    for stream in streams:
+        mine = X[[i for i, s in enumerate(names) if s == stream]]
+        engine = StreamEngine(model)
+        for x in mine:
+            engine.step(stream, x)
+        np.testing.assert_allclose(
+            restored.state_of(stream)["h"], engine.state_of(stream)["h"], rtol=0, atol=1e-5
+        )
+
+
+def _flood(endpoint: str, context, stop: threading.Event, batch: int) -> None:
+    """Send readings as fast as possible until `stop` is set."""
+    from producers.client import Producer
+
+    X = np.ones((batch, N_IN), np.float32)
+    names = [f"flood-{i}" for i in range(batch)]
+    with Producer(endpoint, context=context, linger=0, send_timeout=0.2) as producer:
+        while not stop.is_set():
+            try:
+                if batch == 1:
+                    producer.send(names[0], X[0])
+                else:
+                    producer.send_many(names, X)
+            except Exception:  # zmq.Again when the queues are full, or the context going away
+                continue
+
+
+def test_second_signal_exits_at_once_without_a_snapshot(tmp_path, model_path):
+    """Hold the daemon stopped while a backlog builds up, so its orderly stop takes a while."""
+    with DaemonProcess(
+        model_path,
+        tmp_path / "state",
+        endpoints=ipc_endpoints(ipc_dir(tmp_path)),
+        args=["--max-batch", "1", "--checkpoint-every", "0"],
+    ) as daemon:
+        daemon.start()
+        producer = daemon.producer(hwm=200_000)
+        daemon.signal(signal.SIGSTOP)
+        try:
+            for i in range(50_000):
+                producer.send(f"backlog-{i % 10}", [1.0, 2.0])
+            mark = daemon.log_count()
+            daemon.signal(signal.SIGTERM)
+        finally:
+            daemon.signal(signal.SIGCONT)
+        daemon.wait_for_log(lambda r: r["msg"].startswith("stopping"), after=mark)
+        daemon.signal(signal.SIGTERM)
+        code = daemon.wait()
+
+        assert code == 128 + signal.SIGTERM
+        assert records(daemon, "snapshot written") == []
+        assert records(daemon, "stopped") == []
+        assert not daemon.state_path.exists()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Daemon._shutdown drains until intake has been quiet for 50 ms; producers that keep "
+    "sending (a live sensor fleet) keep it draining for ever, so SIGTERM never stops it",
+)
+def test_sigterm_under_sustained_load_still_stops_and_snapshots(tmp_path, model_path):
+    stop = threading.Event()
+    with DaemonProcess(
+        model_path, tmp_path / "state", endpoints=ipc_endpoints(ipc_dir(tmp_path))
+    ) as daemon:
+        daemon.start()
+        flood = threading.Thread(target=_flood, args=(daemon.ingest, daemon.context, stop, 200))
+        flood.start()
+        try:
+            sub = daemon.subscriber(("pred.flood-0",), sync=False)
+            assert sub.recv(timeout=15) is not None, "the flood never got through"
+            daemon.signal(signal.SIGTERM)
+            code = daemon.wait(timeout=15)
+        finally:
+            stop.set()
+            flood.join(10)
+        assert code == 0
+        assert [r["why"] for r in records(daemon, "snapshot written")] == ["shutdown"]
+
+
+def test_shutdown_command_stops_the_daemon_with_exit_code_0(tmp_path, model_path):
+    with DaemonProcess(model_path, tmp_path / "state") as daemon:
+        daemon.start()
+        producer = daemon.producer()
+        sub = daemon.subscriber(("pred.",))
+        producer.send("bye", [1.0, 1.0])
+        daemon.until_fence(sub, producer)
+        reply = daemon.control("shutdown")
+        code = daemon.wait()
+
+        assert reply == {"ok": True, "status": "stopping"}
+        assert code == 0, daemon.stderr_text()
+        assert [r["why"] for r in records(daemon, "snapshot written")] == ["shutdown"]
+        assert daemon.state_path.is_file()
+        assert "Traceback" not in daemon.stderr_text()
+
+
+# ----------------------------------------------------------------------------- restarts
+
+
+def test_restart_after_sigterm_continues_every_stream_as_if_never_stopped(
+    tmp_path, model, model_path
+):
+    streams = ["cont-a", "cont-b", "cont-c"]
+    X = np.random.default_rng(1).normal(0, 1, (60, N_IN)).astype(np.float32)
+    with DaemonProcess(
+        model_path, tmp_path / "state", endpoints=ipc_endpoints(ipc_dir(tmp_path))
+    ) as daemon:
+        daemon.start()
+        sub = daemon.subscriber(("pred.", "error"))
+        producer = daemon.producer()  # stays connected, and keeps numbering, across the restart
+        names = send_readings(producer, streams, X[:25], batch=5)
+        first = daemon.until_fence(sub, producer)
+        assert daemon.stop() == 0
+
+        daemon.start()
+        (restored,) = records(daemon, "state restored")
+        assert restored["streams"] == len(streams)
+        daemon.sync_subscriber(sub)
+        names += send_readings(producer, streams, X[25:])
+        second = daemon.until_fence(sub, producer)
+
+    assert [p for k, p in first + second if k == "error"] == []
+    assert_outputs(predictions_by_stream(first + second), model, names, X)
+
+
+def test_kill_9_restart_restores_the_last_periodic_checkpoint(tmp_path, model, model_path):
+    X = np.random.default_rng(2).normal(0, 1, (40, N_IN)).astype(np.float32)
+    with DaemonProcess(
+        model_path,
+        tmp_path / "state",
+        endpoints=ipc_endpoints(ipc_dir(tmp_path)),
+        args=["--checkpoint-every", "0.5"],
+    ) as daemon:
+        daemon.start()
+        sub = daemon.subscriber(("pred.", "error"))
+        producer = daemon.producer()
+        names = send_readings(producer, ["ck-a", "ck-b"], X[:20], batch=4)
+        first = daemon.until_fence(sub, producer)
+        # Any periodic checkpoint logged from now on holds ck-a and ck-b as they are now.
+        daemon.wait_for_log(
+            lambda r: r["msg"] == "snapshot written" and r["why"] == "periodic",
+            after=daemon.log_count(),
+            timeout=15,
+        )
+        producer.send("ck-late", [5.0, 5.0])  # may or may not make a checkpoint; not checked
+        daemon.kill()
+        assert records(daemon, "stopped") == []
+
+        daemon.start()
+        (restored,) = records(daemon, "state restored")
+        assert restored["streams"] in (2, 3)
+        daemon.sync_subscriber(sub)
+        names += send_readings(producer, ["ck-a", "ck-b"], X[20:])
+        second = daemon.until_fence(sub, producer)
+
+    assert [p for k, p in first + second if k == "error"] == []
+    got = predictions_by_stream(first + second)
+    got.pop("ck-late", None)
+    assert_outputs(got, model, names, X)
+
+
+def _snapshot_of_another_model(path: Path) -> None:
+    engine = StreamEngine(make_model(seed=99))
+    engine.step("old", np.ones(N_IN, np.float32))
+    engine.snapshot(path)
+
+
+def _corrupt_snapshot(path: Path) -> None:
+    path.write_bytes(b"PK\x03\x04 this is not a zip archive at all")
+
+
+def _truncated_snapshot(path: Path) -> None:
+    engine = StreamEngine(make_model())
+    engine.step("old", np.ones(N_IN, np.float32))
+    engine.snapshot(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize(
+    "spoil",
+    [_snapshot_of_another_model, _corrupt_snapshot, _truncated_snapshot],
+    ids=["another_model", "corrupt", "truncated"],
+)
+def test_unusable_snapshot_is_set_aside_and_the_daemon_starts_empty(
+    tmp_path, model, model_path, spoil
+):
+    state = tmp_path / "state"
+    state.mkdir()
+    spoil(state / "state.npz")
+    original = (state / "state.npz").read_bytes()
+    with DaemonProcess(model_path, state) as daemon:
+        daemon.start()
+        (error,) = [r for r in daemon.log_records() if r["level"] == "error"]
+        health = daemon.control("health")
+        sub = daemon.subscriber(("pred.",))
+        producer = daemon.producer()
+        producer.send("old", [1.0, 1.0])
+        (pred,) = [p for _, p in daemon.until_fence(sub, producer)]
+
+    assert "snapshot" in error["msg"] and error["reason"]
+    aside = list(state.glob("state.npz.rejected-*"))
+    assert [str(p) for p in aside] == [error["moved_to"]]
+    assert aside[0].read_bytes() == original
+    assert health["status"] == "ready" and health["streams"] == 0
+    fresh = reference_outputs(model, [("old", [1.0, 1.0])])[0]
+    np.testing.assert_allclose(pred["prediction"], fresh, rtol=0, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- user errors
+
+
+def _occupied_port() -> tuple[socket.socket, int]:
+    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    return holder, holder.getsockname()[1]
+
+
+def _run_serve(argv: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        argv,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=START_TIMEOUT,
+    )
+
+
+def test_user_errors_exit_non_zero_with_one_clear_line(tmp_path, model_path):
+    """Each case fails at start-up: exit status 2, one `error:` line, no traceback."""
+    holder, busy = _occupied_port()
+    not_a_dir = tmp_path / "a-file"
+    not_a_dir.write_text("")
+    unknown_key = tmp_path / "unknown.toml"
+    unknown_key.write_text('[serve]\ningest = "tcp://127.0.0.1:1"\nbogus_setting = 3\n')
+    cases = {
+        "ingest port in use": (["--ingest", f"tcp://127.0.0.1:{busy}"], {}, "--ingest"),
+        "metrics port in use": (["--metrics-port", str(busy)], {}, "--metrics-port"),
+        "missing model": (["--model", str(tmp_path / "nope.npz")], {}, "nope.npz"),
+        "unwritable state dir": (["--state-dir", str(not_a_dir / "state")], {}, "--state-dir"),
+        "unknown toml key": (["--config", str(unknown_key)], {}, "bogus_setting"),
+        "bad flag value": (["--publish-mode", "sideways"], {}, "publish_mode"),
+        "bad env value": ([], {"RNNSTREAM_MAX_BATCH": "lots"}, "RNNSTREAM_MAX_BATCH"),
+        "missing curve key": (
+            ["--curve-secret-key", str(tmp_path / "no.key_secret"), "--curve-clients", "."],
+            {},
+            "curve",
+        ),
+    }
+    try:
+        for name, (args, env, mention) in cases.items():
+            daemon = DaemonProcess(model_path, tmp_path / "state", args=args)
+            daemon.close()  # only its argv is used; the test runs it to completion
+            result = _run_serve(daemon.command(), env)
+            lines = result.stderr.strip().splitlines()
+            assert result.returncode == 2, (name, result.stderr)
+            assert len(lines) == 1, (name, result.stderr)
+            assert lines[0].startswith("rnnstream serve: error: "), (name, lines)
+            assert mention in lines[0], (name, lines)
+            assert "Traceback" not in result.stderr
+            assert result.stdout == ""
+    finally:
+        holder.close()
+
+
+# ----------------------------------------------------------------------------- config layers
+
+
+def test_flags_override_environment_which_overrides_the_config_file(tmp_path, model, model_path):
+    from_toml, from_env, from_flag = tcp_endpoints(), tcp_endpoints(), tcp_endpoints()
+    config = tmp_path / "serve.toml"
+    config.write_text(
+        "[serve]\n"
+        f'ingest = "{from_toml["ingest"]}"\n'
+        f'publish = "{from_toml["publish"]}"\n'
+        f'control = "{from_toml["control"]}"\n'
+        f"metrics-port = {free_port()}\n"
+    )
+    env = {"RNNSTREAM_PUBLISH": from_env["publish"], "RNNSTREAM_CONTROL": from_env["control"]}
+    effective = {
+        "ingest": from_toml["ingest"],
+        "publish": from_env["publish"],
+        "control": from_flag["control"],
+    }
+    with DaemonProcess(
+        model_path,
+        tmp_path / "state",
+        endpoints=effective,
+        endpoint_flags=("control",),
+        args=["--config", str(config)],
+        env=env,
+    ) as daemon:
+        daemon.start()
+        (ready,) = records(daemon, "ready")
+        assert {k: ready[k] for k in effective} == effective
+        sub = daemon.subscriber(("pred.",))
+        producer = daemon.producer()
+        producer.send("layered", [0.5, 0.5])
+        (pred,) = [p for _, p in daemon.until_fence(sub, producer)]
+        assert daemon.control("health")["status"] == "ready"
+    np.testing.assert_allclose(
+        pred["prediction"], reference_outputs(model, [("x", [0.5, 0.5])])[0], rtol=0, atol=1e-5
+    )
