@@ -215,7 +215,9 @@ class DaemonProcess:
 
     `endpoints` default to free TCP ports and are passed as flags (only those named in
     `endpoint_flags`, so a test can set the others by config file or environment); `args` are
-    extra command-line flags; `env` entries are added to the environment. With `curve` =
+    extra command-line flags; `env` entries are added to the environment. `metrics` serves
+    Prometheus metrics on a free port (`metrics_port`). Ports taken by someone else between
+    picking and binding are picked again. With `curve` =
     (server public key file, client secret key file) every client this object makes is a CURVE
     client with those keys unless told otherwise.
     """
@@ -231,6 +233,7 @@ class DaemonProcess:
         curve: tuple[Path | str, Path | str] | None = None,
         log_format: str = "json",
         endpoint_flags: Sequence[str] = ("ingest", "publish", "control"),
+        metrics: bool = False,
     ) -> None:
         self.model_path = None if model_path is None else str(model_path)
         self.state_dir = Path(state_dir)
@@ -241,6 +244,7 @@ class DaemonProcess:
         self.curve = curve
         self.log_format = log_format
         self.endpoint_flags = tuple(endpoint_flags)
+        self.metrics_port = free_port() if metrics else None
         self.proc: subprocess.Popen[str] | None = None
         self.context = zmq.Context()
         self._sockets: list[Any] = []
@@ -272,6 +276,8 @@ class DaemonProcess:
             cmd += ["--model", self.model_path]
         for name in self.endpoint_flags:
             cmd += [f"--{name}", self.endpoints[name]]
+        if self.metrics_port is not None:
+            cmd += ["--metrics-port", str(self.metrics_port)]
         cmd += [
             "--state-dir",
             str(self.state_dir),
@@ -289,11 +295,15 @@ class DaemonProcess:
                 return self
             except AssertionError:
                 taken = "Address already in use" in self.stderr_text()
-                if not (self._auto_ports and taken and attempt < 2):
+                retry = self._auto_ports or self.metrics_port is not None
+                if not (retry and taken and attempt < 2):
                     self.kill()
                     raise
                 self.kill()
-                self.endpoints = tcp_endpoints()
+                if self._auto_ports:
+                    self.endpoints = tcp_endpoints()
+                if self.metrics_port is not None:
+                    self.metrics_port = free_port()
         raise AssertionError("unreachable")
 
     def _spawn(self) -> None:
@@ -459,14 +469,18 @@ class DaemonProcess:
         self._sockets.append(prod)
         return prod
 
-    def push(self, **curve: Any) -> zmq.Socket:
-        """Return a raw PUSH socket connected to the ingest socket (for hand-made frames)."""
+    def push(self, *, connect: bool = True, **curve: Any) -> zmq.Socket:
+        """Return a raw PUSH socket connected to the ingest socket (for hand-made frames).
+
+        With `connect=False` the caller connects it (e.g. after attaching a socket monitor).
+        """
         sock = self.context.socket(zmq.PUSH)
         self._sockets.append(sock)
         sock.linger = 0
         sock.sndtimeo = int(RECV_TIMEOUT * 1000)
         apply_curve_client(sock, **(curve or self._curve_kwargs()))
-        sock.connect(self.ingest)
+        if connect:
+            sock.connect(self.ingest)
         return sock
 
     def subscriber(

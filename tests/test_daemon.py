@@ -18,7 +18,6 @@ import zmq
 from daemon_harness import (
     RECV_TIMEOUT,
     DaemonProcess,
-    free_port,
     pack,
     predictions_by_stream,
     recv_until,
@@ -56,9 +55,8 @@ def daemon(tmp_path_factory, model):
             str(MAX_MESSAGE_BYTES),
             "--checkpoint-every",
             "0",
-            "--metrics-port",
-            str(free_port()),
         ],
+        metrics=True,
     )
     with proc.start():
         yield proc
@@ -367,9 +365,10 @@ def test_oversized_frame_is_dropped_by_zeromq_and_the_daemon_keeps_serving(daemo
     """
     good = unique("after-big")
     sub = daemon.subscriber(("pred.", "error"))
-    big = daemon.push()
+    big = daemon.push(connect=False)
     monitor = big.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
     monitor.rcvtimeo = int(RECV_TIMEOUT * 1000)
+    big.connect(daemon.ingest)
     try:
         assert recv_monitor_message(monitor)["event"] == zmq.EVENT_CONNECTED
         before = daemon.stats()
@@ -692,7 +691,7 @@ def test_metrics_endpoint_serves_prometheus_counters(daemon):
     push.send(reading(s, [math.nan, 0.0, 0.0]))
     daemon.until_fence(sub, push)
     stats = daemon.stats()
-    port = daemon.args[daemon.args.index("--metrics-port") + 1]
+    port = daemon.metrics_port
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=RECV_TIMEOUT) as r:
         assert r.status == 200
         text = r.read().decode()

@@ -19,13 +19,11 @@ from daemon_harness import (
     REPO,
     START_TIMEOUT,
     DaemonProcess,
-    free_port,
     ipc_endpoints,
     predictions_by_stream,
     recv_count,
     reference_outputs,
     save_model,
-    tcp_endpoints,
 )
 
 from engine.model import Model
@@ -387,14 +385,19 @@ def test_user_errors_exit_non_zero_with_one_clear_line(tmp_path, model_path):
 
 
 def test_flags_override_environment_which_overrides_the_config_file(tmp_path, model, model_path):
-    from_toml, from_env, from_flag = tcp_endpoints(), tcp_endpoints(), tcp_endpoints()
+    folder = ipc_dir(tmp_path)  # ipc endpoints: no port can be taken between picking and binding
+    from_toml, from_env, from_flag = (
+        ipc_endpoints(folder / layer) for layer in ("toml", "env", "flag")
+    )
+    for layer in ("toml", "env", "flag"):
+        (folder / layer).mkdir()
     config = tmp_path / "serve.toml"
     config.write_text(
         "[serve]\n"
         f'ingest = "{from_toml["ingest"]}"\n'
         f'publish = "{from_toml["publish"]}"\n'
         f'control = "{from_toml["control"]}"\n'
-        f"metrics-port = {free_port()}\n"
+        "checkpoint-every = 0\n"  # dashed keys are accepted like the flags' spelling
     )
     env = {"RNNSTREAM_PUBLISH": from_env["publish"], "RNNSTREAM_CONTROL": from_env["control"]}
     effective = {
