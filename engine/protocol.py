@@ -255,38 +255,87 @@ def decode_ingest(
     Never raise: a bad message gives empty readings and one rejection; a batch with some bad rows
     gives the good rows, in order, and one rejection per bad row (with its `row` index).
     """
-    try:
-        if len(frame) > max_frame_bytes:
-            return Readings.empty(n_inputs), [
-                Rejection(
-                    RejectReason.TOO_LARGE,
-                    f"frame of {len(frame)} bytes exceeds the limit of {max_frame_bytes}",
-                )
-            ]
+    return decode_ingest_many([frame], n_inputs, max_frame_bytes=max_frame_bytes)
+
+
+def decode_ingest_many(
+    frames: Sequence[bytes], n_inputs: int, *, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+) -> tuple[Readings, list[Rejection]]:
+    """Decode several intake frames into one `Readings`, rows in frame order.
+
+    Same validation and the same rejections as `decode_ingest` frame by frame, but single
+    readings are gathered into one array at the end: a daemon draining hundreds of small
+    messages pays for one numpy array, not one per message.
+    """
+    out = Readings.empty(n_inputs)
+    rejections: list[Rejection] = []
+    chunks: list[np.ndarray] = []  # value blocks in row order
+    pending: list[Any] = []  # single-reading rows not yet in a block
+    for frame in frames:
         try:
-            msg = _unpack(frame)
-        except Exception as exc:  # msgpack raises many types for garbage
-            return Readings.empty(n_inputs), [
-                Rejection(RejectReason.NOT_MSGPACK, f"{type(exc).__name__}: {exc}"[:200])
-            ]
-        if type(msg) is not dict:
-            return Readings.empty(n_inputs), [
-                Rejection(RejectReason.NOT_A_MAP, f"message is a {type(msg).__name__}, not a map")
-            ]
-        if "streams" in msg:
-            return _decode_batch(msg, n_inputs)
-        return _decode_single(msg, n_inputs)
-    except Exception as exc:  # a bug here must not stop the daemon's loop
-        return Readings.empty(n_inputs), [
-            Rejection(RejectReason.INTERNAL, f"{type(exc).__name__}: {exc}"[:200])
-        ]
+            msg = _decode_frame(frame, max_frame_bytes)
+            if type(msg) is Rejection:
+                rejections.append(msg)
+            elif "streams" in msg:
+                readings, bad = _decode_batch(msg, n_inputs)
+                rejections.extend(bad)
+                if len(readings):
+                    if pending:
+                        chunks.append(np.array(pending, np.float32))
+                        pending = []
+                    chunks.append(readings.values)
+                    out.streams += readings.streams
+                    out.seq += readings.seq
+                    out.ts += readings.ts
+                    out.reset += readings.reset
+                    out.end += readings.end
+            else:
+                row = _decode_single(msg, n_inputs)
+                if type(row) is Rejection:
+                    rejections.append(row)
+                else:
+                    stream, values, seq, ts, reset, end = row
+                    pending.append(values)
+                    out.streams.append(stream)
+                    out.seq.append(seq)
+                    out.ts.append(ts)
+                    out.reset.append(reset)
+                    out.end.append(end)
+        except Exception as exc:  # a bug here must not stop the daemon's loop
+            rejections.append(
+                Rejection(RejectReason.INTERNAL, f"{type(exc).__name__}: {exc}"[:200])
+            )
+    if pending:
+        chunks.append(np.array(pending, np.float32))
+    if len(chunks) == 1:
+        out.values = np.ascontiguousarray(chunks[0], dtype=np.float32)
+    elif chunks:
+        out.values = np.concatenate(chunks).astype(np.float32, copy=False)
+    return out, rejections
 
 
-def _decode_single(msg: dict, n_inputs: int) -> tuple[Readings, list[Rejection]]:
+def _decode_frame(frame: bytes, max_frame_bytes: int) -> dict | Rejection:
+    """Return the frame's msgpack map, or the Rejection saying why it is not one."""
+    if len(frame) > max_frame_bytes:
+        return Rejection(
+            RejectReason.TOO_LARGE,
+            f"frame of {len(frame)} bytes exceeds the limit of {max_frame_bytes}",
+        )
+    try:
+        msg = _unpack(frame)
+    except Exception as exc:  # msgpack raises many types for garbage
+        return Rejection(RejectReason.NOT_MSGPACK, f"{type(exc).__name__}: {exc}"[:200])
+    if type(msg) is not dict:
+        return Rejection(RejectReason.NOT_A_MAP, f"message is a {type(msg).__name__}, not a map")
+    return msg
+
+
+def _decode_single(msg: dict, n_inputs: int) -> tuple | Rejection:
+    """Return (stream, values, seq, ts, reset, end) of a single-reading map, or a Rejection."""
     stream = msg.get("stream")
     problem = _stream_problem(stream)
     if problem is not None:
-        return Readings.empty(n_inputs), [problem]
+        return problem
     row, problem = _row_values(msg.get("values"), n_inputs)
     if problem is None:
         seq = msg.get("seq")
@@ -301,18 +350,14 @@ def _decode_single(msg: dict, n_inputs: int) -> tuple[Readings, list[Rejection]]
             problem = Rejection(RejectReason.BAD_FLAG, text)
     if problem is not None:
         problem.stream = stream
-        return Readings.empty(n_inputs), [problem]
-    values = np.array(row, dtype=np.float32, ndmin=2)
+        return problem
     return (
-        Readings(
-            [stream],
-            values,
-            [seq],
-            [None if ts is None else float(ts)],
-            [reset is True],
-            [end is True],
-        ),
-        [],
+        stream,
+        row,
+        seq,
+        None if ts is None else float(ts),
+        reset is True,
+        end is True,
     )
 
 
@@ -585,20 +630,26 @@ def encode_prediction_batch(
         score = np.ascontiguousarray(scores, dtype=_F32_LE).reshape(-1)
         if score.shape != (n,):
             raise ValueError(f"scores of shape {score.shape} do not match {n} streams")
-    if isinstance(seq, np.ndarray):
-        seq = seq.tolist()
-    if isinstance(ts, np.ndarray):
-        ts = ts.astype(np.float64).tolist()
     return _packer().pack(
         {
             "streams": streams,
-            "seq": [None if s is None else int(s) for s in seq],
-            "ts": [None if t is None else float(t) for t in ts],
+            "seq": _plain_column(seq, int),
+            "ts": _plain_column(ts, float),
             "prediction": pred.tobytes(),
             "n_outputs": int(pred.shape[1]),
             "score": score.tobytes(),
         }
     )
+
+
+def _plain_column(values: Any, kind: type) -> list:
+    """Return values as a list of `kind` or None; lists already in that form pass unchanged."""
+    if isinstance(values, np.ndarray):
+        return values.astype(kind).tolist()
+    values = list(values)
+    if set(map(type, values)) <= {kind, type(None)}:
+        return values
+    return [None if v is None else kind(v) for v in values]
 
 
 def encode_error(rejection: Rejection) -> bytes:
