@@ -709,3 +709,23 @@ def test_metrics_endpoint_serves_prometheus_counters(daemon):
     assert samples['rnnstream_rejects_total{reason="non_finite"}'] >= 1
     assert samples["rnnstream_ready"] == 1.0
     assert samples["rnnstream_batch_size_count"] == stats["batch_size"]["count"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Daemon._check_sequence checks a whole micro-batch before any row is stepped, so a "
+    "stream that ends and restarts its seq inside one batch has the restart dropped as a "
+    "duplicate, while the same readings in separate batches are served",
+)
+def test_seq_may_restart_after_end_even_within_one_batch(daemon, model):
+    s = unique("end-restart")
+    X = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1]], np.float32)
+    sub = daemon.subscriber(("pred.", "error"))
+    push = daemon.push()
+    push.send(protocol.encode_batch([s, s, s], X, seq=[1, 2, 1], end=[False, True, False]))
+    got = daemon.until_fence(sub, push)
+
+    assert kinds(got, "error") == []
+    preds = kinds(got, "pred")
+    assert [p["seq"] for p in preds] == [1, 2, 1]
+    assert_predictions(preds[2:], reference_outputs(model, [(s, X[2])]))

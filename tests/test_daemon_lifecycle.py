@@ -86,8 +86,9 @@ def assert_outputs(got: dict[str, list[dict]], model: Model, names: list[str], X
 # ----------------------------------------------------------------------------- stopping
 
 
-def test_sigterm_publishes_every_reading_sent_before_it_snapshots_and_exits_0(
-    tmp_path, model, model_path
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_stop_signal_publishes_every_reading_sent_before_it_snapshots_and_exits_0(
+    tmp_path, model, model_path, signum
 ):
     streams = [f"term-{i}" for i in range(25)]
     X = np.random.default_rng(0).normal(0, 1, (3000, N_IN)).astype(np.float32)
@@ -99,7 +100,7 @@ def test_sigterm_publishes_every_reading_sent_before_it_snapshots_and_exits_0(
         producer = daemon.producer()
         names = send_readings(producer, streams, X[:500])
         names += send_readings(producer, streams, X[500:], batch=50)
-        daemon.signal(signal.SIGTERM)
+        daemon.signal(signum)
         got = recv_count(sub, len(X), kind="pred", daemon=daemon)
         code = daemon.wait()
 
