@@ -14,37 +14,24 @@ from other processes hits both alike:
   kernels already in Numba's cache, timed from launch to exit.
 
 One core: BLAS, OpenMP and Numba are limited to one thread. The environment variables only act
-if set before numpy is imported, so this module sets them when it is imported first (as
-`rnnstream bench` does) and otherwise limits OpenBLAS at run time with threadpoolctl, if installed;
+if set before numpy is imported, so `rnnstream bench` sets them (engine/cli.py) before importing
+this module; imported otherwise, it limits OpenBLAS at run time with threadpoolctl, if installed;
 the report states the BLAS thread count it saw. PyTorch gets `torch.set_num_threads(1)`.
 PyTorch is optional: without it the torch columns read "n/a".
 """
 
 from __future__ import annotations
 
-import os
-import sys
-
-_ONE_THREAD_VARS = (
-    "OPENBLAS_NUM_THREADS",
-    "OMP_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "NUMBA_NUM_THREADS",
-    "VECLIB_MAXIMUM_THREADS",
-)
-if "numpy" not in sys.modules:  # BLAS reads these once, when numpy loads it
-    for _var in _ONE_THREAD_VARS:
-        os.environ.setdefault(_var, "1")
-
-# ruff: noqa: E402  (the imports below must follow the thread settings above)
 import argparse
 import contextlib
 import datetime
 import gc
+import os
 import platform
 import shlex
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -54,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.cli import UserError
+from engine.cli import ONE_THREAD_VARS, UserError
 
 HEADLINE_CELL = "lstm"
 HEADLINE_HIDDEN = 64
@@ -449,7 +436,7 @@ def measure_warm_start(cell: str, hidden: int, runs: int) -> list[float]:
 
     model = Model.random(cell, INPUTS, hidden, output_size=OUTPUTS, seed=0)
     env = dict(os.environ)
-    for var in _ONE_THREAD_VARS:
+    for var in ONE_THREAD_VARS:
         env.setdefault(var, "1")
     times = []
     with tempfile.TemporaryDirectory() as folder:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from engine import __version__
@@ -25,6 +26,19 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "nab": ("engine.nab", "run or score an anomaly detector on the Numenta Anomaly Benchmark"),
     "bench": ("engine.bench", "measure step / step_many speed against PyTorch"),
 }
+
+
+# Commands that run best with single-threaded BLAS and Numba: the daemon shares the machine with
+# producers and subscribers, and the benchmark measures one core. BLAS reads these variables
+# once, when numpy loads it, so they are set before the command's module is imported.
+SINGLE_THREADED = frozenset({"serve", "bench"})
+ONE_THREAD_VARS = (
+    "OPENBLAS_NUM_THREADS",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "NUMBA_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+)
 
 
 class UserError(Exception):
@@ -53,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
         top.print_help()
         return 2
     name = argv[0]
+    if name in SINGLE_THREADED:
+        for var in ONE_THREAD_VARS:
+            os.environ.setdefault(var, "1")
     module = importlib.import_module(COMMANDS[name][0])
     parser = argparse.ArgumentParser(
         prog=f"rnnstream {name}",

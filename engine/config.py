@@ -30,8 +30,8 @@ class ServeConfig:
     metrics_port: int = 0
     metrics_host: str = "127.0.0.1"
     publish_mode: str = "each"
-    max_batch: int = 4096
-    max_wait_us: int = 300
+    max_batch: int = 1024
+    max_wait_us: int = 200
     max_streams: int = 0
     idle_timeout: float = 0.0
     ingest_hwm: int = 100_000
@@ -85,8 +85,8 @@ _HELP = {
     "metrics_host": "address the metrics HTTP server binds to",
     "publish_mode": "each: one pred.<stream> message per reading; batch: one columnar "
     "batch.pred message per processed batch; both",
-    "max_batch": "most readings stepped in one engine call",
-    "max_wait_us": "microseconds to wait for more readings before stepping a partial batch",
+    "max_batch": "most intake messages drained into one engine call",
+    "max_wait_us": "under load, microseconds to wait for more messages before stepping",
     "max_streams": "evict the least recently used stream beyond this many (0: no limit)",
     "idle_timeout": "evict streams idle for this many seconds (0: never)",
     "ingest_hwm": "intake queue high-water mark, in messages",

@@ -82,7 +82,7 @@ class RejectReason(StrEnum):
     BAD_FLAG = "bad_flag"
     TOO_LARGE = "too_large"
     # Not produced by decode_ingest; reasons the daemon may publish for rows it drops later.
-    OUT_OF_ORDER = "out_of_order"
+    DUPLICATE = "duplicate"  # seq not after the stream's last one
     OVERLOADED = "overloaded"
     INTERNAL = "internal"
 
