@@ -326,7 +326,9 @@ class Daemon:
         keep = []
         for i, (stream, seq) in enumerate(zip(batch.streams, batch.seq, strict=True)):
             if seq is not None:
-                last = None if batch.reset[i] else last_seq.get(stream)
+                # seq 1 starts a sequence afresh: a restarted producer counts from 1 again
+                fresh = seq == 1 or batch.reset[i]
+                last = None if fresh else last_seq.get(stream)
                 if last is not None:
                     if seq <= last:
                         self.metrics.duplicates += 1

@@ -404,7 +404,7 @@ def test_duplicate_and_old_seq_are_dropped_and_counted(daemon, model):
         (2, [2.0, 0, 0]),
         (2, [9.0, 9, 9]),
         (3, [3.0, 0, 0]),
-        (1, [8.0, 8, 8]),
+        (0, [8.0, 8, 8]),
     ]
     sub = daemon.subscriber(("pred.", "error"))
     push = daemon.push()
@@ -423,6 +423,18 @@ def test_duplicate_and_old_seq_are_dropped_and_counted(daemon, model):
     assert [(e["reason"], e["stream"]) for e in errors] == [("duplicate", s)] * 3
     assert after["duplicates"] - before["duplicates"] == 3
     assert reject_delta(before, after) == Counter({"duplicate": 3})
+
+
+def test_seq_1_after_higher_seqs_is_a_restarted_producer_and_is_served(daemon, model):
+    s = unique("restart")
+    sub = daemon.subscriber(("pred.", "error"))
+    push = daemon.push()
+    for seq in (1, 2, 3, 1, 2):
+        push.send(reading(s, GOOD, seq=seq))
+    got = daemon.until_fence(sub, push)
+
+    assert [p["seq"] for p in kinds(got, "pred")] == [1, 2, 3, 1, 2]
+    assert kinds(got, "error") == []
 
 
 def test_seq_gaps_are_served_and_counted(daemon, model):
