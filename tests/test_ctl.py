@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from engine import ctl
-from engine.bench_e2e import ServeProcess, free_ports
 from engine.cli import UserError
 from engine.model import Model
+from engine.process import ServeProcess, free_ports
 from producers.client import Producer
 
 REPO = Path(__file__).resolve().parents[1]

@@ -10,9 +10,9 @@ import pytest
 import zmq.auth
 
 from engine import ctl, keys
-from engine.bench_e2e import ServeProcess
 from engine.cli import UserError
 from engine.model import Model
+from engine.process import ServeProcess
 
 
 def run_keygen(*argv: str) -> int:
