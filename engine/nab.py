@@ -497,7 +497,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", default=None, help="directory for the detector's result files")
     parser.add_argument(
-        "--detector", default="baseline", choices=sorted(DETECTORS), help="detector to run"
+        "--detector",
+        default="rnn",
+        choices=sorted(DETECTORS),
+        help="rnn: the engine on the built-in model; baseline: a windowed Gaussian",
     )
     parser.add_argument(
         "--score-only",
