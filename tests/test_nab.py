@@ -338,13 +338,13 @@ def test_windowed_gaussian_scores_the_tail_of_past_readings_only() -> None:
         nab.WindowedGaussian(window=10, step=20)
 
 
-def test_baseline_is_registered_for_the_cli() -> None:
+def test_engine_detector_is_the_cli_default_and_baseline_is_registered() -> None:
     assert nab.DETECTORS["baseline"] is nab.WindowedGaussian
     parser = argparse.ArgumentParser()
     nab.add_arguments(parser)
     args = parser.parse_args([])
     assert args.data == "../shared/nab/data" and args.windows == "../shared/nab/windows.json"
-    assert args.detector == "baseline" and args.score_only is None
+    assert args.detector == "rnn" and args.score_only is None
 
 
 # ----------------------------------------------------------------------------- published numbers
