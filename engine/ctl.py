@@ -212,6 +212,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p = sub.add_parser(name, help=what, formatter_class=fmt)
         p.add_argument("stream", metavar="STREAM", help="stream id")
     sub.add_parser("snapshot", help="write a state snapshot now", formatter_class=fmt)
+    threshold = sub.add_parser(
+        "threshold",
+        help="set the alert open level of one stream (--stream) or of every stream",
+        formatter_class=fmt,
+    )
+    threshold.add_argument(
+        "level", metavar="LEVEL", help="anomaly score in (0, 1]; 'default' unsets a stream's own"
+    )
+    threshold.add_argument("--stream", default=None, help="only this stream")
     reload = sub.add_parser(
         "reload",
         help="load a model file and switch to it, keeping stream state if shapes match",
@@ -239,6 +248,18 @@ def _fields(args: argparse.Namespace) -> dict[str, Any]:
         return {"limit": args.limit}
     if args.cmd in ("reset", "drop"):
         return {"stream": args.stream}
+    if args.cmd == "threshold":
+        from engine.cli import UserError
+
+        level: float | None = None
+        if args.level != "default":
+            try:
+                level = float(args.level)
+            except ValueError:
+                raise UserError(
+                    f"LEVEL must be a number in (0, 1] or 'default', not {args.level!r}"
+                ) from None
+        return {"level": level} if args.stream is None else {"stream": args.stream, "level": level}
     if args.cmd == "reload":
         fields: dict[str, Any] = {"reset": bool(args.reset)}
         if args.path is not None:
