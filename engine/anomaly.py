@@ -297,6 +297,22 @@ def denormalise_batch(slots, y, norm, floor_rel, floor_abs, out):  # pragma: no 
             out[i, f] = y[i, f] * scale + mean
 
 
+@kernel
+def exchange_forecast(slots, forecast, new, expected_out):  # pragma: no cover - jitted
+    """Hand back each stream's previous forecast and keep its new one, in one pass.
+
+    slots (n,) int64 distinct; forecast (capacity, F) float32 slab; new, expected_out (n, F):
+    expected_out[i] = forecast[slots[i]] (what was forecast for this reading), then
+    forecast[slots[i]] = new[i] (the forecast for the next one).
+    """
+    n, features = new.shape
+    for i in range(n):
+        row = forecast[slots[i]]
+        for f in range(features):
+            expected_out[i, f] = row[f]
+            row[f] = new[i, f]
+
+
 # ------------------------------------------------------------------------- thin Python layer
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from engine.alerts import A_THRESHOLD, ALERT_SLAB, AlertPolicy, alert_batch
-from engine.anomaly import AnomalyScorer, AnomalySpec
+from engine.anomaly import AnomalyScorer, AnomalySpec, exchange_forecast
 from engine.kernels import cells
 from engine.model import Model
 from engine.packed import PackedModel
@@ -231,14 +231,12 @@ class StreamEngine:
             self._advance(slots, X, result.outputs)
             return
         slabs = self._table.slabs
-        forecast = slabs[FORECAST_SLAB]
-        result.expected[:] = forecast[slots]
         z = self._scorer.normalise(slots, X)
         normalised = self._normalised_out[: slots.shape[0]]
         self._advance(slots, z, normalised)
         result.scores[:] = self._scorer.score(slots, z, normalised)
         self._scorer.denormalise(slots, normalised, result.outputs)
-        forecast[slots] = result.outputs
+        exchange_forecast(slots, slabs[FORECAST_SLAB], result.outputs, result.expected)
         policy = self.alerts
         alert_batch(
             slots,

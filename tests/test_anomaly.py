@@ -16,6 +16,7 @@ from engine.anomaly import (
     AnomalyScorer,
     AnomalySpec,
     cooldown_batch,
+    exchange_forecast,
     normalise_batch,
     online_normalise,
     residual_batch,
@@ -412,3 +413,17 @@ def test_rnn_nab_detector_scores_every_row_of_a_nab_file(tmp_path: Path) -> None
     assert np.all((scores >= 0) & (scores <= 1))
     assert (tmp_path / key).is_file()
     assert scores[s.probation :].max() > 0.5
+
+
+def test_exchange_forecast_returns_the_previous_forecast_and_keeps_the_new_one() -> None:
+    rng = np.random.default_rng(3)
+    forecast = rng.normal(size=(10, 3)).astype(np.float32)
+    before = forecast.copy()
+    slots = np.array([7, 2, 5], np.int64)
+    new = rng.normal(size=(3, 3)).astype(np.float32)
+    expected = np.empty_like(new)
+    exchange_forecast(slots, forecast, new, expected)
+    np.testing.assert_array_equal(expected, before[slots])
+    np.testing.assert_array_equal(forecast[slots], new)
+    untouched = np.setdiff1d(np.arange(10), slots)
+    np.testing.assert_array_equal(forecast[untouched], before[untouched])
