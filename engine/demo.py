@@ -148,12 +148,9 @@ def _plot(
     labels: list,
     opens: list[tuple[int, int | None]],
 ) -> Path:
-    import matplotlib
+    from engine.alerts import AlertPolicy
+    from engine.report import plot_stream
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ticks = np.arange(len(values))
     expected = np.full(len(values), np.nan)
     scores = np.full(len(values), np.nan)
     for tick, (forecast, score) in history.items():
@@ -161,39 +158,16 @@ def _plot(
             expected[tick + 1] = forecast  # the forecast made at tick t is for reading t + 1
         if tick < len(values):
             scores[tick] = score
-    fig, (top, bottom) = plt.subplots(
-        2, 1, figsize=(11, 5.5), sharex=True, gridspec_kw={"height_ratios": [3, 1.2]}
+    return plot_stream(
+        path,
+        values=values,
+        expected=expected,
+        scores=scores,
+        windows=[(label.start, min(label.end, len(values) - 1)) for label in labels],
+        alert_spans=opens,
+        open_level=AlertPolicy().open_level,  # the daemon's default policy
+        title=f"rnnstream demo: stream {stream}",
     )
-    top.plot(ticks, values, lw=1.0, color="#1f4e79", label="reading")
-    top.plot(ticks, expected, lw=1.0, color="#e69f00", alpha=0.9, label="model expectation")
-    for i, label in enumerate(labels):
-        top.axvspan(
-            label.start - 0.5,
-            label.end + 0.5,
-            color="#999999",
-            alpha=0.3,
-            label="injected anomaly" if i == 0 else None,
-        )
-    for i, (start, end) in enumerate(opens):
-        for ax in (top, bottom):
-            ax.axvspan(
-                start - 0.5,
-                (end if end is not None else len(values) - 1) + 0.5,
-                color="#d62728",
-                alpha=0.25,
-                label="alert" if i == 0 and ax is top else None,
-            )
-    top.set_ylabel("value")
-    top.set_title(f"rnnstream demo: stream {stream}")
-    top.legend(loc="upper left", fontsize=8, ncol=4)
-    bottom.plot(ticks, scores, lw=1.0, color="#2ca02c")
-    bottom.set_ylim(-0.05, 1.05)
-    bottom.set_ylabel("anomaly score")
-    bottom.set_xlabel("reading")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,0 +1,615 @@
+"""`rnnstream report`: draw a stream's readings, expectation, anomaly score and alerts to a PNG.
+
+The stream is a synthetic sensor (with its injected anomalies as labelled windows) or one value
+column of a CSV file (optionally with NAB's labelled windows for that file). Its readings go
+through a `StreamEngine` on a scoring model one at a time, in time order, exactly as they would
+online; the picture shows the readings with the model's expectation of each one, the labelled
+windows and the alerts above, and the anomaly score with the alert open level below.
+
+`trace` produces the data and `plot_stream` draws it; `rnnstream demo` draws with `plot_stream`
+too. matplotlib is an optional extra: `pip install 'rnnstream[plot]'`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from engine.alerts import EVENT_CLOSE, EVENT_OPEN, AlertPolicy
+from engine.cli import UserError
+
+if TYPE_CHECKING:
+    from engine.model import Model
+
+DEFAULT_LENGTH = 2016  # one week of the synthetic sensors' 5-minute readings
+# An alert that opens within this many readings after a labelled window ends still catches it,
+# as in `rnnstream demo`: a level shift's return to normal is itself surprising to a forecaster.
+MATCH_GRACE = 10
+PLOT_EXTRA_HINT = "pip install 'rnnstream[plot]'"
+
+Span = tuple[int, int | None]  # (first reading, last reading or None while still open)
+
+
+@dataclass(frozen=True, eq=False)  # arrays have no single truth value to compare
+class Series:
+    """One univariate stream to report on, in time order."""
+
+    name: str
+    values: np.ndarray  # (n,) float64
+    ts: np.ndarray | None = None  # (n,) float64 epoch seconds, non-decreasing; None: no time
+    windows: list[tuple[int, int]] = field(default_factory=list)  # labelled, inclusive rows
+    source: str = ""  # where the series came from, for the title
+
+
+@dataclass(frozen=True, eq=False)
+class Trace:
+    """What a StreamEngine made of a series, row i for reading i."""
+
+    values: np.ndarray  # (n,) float64: the readings
+    expected: np.ndarray  # (n,) float64: the forecast made for this reading (NaN for the first)
+    scores: np.ndarray  # (n,) float64: anomaly score in [0, 1]
+    events: np.ndarray  # (n,) int8: alerts.EVENT_NONE / EVENT_OPEN / EVENT_CLOSE
+    open_level: float  # the alert policy's open level
+
+    @property
+    def alert_spans(self) -> list[Span]:
+        """Return each alert as (opening reading, closing reading or None if still open)."""
+        return alert_spans(self.events)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def trace(
+    values: Any,
+    *,
+    ts: Any = None,
+    model: Model | None = None,
+    policy: AlertPolicy | None = None,
+    stream: str = "report",
+) -> Trace:
+    """Run `values` (n,) through a fresh StreamEngine one reading at a time and collect it all.
+
+    `model` must be a univariate scoring model (default: the built-in one); `ts` (n,) epoch
+    seconds only date the alerts, as online. The result equals what `StreamEngine.process`
+    returns for the same readings sent one per call.
+    """
+    from engine.default_model import load_default_model
+    from engine.stream import StreamEngine
+
+    model = model or load_default_model()
+    check_scoring_model(model)
+    X = np.ascontiguousarray(values, dtype=np.float32).reshape(-1, 1)
+    n = X.shape[0]
+    stamps = np.full(n, np.nan) if ts is None else np.asarray(ts, np.float64).reshape(n)
+    policy = policy or AlertPolicy()
+    engine = StreamEngine(model, capacity=1, alerts=policy)
+    expected = np.empty(n, np.float64)
+    scores = np.empty(n, np.float64)
+    events = np.empty(n, np.int8)
+    streams = [stream]
+    for i in range(n):
+        result = engine.process(streams, X[i : i + 1], stamps[i : i + 1])
+        expected[i] = result.expected[0, 0]
+        scores[i] = result.scores[0]
+        events[i] = result.events[0]
+    if n:
+        expected[0] = np.nan  # no forecast precedes the first reading (its slab row is zeros)
+    return Trace(
+        np.asarray(values, np.float64).reshape(n), expected, scores, events, policy.open_level
+    )
+
+
+def check_scoring_model(model: Model) -> None:
+    """Raise ValueError unless `model` scores anomalies on one input."""
+    if model.metadata.get("anomaly") is None:
+        raise ValueError(
+            "the model does not score anomalies (no 'anomaly' section in its metadata); "
+            "use a forecaster trained by `rnnstream train` or the built-in model"
+        )
+    if model.input_size != 1:
+        raise ValueError(f"the model reads {model.input_size} inputs; a report draws one value")
+
+
+def alert_spans(events: np.ndarray) -> list[Span]:
+    """Return the alerts in a stream's events as (opening reading, closing reading or None)."""
+    spans: list[Span] = []
+    for i in np.flatnonzero(events != 0).tolist():
+        if events[i] == EVENT_OPEN:
+            spans.append((i, None))
+        elif events[i] == EVENT_CLOSE and spans and spans[-1][1] is None:
+            spans[-1] = (spans[-1][0], i)
+    return spans
+
+
+def windows_caught(
+    windows: Sequence[tuple[int, int]], spans: Sequence[Span], n: int, grace: int = MATCH_GRACE
+) -> int:
+    """Count labelled windows during which (or up to `grace` readings after) an alert is open."""
+    caught = 0
+    for lo, hi in windows:
+        if any(s <= hi + grace and (n - 1 if e is None else e) >= lo for s, e in spans):
+            caught += 1
+    return caught
+
+
+def synthetic_series(seed: int, length: int, anomaly_rate: float | None = None) -> Series:
+    """Return one synthetic sensor (producers.synthetic.series) with its injected anomalies."""
+    from producers.synthetic import DEFAULT_ANOMALY_RATE, series
+
+    rate = DEFAULT_ANOMALY_RATE if anomaly_rate is None else anomaly_rate
+    values, labels = series(length, seed, anomaly_rate=rate, stream=f"synthetic-{seed}")
+    return Series(
+        f"synthetic-{seed}",
+        values,
+        windows=[(a.start, a.end) for a in labels],
+        source=f"synthetic sensor, seed {seed}",
+    )
+
+
+def csv_series(
+    path: str | Path,
+    *,
+    value_column: str | None = None,
+    time_column: str | None = None,
+    windows_file: str | Path | None = None,
+) -> Series:
+    """Read one value column (and a time column if any) of a CSV file, sorted by time.
+
+    Without `value_column` the column is "value", or the only column besides the time column.
+    Without `time_column` it is "timestamp" if the file has one, else readings are untimed.
+    `windows_file` is NAB's labels JSON, keyed `<category>/<name>.csv` (the file's folder and
+    name); its windows are placed on the readings whose timestamps they cover.
+    Raise ValueError naming the file (and line) for anything wrong.
+    """
+    from producers.csv_replay import parse_timestamp
+
+    path = Path(path)
+    with path.open(newline="") as fh:
+        reader = csv.reader(fh)
+        header = [h.strip() for h in next(reader, [])]
+        if not header:
+            raise ValueError(f"{path}: the file is empty")
+        if time_column is None and "timestamp" in header:
+            time_column = "timestamp"
+        for column, flag in ((time_column, "--time-column"), (value_column, "--value-column")):
+            if column is not None and column not in header:
+                raise ValueError(f"{path}: no column {column!r} ({flag}); the header is {header}")
+        if value_column is None:
+            others = [h for h in header if h != time_column]
+            if "value" in others:
+                value_column = "value"
+            elif len(others) == 1:
+                value_column = others[0]
+            else:
+                raise ValueError(f"{path}: choose the column to draw with --value-column {others}")
+        v_idx = header.index(value_column)
+        t_idx = None if time_column is None else header.index(time_column)
+        values: list[float] = []
+        stamps: list[float] = []
+        for line, cells in enumerate(reader, start=2):
+            if not cells or all(not c.strip() for c in cells):
+                continue
+            try:
+                value = float(cells[v_idx])
+                if t_idx is not None:
+                    stamps.append(parse_timestamp(cells[t_idx]))
+            except (ValueError, IndexError) as exc:
+                raise ValueError(f"{path}:{line}: {exc}") from None
+            if not math.isfinite(value):
+                raise ValueError(f"{path}:{line}: {value_column} is {value}; readings are finite")
+            values.append(value)
+    if not values:
+        raise ValueError(f"{path}: no readings")
+    array = np.array(values, np.float64)
+    ts = None
+    if t_idx is not None:
+        ts = np.array(stamps, np.float64)
+        order = np.argsort(ts, kind="stable")  # time order; equal times keep file order
+        array, ts = array[order], ts[order]
+    windows: list[tuple[int, int]] = []
+    if windows_file is not None:
+        windows = _labelled_windows(Path(windows_file), path, ts)
+    return Series(path.stem, array, ts, windows, source=f"{path.resolve().parent.name}/{path.name}")
+
+
+def _labelled_windows(
+    windows_file: Path, path: Path, ts: np.ndarray | None
+) -> list[tuple[int, int]]:
+    from producers.csv_replay import parse_timestamp
+
+    key = f"{path.resolve().parent.name}/{path.name}"
+    try:
+        labels = json.loads(windows_file.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{windows_file}: not JSON ({exc})") from None
+    if not isinstance(labels, dict) or key not in labels:
+        raise ValueError(f"{windows_file}: no entry {key!r} (keys are <category>/<name>.csv)")
+    if ts is None:
+        raise ValueError(f"{path}: labelled windows need a time column (--time-column)")
+    rows = []
+    for window in labels[key]:
+        try:
+            start, end = (parse_timestamp(str(t)) for t in window)
+        except ValueError as exc:
+            raise ValueError(f"{windows_file}: {key}: {exc}") from None
+        lo = int(np.searchsorted(ts, start, side="left"))
+        hi = int(np.searchsorted(ts, end, side="right")) - 1
+        if lo <= hi:
+            rows.append((lo, hi))
+    return rows
+
+
+def reading_index(text: str, ts: np.ndarray | None, n: int, *, end: bool) -> int:
+    """Turn a --start / --end value (reading index or timestamp) into a reading index."""
+    from producers.csv_replay import parse_timestamp
+
+    try:
+        index = int(text)
+    except ValueError:
+        index = None
+    if index is not None:
+        if not 0 <= index < n:
+            raise ValueError(f"reading {index} is outside 0..{n - 1}")
+        return index
+    if ts is None:
+        raise ValueError(f"{text!r} is not a reading index, and the readings have no timestamps")
+    moment = parse_timestamp(text)
+    if end:
+        return max(int(np.searchsorted(ts, moment, side="right")) - 1, 0)
+    return min(int(np.searchsorted(ts, moment, side="left")), n - 1)
+
+
+# ----------------------------------------------------------------------------- drawing
+
+
+def _pyplot() -> Any:
+    """Return matplotlib.pyplot on the file-only Agg backend, or say how to install it."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise UserError(f"drawing needs matplotlib: {PLOT_EXTRA_HINT}") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def require_matplotlib() -> None:
+    """Raise UserError (saying what to install) unless matplotlib can be imported."""
+    _pyplot()
+
+
+def plot_stream(
+    path: str | Path,
+    *,
+    values: Any,
+    expected: Any,
+    scores: Any,
+    x: Any = None,
+    windows: Sequence[tuple[int, int]] = (),
+    alert_spans: Sequence[Span] = (),
+    open_level: float | None = None,
+    title: str = "",
+) -> Path:
+    """Draw readings, expectation, labelled windows, alerts and the anomaly score to a PNG.
+
+    values, expected, scores: (n,) arrays, reading i at position i (NaN leaves a gap).
+    x: (n,) positions of the readings: numbers, or datetime64 for a time axis; default 0..n-1.
+    windows, alert_spans: inclusive (first, last) reading positions, 0-based into the arrays;
+    a span's last may be None (still open at the end). open_level: drawn as a dashed line on the
+    score panel. Return the path written. Raise UserError if matplotlib is missing.
+    """
+    plt = _pyplot()
+    import matplotlib.dates as mdates
+
+    values = np.asarray(values, np.float64)
+    n = len(values)
+    expected = np.asarray(expected, np.float64)
+    scores = np.asarray(scores, np.float64)
+    if not len(expected) == len(scores) == n:
+        raise ValueError("values, expected and scores must have the same length")
+    if n == 0:
+        raise ValueError("no readings to draw")
+    is_time = x is not None and np.issubdtype(np.asarray(x).dtype, np.datetime64)
+    if x is None:
+        pos = np.arange(n, dtype=np.float64)
+    elif is_time:
+        pos = mdates.date2num(np.asarray(x).astype("datetime64[us]"))
+    else:
+        pos = np.asarray(x, np.float64)
+    if len(pos) != n:
+        raise ValueError("x must have one position per reading")
+    edges = _edges(pos)
+    # A span of one or two readings would be a hairline in a long picture: widen it for the eye.
+    min_width = 0.004 * (edges[-1] - edges[0])
+
+    def span(lo: int, hi: int | None) -> tuple[float, float]:
+        hi = n - 1 if hi is None else min(hi, n - 1)
+        left, right = edges[max(lo, 0)], edges[hi + 1]
+        pad = max(min_width - (right - left), 0.0) / 2
+        return left - pad, right + pad
+
+    fig, (top, bottom) = plt.subplots(
+        2,
+        1,
+        figsize=(11, 5.8),
+        sharex=True,
+        gridspec_kw={"height_ratios": [3, 1.3]},
+        layout="constrained",
+    )
+    top.plot(pos, values, lw=0.9, color="#1f4e79", label="reading", zorder=3)
+    top.plot(
+        pos, expected, lw=0.9, color="#e69f00", alpha=0.95, label="model expectation", zorder=4
+    )
+    windows = [(lo, hi) for lo, hi in windows if lo < n and hi >= 0]
+    alert_spans = [(lo, hi) for lo, hi in alert_spans if lo < n and (hi is None or hi >= 0)]
+    for i, (lo, hi) in enumerate(windows):
+        top.axvspan(
+            *span(lo, hi),
+            color="#7f7f7f",
+            alpha=0.28,
+            lw=0,
+            label="labelled anomaly" if i == 0 else None,
+            zorder=1,
+        )
+    for i, (lo, hi) in enumerate(alert_spans):
+        for ax in (top, bottom):
+            ax.axvspan(
+                *span(lo, hi),
+                color="#d62728",
+                alpha=0.22,
+                lw=0,
+                label="alert" if i == 0 and ax is top else None,
+                zorder=2,
+            )
+    opens = [lo for lo, _ in alert_spans if lo >= 0 and np.isfinite(values[lo])]
+    if opens:
+        top.plot(
+            pos[opens],
+            values[opens],
+            ls="none",
+            marker="o",
+            ms=6,
+            mfc="none",
+            mec="#d62728",
+            mew=1.5,
+            label="alert opens",
+            zorder=5,
+        )
+    top.set_ylabel("value")
+    top.grid(True, color="#e5e5e5", lw=0.6, zorder=0)
+    bottom.plot(pos, scores, lw=0.9, color="#2ca02c", label="anomaly score", zorder=3)
+    if open_level is not None:
+        bottom.axhline(
+            open_level,
+            color="#d62728",
+            ls="--",
+            lw=1.0,
+            label=f"alert level {open_level:g}",
+            zorder=4,
+        )
+    # One legend for both panels, in a row above the data, so it never hides a reading.
+    handles, labels = top.get_legend_handles_labels()
+    more_handles, more_labels = bottom.get_legend_handles_labels()
+    top.legend(
+        handles + more_handles,
+        labels + more_labels,
+        loc="lower left",
+        bbox_to_anchor=(0.0, 1.0),
+        ncol=len(labels) + len(more_labels),
+        fontsize=9,
+        frameon=False,
+        borderaxespad=0.1,
+        handlelength=1.6,
+        columnspacing=1.4,
+    )
+    if title:
+        fig.suptitle(title, x=0.01, ha="left", fontsize=11)
+    bottom.set_ylim(-0.05, 1.08)
+    bottom.set_ylabel("anomaly\nscore")
+    bottom.grid(True, color="#e5e5e5", lw=0.6, zorder=0)
+    bottom.set_xlim(edges[0], edges[-1])
+    if is_time:
+        locator = mdates.AutoDateLocator(minticks=4, maxticks=10)
+        bottom.xaxis.set_major_locator(locator)
+        bottom.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+        bottom.set_xlabel("time (UTC)")
+    else:
+        bottom.set_xlabel("reading")
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _edges(pos: np.ndarray) -> np.ndarray:
+    """Return n + 1 boundaries halfway between readings, so a one-reading span has a width."""
+    if len(pos) == 0:
+        return np.zeros(1)
+    if len(pos) == 1:
+        return np.array([pos[0] - 0.5, pos[0] + 0.5])
+    mid = (pos[1:] + pos[:-1]) / 2
+    return np.concatenate(([pos[0] - (mid[0] - pos[0])], mid, [pos[-1] + (pos[-1] - mid[-1])]))
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the options of `rnnstream report`."""
+    source = parser.add_argument_group("source (exactly one)")
+    source.add_argument(
+        "--synthetic", metavar="SEED", type=int, help="a synthetic sensor with injected anomalies"
+    )
+    source.add_argument("--csv", metavar="FILE", help="a CSV file, e.g. a NAB data file")
+    synthetic = parser.add_argument_group("synthetic source")
+    synthetic.add_argument(
+        "--length", type=int, default=DEFAULT_LENGTH, help="readings (288 a day)"
+    )
+    synthetic.add_argument(
+        "--anomaly-rate",
+        type=float,
+        default=None,
+        help="chance per reading that an anomaly starts (default: the generator's, ~1 in 1152)",
+    )
+    table = parser.add_argument_group("CSV source")
+    table.add_argument(
+        "--value-column", default=None, help="column to draw (default: 'value' or the only one)"
+    )
+    table.add_argument(
+        "--time-column", default=None, help="time column (default: 'timestamp' if present)"
+    )
+    table.add_argument(
+        "--windows",
+        metavar="FILE.json",
+        default=None,
+        help="NAB labels JSON: shade the windows of key <category>/<name>.csv",
+    )
+    parser.add_argument(
+        "--model", default=None, help="a scoring model file (default: the built-in model)"
+    )
+    defaults = AlertPolicy()
+    alerts = parser.add_argument_group("alerts (as the daemon's)")
+    alerts.add_argument(
+        "--threshold", type=float, default=defaults.open_level, help="score that opens an alert"
+    )
+    alerts.add_argument(
+        "--close", type=float, default=defaults.close_level, help="score below which it closes"
+    )
+    alerts.add_argument(
+        "--min-duration",
+        type=int,
+        default=defaults.min_duration,
+        help="readings at or above the threshold before an alert opens",
+    )
+    alerts.add_argument(
+        "--cooldown",
+        type=int,
+        default=defaults.cooldown,
+        help="quiet readings after an alert closes",
+    )
+    view = parser.add_argument_group("picture")
+    view.add_argument("--out", metavar="FILE.png", default=None, help="default: <name>.png")
+    view.add_argument("--start", default=None, help="first reading drawn: index or timestamp")
+    view.add_argument("--end", default=None, help="last reading drawn: index or timestamp")
+    view.add_argument("--title", default=None, help="title above the picture")
+
+
+def _load(args: argparse.Namespace) -> Series:
+    if (args.synthetic is None) == (args.csv is None):
+        raise UserError("give exactly one source: --synthetic SEED or --csv FILE")
+    if args.synthetic is not None:
+        if args.value_column or args.time_column or args.windows:
+            raise UserError("--value-column, --time-column and --windows go with --csv")
+        if args.length < 2:
+            raise UserError("--length must be at least 2 readings")
+        if args.anomaly_rate is not None and not 0.0 <= args.anomaly_rate <= 1.0:
+            raise UserError("--anomaly-rate must be between 0 and 1")
+        return synthetic_series(args.synthetic, args.length, args.anomaly_rate)
+    path = Path(args.csv)
+    if not path.is_file():
+        raise UserError(f"{path} not found; give --csv an existing CSV file")
+    if args.windows is not None and not Path(args.windows).is_file():
+        raise UserError(f"{args.windows} not found; give --windows the NAB labels JSON")
+    try:
+        return csv_series(
+            path,
+            value_column=args.value_column,
+            time_column=args.time_column,
+            windows_file=args.windows,
+        )
+    except (OSError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+
+
+def _load_model(path: str | None) -> Model | None:
+    if path is None:
+        return None
+    from engine.model import Model
+
+    try:
+        model = Model.load(path)
+        check_scoring_model(model)
+    except FileNotFoundError:
+        raise UserError(f"{path} not found; give --model a model file") from None
+    except (OSError, ValueError) as exc:
+        raise UserError(f"--model {path}: {exc}") from None
+    return model
+
+
+def run(args: argparse.Namespace) -> int:
+    """Trace the chosen stream through a StreamEngine, draw it, print the path and a summary."""
+    if not 0.0 < args.close <= args.threshold <= 1.0:
+        raise UserError("need 0 < --close <= --threshold <= 1")
+    if args.min_duration < 1 or args.cooldown < 0:
+        raise UserError("--min-duration must be at least 1 and --cooldown at least 0")
+    policy = AlertPolicy(
+        open_level=args.threshold,
+        close_level=args.close,
+        min_duration=args.min_duration,
+        cooldown=args.cooldown,
+    )
+    require_matplotlib()  # before the run, which can take seconds on a long file
+    series = _load(args)
+    model = _load_model(args.model)
+    n = len(series.values)
+    try:
+        first = 0 if args.start is None else reading_index(args.start, series.ts, n, end=False)
+        last = n - 1 if args.end is None else reading_index(args.end, series.ts, n, end=True)
+    except ValueError as exc:
+        raise UserError(f"--start / --end: {exc}") from None
+    if last < first:
+        raise UserError(f"--start / --end select no reading (readings {first} to {last})")
+    out = Path(args.out) if args.out else Path(f"{series.name}.png")
+    if not out.parent.is_dir():
+        raise UserError(f"{out.parent} is not a folder; choose another --out")
+
+    result = trace(series.values, ts=series.ts, model=model, policy=policy, stream=series.name)
+    spans = result.alert_spans
+    caught = windows_caught(series.windows, spans, n)
+
+    view = slice(first, last + 1)
+    if series.ts is not None:
+        x = (series.ts[view] * 1e6).astype(np.int64).astype("datetime64[us]")
+    else:
+        x = np.arange(first, last + 1)
+    title = args.title
+    if title is None:
+        model_name = "built-in model" if args.model is None else Path(args.model).name
+        title = f"rnnstream report: {series.source or series.name} ({model_name})"
+    plot_stream(
+        out,
+        values=result.values[view],
+        expected=result.expected[view],
+        scores=result.scores[view],
+        x=x,
+        windows=_clip(series.windows, first, last),
+        alert_spans=_clip(spans, first, last, open_end=n - 1),
+        open_level=policy.open_level,
+        title=title,
+    )
+    print(out)
+    windows = f"labelled windows caught {caught} of {len(series.windows)}"
+    print(f"{series.name}: {n} readings, {len(spans)} alerts, {windows}")
+    return 0
+
+
+def _clip(
+    spans: Sequence[tuple[int, int | None]], first: int, last: int, open_end: int | None = None
+) -> list[tuple[int, int]]:
+    """Return spans cut to readings first..last, shifted so `first` is position 0."""
+    out = []
+    for lo, hi in spans:
+        hi = open_end if hi is None else hi
+        if hi >= first and lo <= last:
+            out.append((max(lo, first) - first, min(hi, last) - first))
+    return out
