@@ -4,7 +4,9 @@ Per stream, in slot-indexed slab `ALERT_SLAB`: an alert opens when the score sta
 the open level for `min_duration` readings in a row, and closes when it falls below the close
 level (hysteresis: close < open keeps a score hovering at the threshold from flapping). After a
 close the stream stays quiet for `cooldown` readings. A stream may carry its own open level
-(`threshold` column; NaN means the policy's).
+(`threshold` column; 0 means the policy's). No alert opens during a stream's first `warmup`
+readings: a young stream has seen little of its own range, so most of its "new extremes" are
+ordinary (bench/results/alerts.md measures the defaults on synthetic fleets).
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ A_PEAK = 3  # highest score since the alert opened
 A_LENGTH = 4  # readings since the alert opened
 A_OPENED_TS = 5  # producer ts of the opening reading (NaN if unknown)
 A_THRESHOLD = 6  # this stream's open level; 0 (a fresh row) means the policy's
-ALERT_COLUMNS = 7
+A_SEEN = 7  # readings of this stream seen by the alert kernel (for the warm-up)
+ALERT_COLUMNS = 8
 
 EVENT_NONE = 0
 EVENT_OPEN = 1
@@ -33,18 +36,25 @@ EVENT_CLOSE = 2
 
 @dataclass(frozen=True)
 class AlertPolicy:
-    """Levels and timing of alerts; levels are anomaly scores in [0, 1], times in readings."""
+    """Levels and timing of alerts; levels are anomaly scores in [0, 1], times in readings.
 
-    open_level: float = 0.99
-    close_level: float = 0.9
+    The defaults come from bench/alert_quality.py (bench/results/alerts.md): with the built-in
+    score almost every false alert is a single "new extreme" of a young stream, so an open level
+    below the score's 1.0 lets strong forecast errors alert too, and a warm-up past the score's
+    probation skips the streams' noisiest days.
+    """
+
+    open_level: float = 0.3
+    close_level: float = 0.2
     min_duration: int = 1
     cooldown: int = 30
+    warmup: int = 450
 
     def __post_init__(self) -> None:
         if not 0.0 < self.close_level <= self.open_level <= 1.0:
             raise ValueError("need 0 < close_level <= open_level <= 1")
-        if self.min_duration < 1 or self.cooldown < 0:
-            raise ValueError("min_duration must be >= 1 and cooldown >= 0")
+        if self.min_duration < 1 or self.cooldown < 0 or self.warmup < 0:
+            raise ValueError("min_duration must be >= 1, cooldown and warmup >= 0")
 
     @staticmethod
     def slab_specs() -> dict[str, tuple[tuple[int, ...], type]]:
@@ -66,13 +76,18 @@ def alert_batch(
     peaks,
     lengths,
     opened,
+    warmup=0.0,
 ):  # pragma: no cover - jitted
     """Advance each row's stream alert state by one score; write EVENT_* codes to events (n,).
 
     slots (n,) int64; scores (n,) float; ts (n,) float64 (NaN if unknown); state (capacity,
     ALERT_COLUMNS) float64. For a close, peaks / lengths / opened receive the incident's peak
     score, its length in readings and the ts of its opening reading; for an open, the opening
-    score, 1 and its ts.
+    score, 1 and its ts. Per row, with level the stream's own open level (or open_level) and
+    close = min(close_level, level): an open alert closes at a score < close, then `cooldown`
+    readings pass without opening; a closed stream opens once `min_duration` readings in a row
+    score >= level, none of them among the stream's first `warmup` readings (warmup is last,
+    with a default, so callers that predate it keep working).
     """
     for i in range(slots.shape[0]):
         row = state[slots[i]]
@@ -81,6 +96,8 @@ def alert_batch(
         if level <= 0.0:
             level = open_level
         close = min(close_level, level)
+        warm = row[A_SEEN] >= warmup
+        row[A_SEEN] += 1.0
         events[i] = EVENT_NONE
         if row[A_OPEN] > 0.0:
             row[A_LENGTH] += 1.0
@@ -95,7 +112,7 @@ def alert_batch(
                 row[A_COOLDOWN] = cooldown
         elif row[A_COOLDOWN] > 0.0:
             row[A_COOLDOWN] -= 1.0
-        elif score >= level:
+        elif score >= level and warm:
             row[A_RUN] += 1.0
             if row[A_RUN] >= min_duration:
                 events[i] = EVENT_OPEN

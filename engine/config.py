@@ -41,10 +41,11 @@ class ServeConfig:
     log_level: str = "info"
     curve_secret_key: str | None = None
     curve_clients: str | None = None
-    alert_threshold: float = 0.99
-    alert_close: float = 0.9
+    alert_threshold: float = 0.3
+    alert_close: float = 0.2
     alert_min_duration: int = 1
     alert_cooldown: int = 30
+    alert_warmup: int = 450
 
     def __post_init__(self) -> None:
         choices = {
@@ -67,6 +68,10 @@ class ServeConfig:
             raise ValueError("curve_secret_key and curve_clients must be given together")
         if not 0 < self.alert_close <= self.alert_threshold <= 1:
             raise ValueError("need 0 < alert_close <= alert_threshold <= 1")
+        if self.alert_min_duration < 1 or self.alert_cooldown < 0 or self.alert_warmup < 0:
+            raise ValueError(
+                "alert_min_duration must be >= 1, alert_cooldown and alert_warmup >= 0"
+            )
 
     @classmethod
     def help_for(cls) -> dict[str, str]:
@@ -97,10 +102,13 @@ _HELP = {
     "log_level": "debug, info, warning or error",
     "curve_secret_key": "server certificate file (with secret key) to enable CURVE encryption",
     "curve_clients": "directory of client public certificates allowed to connect (CURVE)",
-    "alert_threshold": "anomaly score at or above which an alert opens",
+    "alert_threshold": "anomaly score at or above which an alert opens (below the score's 1.0 "
+    "so that strong forecast errors alert, not only new extremes; bench/results/alerts.md)",
     "alert_close": "anomaly score below which an open alert closes",
     "alert_min_duration": "readings the score must stay high before an alert opens",
     "alert_cooldown": "readings after a close before the same stream can alert again",
+    "alert_warmup": "a stream's first readings during which no alert opens (it is still "
+    "learning its range; 0: only the score's own probation)",
 }
 
 
