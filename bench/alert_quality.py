@@ -24,7 +24,7 @@ import dataclasses
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -224,10 +224,16 @@ def measure(
             tally.add(run, [(names[j], t) for j, t in opens])
         mine = sorted((names[j], t) for j, t in replay(run.scores, NEW))
         if mine != sorted(run.engine_opens):
+            cold = sorted((names[j], t) for j, t in replay(run.scores, replace(NEW, warmup=0)))
+            why = (
+                "it equals the replay without warm-up: StreamEngine does not pass policy.warmup "
+                "to alert_batch"
+                if cold == sorted(run.engine_opens)
+                else "and no replay explains it"
+            )
             say(
-                f"note: seed {seed}: the engine's alerts differ from the kernel replay of its "
-                f"policy ({len(run.engine_opens)} vs {len(mine)} openings); does StreamEngine "
-                "pass policy.warmup to alert_batch?"
+                f"note: seed {seed}: the engine's {len(run.engine_opens)} alert openings differ "
+                f"from the {len(mine)} of the kernel replay of its policy; {why}"
             )
         took = time.perf_counter() - began
         say(f"seed {seed}: {ticks} ticks x {n_streams} streams in {took:.1f} s")
