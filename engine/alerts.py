@@ -39,22 +39,26 @@ class AlertPolicy:
     """Levels and timing of alerts; levels are anomaly scores in [0, 1], times in readings.
 
     The defaults come from bench/alert_quality.py (bench/results/alerts.md): with the built-in
-    score almost every false alert is a single "new extreme" of a young stream, so an open level
-    below the score's 1.0 lets strong forecast errors alert too, and a warm-up past the score's
-    probation skips the streams' noisiest days.
+    score almost every false alert is a single "new extreme" of a young stream whose reading the
+    model forecast well, so an alert also needs a reading at least `error_gate` times the
+    stream's typical forecast error away from its forecast; an open level below the score's 1.0
+    lets strong forecast errors alert too.
     """
 
     open_level: float = 0.3
     close_level: float = 0.2
     min_duration: int = 1
     cooldown: int = 30
-    warmup: int = 450
+    warmup: int = 0
+    error_gate: float = 3.0  # open only if the reading's surprise is at least this (0: off)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.close_level <= self.open_level <= 1.0:
             raise ValueError("need 0 < close_level <= open_level <= 1")
         if self.min_duration < 1 or self.cooldown < 0 or self.warmup < 0:
             raise ValueError("min_duration must be >= 1, cooldown and warmup >= 0")
+        if self.error_gate < 0:
+            raise ValueError("error_gate must be >= 0")
 
     @staticmethod
     def slab_specs() -> dict[str, tuple[tuple[int, ...], type]]:
@@ -66,28 +70,31 @@ class AlertPolicy:
 def alert_batch(
     slots,
     scores,
+    surprise,
     ts,
     state,
     open_level,
     close_level,
     min_duration,
     cooldown,
+    warmup,
+    error_gate,
     events,
     peaks,
     lengths,
     opened,
-    warmup=0.0,
 ):  # pragma: no cover - jitted
     """Advance each row's stream alert state by one score; write EVENT_* codes to events (n,).
 
-    slots (n,) int64; scores (n,) float; ts (n,) float64 (NaN if unknown); state (capacity,
-    ALERT_COLUMNS) float64. For a close, peaks / lengths / opened receive the incident's peak
-    score, its length in readings and the ts of its opening reading; for an open, the opening
-    score, 1 and its ts. Per row, with level the stream's own open level (or open_level) and
-    close = min(close_level, level): an open alert closes at a score < close, then `cooldown`
-    readings pass without opening; a closed stream opens once `min_duration` readings in a row
-    score >= level, none of them among the stream's first `warmup` readings (warmup is last,
-    with a default, so callers that predate it keep working).
+    slots (n,) int64; scores (n,) float; surprise (n,) float64, each reading's forecast error
+    in units of its stream's typical error (NaN if unknown); ts (n,) float64 (NaN if unknown);
+    state (capacity, ALERT_COLUMNS) float64. For a close, peaks / lengths / opened receive the
+    incident's peak score, its length in readings and the ts of its opening reading; for an
+    open, the opening score, 1 and its ts. Per row, with level the stream's own open level (or
+    open_level) and close = min(close_level, level): an open alert closes at a score < close,
+    then `cooldown` readings pass without opening; a closed stream opens once `min_duration`
+    readings in a row score >= level with a surprise of at least `error_gate` (NaN passes),
+    none of them among the stream's first `warmup` readings.
     """
     for i in range(slots.shape[0]):
         row = state[slots[i]]
@@ -112,7 +119,7 @@ def alert_batch(
                 row[A_COOLDOWN] = cooldown
         elif row[A_COOLDOWN] > 0.0:
             row[A_COOLDOWN] -= 1.0
-        elif score >= level and warm:
+        elif score >= level and warm and not surprise[i] < error_gate:
             row[A_RUN] += 1.0
             if row[A_RUN] >= min_duration:
                 events[i] = EVENT_OPEN

@@ -211,6 +211,7 @@ def score_batch(
     probation,
     nines,
     scores_out,
+    surprise_out,
 ):  # pragma: no cover - jitted
     """Turn residuals (and novelty flags) into scores in [0, 1], updating the error statistics.
 
@@ -225,6 +226,8 @@ def score_batch(
     with mean, var from before this reading; score = max(likelihood score of zs, novel), and 0
     while count < probation. Then with a = max(1 / (count + 1), 1 / long_window):
     d = short - mean, mean += a d, var = (1 - a) (var + a d^2), count += 1.
+    surprise_out (n,) float64 receives sqrt(u2 / F): the reading's forecast error in units of
+    the stream's own typical error (root mean square over features).
     """
     n, features = resid.shape
     floor_b = 1.0 / short_window
@@ -259,6 +262,7 @@ def score_batch(
         row[2] = mean + a * d
         row[3] = (1.0 - a) * (var + a * d * d)
         scores_out[i] = score
+        surprise_out[i] = math.sqrt(u2 / features)
 
 
 @kernel
@@ -347,6 +351,7 @@ class AnomalyScorer:
             self._resid = np.zeros((rows, f), np.float32)
             self._novel = np.zeros(rows, np.float32)
             self._scores = np.zeros(rows, np.float64)
+            self._surprise = np.zeros(rows, np.float64)
             self._rows = rows
 
     def normalise(self, slots: np.ndarray, x_raw: np.ndarray) -> np.ndarray:
@@ -373,11 +378,23 @@ class AnomalyScorer:
         )
         return z
 
-    def score(self, slots: np.ndarray, z: np.ndarray, y_next: np.ndarray) -> np.ndarray:
-        """Return scores (n,) float64 in [0, 1] (a view of a reused buffer)."""
+    def score(
+        self,
+        slots: np.ndarray,
+        z: np.ndarray,
+        y_next: np.ndarray,
+        surprise_out: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Return scores (n,) float64 in [0, 1] (a view of a reused buffer).
+
+        surprise_out (n,) float64, if given, receives each reading's forecast error relative to
+        its stream's typical error (see `score_batch`).
+        """
         s = self.spec
         n = slots.shape[0]
         self._ensure(n)
+        if surprise_out is None:
+            surprise_out = self._surprise[:n]
         resid = self._resid[:n]
         residual_batch(slots, z, y_next, self.slabs[PRED], resid)
         scores = self._scores[:n]
@@ -398,6 +415,7 @@ class AnomalyScorer:
             float(s.probation),
             s.nines,
             scores,
+            surprise_out,
         )
         cooldown_batch(slots, novel, self.slabs[ERR], s.alarm, float(s.cooldown), scores)
         return scores

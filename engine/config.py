@@ -45,7 +45,8 @@ class ServeConfig:
     alert_close: float = 0.2
     alert_min_duration: int = 1
     alert_cooldown: int = 30
-    alert_warmup: int = 450
+    alert_warmup: int = 0
+    alert_error_gate: float = 3.0
 
     def __post_init__(self) -> None:
         choices = {
@@ -68,6 +69,8 @@ class ServeConfig:
             raise ValueError("curve_secret_key and curve_clients must be given together")
         if not 0 < self.alert_close <= self.alert_threshold <= 1:
             raise ValueError("need 0 < alert_close <= alert_threshold <= 1")
+        if self.alert_error_gate < 0:
+            raise ValueError("alert_error_gate must not be negative (0 turns it off)")
         if self.alert_min_duration < 1 or self.alert_cooldown < 0 or self.alert_warmup < 0:
             raise ValueError(
                 "alert_min_duration must be >= 1, alert_cooldown and alert_warmup >= 0"
@@ -109,6 +112,8 @@ _HELP = {
     "alert_cooldown": "readings after a close before the same stream can alert again",
     "alert_warmup": "a stream's first readings during which no alert opens (it is still "
     "learning its range; 0: only the score's own probation)",
+    "alert_error_gate": "an alert opens only on a reading whose forecast error is at least this "
+    "many times the stream's typical error (0: off); keeps a barely-new extreme from paging",
 }
 
 

@@ -256,9 +256,13 @@ def _fields(args: argparse.Namespace) -> dict[str, Any]:
             try:
                 level = float(args.level)
             except ValueError:
+                level = math.nan
+            if not 0.0 < level <= 1.0:  # also refuses NaN
                 raise UserError(
                     f"LEVEL must be a number in (0, 1] or 'default', not {args.level!r}"
-                ) from None
+                )
+        elif args.stream is None:
+            raise UserError("'default' unsets one stream's own level: give --stream STREAM")
         return {"level": level} if args.stream is None else {"stream": args.stream, "level": level}
     if args.cmd == "reload":
         fields: dict[str, Any] = {"reset": bool(args.reset)}

@@ -9,6 +9,7 @@ stopping (stop intake, drain what was received, publish, snapshot) -> stopped.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import logging
 import math
@@ -121,6 +122,8 @@ class Daemon:
                 close_level=cfg.alert_close,
                 min_duration=cfg.alert_min_duration,
                 cooldown=cfg.alert_cooldown,
+                warmup=cfg.alert_warmup,
+                error_gate=cfg.alert_error_gate,
             ),
         }
 
@@ -426,7 +429,8 @@ class Daemon:
             "value": value.tolist(),
             "expected": expected.tolist(),
             "feature": names[worst] if names else worst,
-            "severity": "critical" if float(result.peaks[i]) >= 0.9999 else "warning",
+            "surprise": float(result.surprise[i]),
+            "severity": _severity(float(result.surprise[i])),
         }
         if result.events[i] == EVENT_CLOSE:
             opened = float(result.opened[i])
@@ -520,11 +524,10 @@ class Daemon:
                 if level is None:
                     return {"ok": False, "error": "a global threshold needs a 'level'"}
                 policy = self.engine.alerts
-                self.engine.alerts = AlertPolicy(
+                self.engine.alerts = dataclasses.replace(
+                    policy,
                     open_level=float(level),
                     close_level=min(policy.close_level, float(level)),
-                    min_duration=policy.min_duration,
-                    cooldown=policy.cooldown,
                 )
                 return {"level": float(level), "close_level": self.engine.alerts.close_level}
             if not isinstance(stream, str):
@@ -614,6 +617,15 @@ class Daemon:
             self._metrics_server.shutdown()
         if self._context is not None:
             self._context.term()
+
+
+def _severity(surprise: float) -> str:
+    """Grade an alert by how far the reading was from its forecast, in typical errors."""
+    if surprise >= 8.0:
+        return "critical"
+    if surprise >= 5.0:
+        return "major"
+    return "minor"
 
 
 def _select(batch: Readings, rows: Any) -> Readings:

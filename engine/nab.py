@@ -17,7 +17,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -95,6 +95,13 @@ def _parse_timestamps(texts: Sequence[str], where: str) -> np.ndarray:
         raise ValueError(f"{where}: unreadable timestamp ({exc})") from None
 
 
+def _numbers(texts: Sequence[str], path: Path, column: str) -> np.ndarray:
+    try:
+        return np.array(texts, dtype=np.float64)
+    except ValueError as exc:
+        raise ValueError(f"{path}: column {column!r} holds a non-number ({exc})") from None
+
+
 def _read_csv_columns(path: Path, columns: Sequence[str]) -> list[list[str]]:
     with path.open(newline="") as fh:
         reader = csv.reader(fh)
@@ -110,6 +117,8 @@ def _read_csv_columns(path: Path, columns: Sequence[str]) -> list[list[str]]:
         for row in reader:
             if not row:
                 continue
+            if len(row) <= max(idx):
+                raise ValueError(f"{path}:{reader.line_num}: too few fields ({len(row)})")
             for col, i in zip(out, idx, strict=True):
                 col.append(row[i])
     return out
@@ -122,7 +131,10 @@ def _window_rows(timestamps: np.ndarray, window: Sequence[str], key: str) -> tup
     because some NAB files step back in time once. A bound between rows maps inwards (the first
     row at or after the start, the last row at or before the end), which needs ordered times.
     """
-    start, end = (np.datetime64(t, "s") for t in window)
+    try:
+        start, end = (np.datetime64(t, "s") for t in window)
+    except (TypeError, ValueError):
+        raise ValueError(f"{key}: window {window!r} is not a pair of timestamps") from None
     bounds = []
     for bound, side in ((start, "left"), (end, "right")):
         exact = np.flatnonzero(timestamps == bound)
@@ -145,7 +157,11 @@ def load_series(path: Path, key: str, windows: Sequence[Sequence[str]]) -> NabSe
     """Read one `timestamp,value` file and place its windows on rows."""
     ts_text, val_text = _read_csv_columns(path, (TIMESTAMP_HEADER, "value"))
     timestamps = _parse_timestamps(ts_text, str(path))
-    values = np.array(val_text, dtype=np.float64)
+    values = _numbers(val_text, path, "value")
+    if not isinstance(windows, list) or not all(
+        isinstance(w, list) and len(w) == 2 for w in windows
+    ):
+        raise ValueError(f"{key}: windows must be a list of [start, end] pairs, got {windows!r}")
     rows = sorted(_window_rows(timestamps, w, key) for w in windows)
     for (_, prev_end), (start, _) in zip(rows, rows[1:], strict=False):
         if start <= prev_end:
@@ -153,10 +169,18 @@ def load_series(path: Path, key: str, windows: Sequence[Sequence[str]]) -> NabSe
     return NabSeries(key, timestamps, values, rows)
 
 
+def _read_json(path: str | Path) -> Any:
+    """Parse a JSON file; ValueError names the file when it is not JSON."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path} is not a JSON file ({exc})") from None
+
+
 def load_corpus(data_dir: str | Path, windows_file: str | Path) -> list[NabSeries]:
     """Load every file named in `windows_file` (NAB labels JSON) from `data_dir`, sorted by key."""
     data_dir = Path(data_dir)
-    labels = json.loads(Path(windows_file).read_text())
+    labels = _read_json(windows_file)
     if not isinstance(labels, dict) or not labels:
         raise ValueError(f"{windows_file}: expected a JSON object of file -> windows")
     series = []
@@ -170,16 +194,22 @@ def load_corpus(data_dir: str | Path, windows_file: str | Path) -> list[NabSerie
 
 def load_profiles(path: str | Path) -> dict[str, Profile]:
     """Read NAB's `profiles.json` (name -> {"CostMatrix": {tpWeight, fpWeight, fnWeight}})."""
-    raw = json.loads(Path(path).read_text())
+    raw = _read_json(path)
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a JSON object of profile name -> cost matrix")
     profiles = {}
     for name, body in raw.items():
-        costs = body.get("CostMatrix", body)
+        costs = body.get("CostMatrix", body) if isinstance(body, dict) else None
+        if not isinstance(costs, dict):
+            raise ValueError(f"{path}: profile {name!r} is not an object of tp/fp/fn weights")
         try:
             profiles[name] = Profile(
                 name, float(costs["tpWeight"]), float(costs["fpWeight"]), float(costs["fnWeight"])
             )
         except KeyError as exc:
             raise ValueError(f"{path}: profile {name!r} lacks {exc.args[0]}") from None
+        except (TypeError, ValueError):
+            raise ValueError(f"{path}: profile {name!r} has a non-numeric weight") from None
     if not profiles:
         raise ValueError(f"{path}: no profiles")
     return profiles
@@ -191,7 +221,7 @@ def read_detector_results(results_dir: str | Path) -> dict[str, np.ndarray]:
     scores = {}
     for path in sorted(results_dir.glob("*/*.csv")):
         (column,) = _read_csv_columns(path, ("anomaly_score",))
-        scores[f"{path.parent.name}/{path.name}"] = np.array(column, dtype=np.float64)
+        scores[f"{path.parent.name}/{path.name}"] = _numbers(column, path, "anomaly_score")
     if not scores:
         raise FileNotFoundError(f"{results_dir}: no <category>/<name>.csv result files")
     return scores

@@ -38,6 +38,7 @@ class StepResult:
 
     outputs: np.ndarray  # (n, n_outputs) float32: the model's output (a forecaster: next reading)
     scores: np.ndarray | None = None  # (n,) float64 anomaly score in [0, 1]
+    surprise: np.ndarray | None = None  # (n,) float64: forecast error / the stream's typical one
     expected: np.ndarray | None = None  # (n, n_inputs) float32: forecast made for this reading
     events: np.ndarray | None = None  # (n,) int8: alerts.EVENT_NONE / EVENT_OPEN / EVENT_CLOSE
     peaks: np.ndarray | None = None  # (n,) float64: for events, the incident's peak score
@@ -51,6 +52,7 @@ class StepResult:
             return cls(outputs)
         return cls(
             outputs,
+            np.empty(n, np.float64),
             np.empty(n, np.float64),
             np.empty((n, n_outputs), np.float32),
             np.zeros(n, np.int8),
@@ -234,19 +236,22 @@ class StreamEngine:
         z = self._scorer.normalise(slots, X)
         normalised = self._normalised_out[: slots.shape[0]]
         self._advance(slots, z, normalised)
-        result.scores[:] = self._scorer.score(slots, z, normalised)
+        result.scores[:] = self._scorer.score(slots, z, normalised, result.surprise)
         self._scorer.denormalise(slots, normalised, result.outputs)
         exchange_forecast(slots, slabs[FORECAST_SLAB], result.outputs, result.expected)
         policy = self.alerts
         alert_batch(
             slots,
             result.scores,
+            result.surprise,
             ts,
             slabs[ALERT_SLAB],
             policy.open_level,
             policy.close_level,
             float(policy.min_duration),
             float(policy.cooldown),
+            float(policy.warmup),
+            policy.error_gate,
             result.events,
             result.peaks,
             result.lengths,

@@ -727,8 +727,11 @@ def load_csv(path: str | Path, value_columns: Sequence[str] | None = None):
     column named like a timestamp or index (`timestamp,value` from NAB gives just `value`).
     Raise ValueError for unknown columns, non-numeric cells in chosen columns, or no data.
     """
-    with open(path, newline="") as fh:
-        rows = list(csv.reader(fh))
+    try:
+        with open(path, newline="") as fh:
+            rows = list(csv.reader(fh))
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not a UTF-8 text CSV file") from None
     rows = [r for r in rows if any(cell.strip() for cell in r)]
     if len(rows) < 2:
         raise ValueError(f"{path} has no data rows under a header")

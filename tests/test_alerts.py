@@ -37,7 +37,9 @@ class RefStream:
     seen: int = 0
 
 
-def reference_step(s: RefStream, score: float, ts: float, p: AlertPolicy) -> tuple:
+def reference_step(
+    s: RefStream, score: float, ts: float, p: AlertPolicy, surprise: float = math.nan
+) -> tuple:
     """Return (event, peak, length, opened ts) for one reading; peak etc. only for events."""
     level = s.threshold if s.threshold > 0.0 else p.open_level
     close = min(p.close_level, level)
@@ -53,7 +55,8 @@ def reference_step(s: RefStream, score: float, ts: float, p: AlertPolicy) -> tup
     if s.cooldown > 0:
         s.cooldown -= 1
         return EVENT_NONE, None, None, None
-    if warm and score >= level:
+    surprising = math.isnan(surprise) or surprise >= p.error_gate
+    if warm and score >= level and surprising:
         s.run += 1
         if s.run >= p.min_duration:
             s.is_open, s.peak, s.length, s.opened_ts = True, score, 1, ts
@@ -69,30 +72,28 @@ def run_kernel(
     ts: np.ndarray,
     state: np.ndarray,
     p: AlertPolicy,
-    *,
-    pass_warmup: bool = True,
+    surprise: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     n = slots.shape[0]
     events = np.full(n, 99, np.int8)
     peaks, lengths, opened = np.full(n, -1.0), np.full(n, -1.0), np.full(n, -1.0)
-    args = (
+    alert_batch(
         slots,
         scores,
+        np.full(n, np.nan) if surprise is None else surprise,
         ts,
         state,
         p.open_level,
         p.close_level,
         float(p.min_duration),
         float(p.cooldown),
+        float(p.warmup),
+        p.error_gate,
         events,
         peaks,
         lengths,
         opened,
     )
-    if pass_warmup:
-        alert_batch(*args, float(p.warmup))
-    else:
-        alert_batch(*args)
     return events, peaks, lengths, opened
 
 
@@ -118,6 +119,7 @@ def random_policy(rng: np.random.Generator) -> AlertPolicy:
         min_duration=int(rng.integers(1, 4)),
         cooldown=int(rng.choice([0, 1, rng.integers(2, 40)])),
         warmup=int(rng.choice([0, 1, rng.integers(2, 60)])),
+        error_gate=float(rng.choice([0.0, rng.uniform(0.5, 4.0)])),
     )
 
 
@@ -134,14 +136,19 @@ def test_alert_batch_equals_reference_over_random_score_sequences(seed: int) -> 
     stream_of_row = rng.integers(0, n_streams, n_rows)  # streams repeat within a batch
     scores = random_scores(rng, n_rows, policy)
     ts = np.where(rng.random(n_rows) < 0.1, np.nan, 1.7e9 + np.arange(n_rows, dtype=np.float64))
+    surprise = rng.exponential(2.0, n_rows)
+    surprise[rng.random(n_rows) < 0.05] = np.nan  # unknown: never blocks an opening
     row = 0
     while row < n_rows:
         size = int(rng.integers(1, 30))
         rows = slice(row, min(row + size, n_rows))
         slots = (stream_of_row[rows] + 2).astype(np.int64)  # slots need not start at 0
-        events, peaks, lengths, opened = run_kernel(slots, scores[rows], ts[rows], state, policy)
+        events, peaks, lengths, opened = run_kernel(
+            slots, scores[rows], ts[rows], state, policy, surprise[rows]
+        )
         for k, i in enumerate(range(rows.start, rows.stop)):
-            want = reference_step(refs[stream_of_row[i]], float(scores[i]), float(ts[i]), policy)
+            ref = refs[stream_of_row[i]]
+            want = reference_step(ref, float(scores[i]), float(ts[i]), policy, float(surprise[i]))
             assert events[k] == want[0], (seed, i)
             if want[0] != EVENT_NONE:
                 assert peaks[k] == want[1] and lengths[k] == want[2]
@@ -153,12 +160,13 @@ def test_alert_batch_equals_reference_over_random_score_sequences(seed: int) -> 
     assert not state[:2].any(), "slots no row named were touched"
 
 
-def test_kernel_without_warmup_argument_opens_from_the_first_reading() -> None:
-    """Callers that predate the warm-up (seven trailing args) get no warm-up."""
-    policy = AlertPolicy(open_level=0.5, close_level=0.4, cooldown=0, warmup=0)
+def test_error_gate_keeps_a_high_score_with_an_unsurprising_reading_closed() -> None:
+    policy = AlertPolicy(open_level=0.5, close_level=0.4, cooldown=0, warmup=0, error_gate=3.0)
     state = np.zeros((1, ALERT_COLUMNS))
     slots, ts = np.zeros(1, np.int64), np.zeros(1)
-    events, *_ = run_kernel(slots, np.ones(1), ts, state, policy, pass_warmup=False)
+    events, *_ = run_kernel(slots, np.ones(1), ts, state, policy, np.array([2.9]))
+    assert events[0] == EVENT_NONE
+    events, *_ = run_kernel(slots, np.ones(1), ts, state, policy, np.array([3.0]))
     assert events[0] == EVENT_OPEN
 
 
@@ -256,10 +264,6 @@ def test_alert_slab_has_one_row_of_all_columns_per_stream() -> None:
     assert AlertPolicy.slab_specs() == {ALERT_SLAB: ((ALERT_COLUMNS,), np.float64)}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine/stream.py does not pass policy.warmup to alert_batch yet",
-)
 def test_stream_engine_applies_the_policy_warm_up() -> None:
     from engine.default_model import load_default_model
     from engine.stream import StreamEngine

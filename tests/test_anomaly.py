@@ -61,21 +61,26 @@ def ref_normalise(x: np.ndarray, spec: AnomalySpec) -> tuple[np.ndarray, np.ndar
     return z, novel
 
 
-def ref_scores(resid: np.ndarray, novel: np.ndarray, spec: AnomalySpec) -> np.ndarray:
+def ref_scores(
+    resid: np.ndarray, novel: np.ndarray, spec: AnomalySpec
+) -> tuple[np.ndarray, np.ndarray]:
     """Score one stream's residuals (T, F) step by step, with scipy-free Gaussian tails.
 
-    Returns the scores before the cool-down (`cooldown_batch` has its own reference).
+    Returns the scores before the cool-down (`cooldown_batch` has its own reference) and the
+    surprise: each error relative to the stream's earlier errors, sqrt(mean_f r^2 / (ms + floor)).
     """
     T, F = resid.shape
     short = mean = var = 0.0
     ms = np.zeros(F)
     out = np.zeros(T)
+    surprise = np.zeros(T)
     for t in range(T):
         u2 = 0.0
         if t > 0:
             r2 = resid[t] ** 2
             base = ms + spec.resid_floor
             u2 = np.mean(r2 / base)
+            surprise[t] = math.sqrt(u2)
             c = max(1.0 / (t + 1), 1.0 / spec.resid_window)
             ms = ms + c * (np.minimum(r2, spec.resid_clip * base) - ms)
         e = 1.0 - math.exp(-u2 / (2 * spec.err_scale**2))
@@ -91,7 +96,7 @@ def ref_scores(resid: np.ndarray, novel: np.ndarray, spec: AnomalySpec) -> np.nd
         d = short - mean
         mean += a * d
         var = (1 - a) * (var + a * d * d)
-    return out
+    return out, surprise
 
 
 def ref_cooldown(scores: np.ndarray, novel: np.ndarray, spec: AnomalySpec) -> np.ndarray:
@@ -191,6 +196,7 @@ def test_score_batch_matches_float64_reference_over_many_steps() -> None:
     err = np.zeros((3 * n_streams + 2, 5))
     rms = np.zeros((3 * n_streams + 2, F))
     out = np.zeros(len(order))
+    surprise = np.zeros(len(order))
     for lo in range(0, len(order), n_streams):
         rows = order[lo : lo + n_streams]
         score_batch(
@@ -209,10 +215,12 @@ def test_score_batch_matches_float64_reference_over_many_steps() -> None:
             float(spec.probation),
             spec.nines,
             out[lo : lo + n_streams],
+            surprise[lo : lo + n_streams],
         )
     for s in range(n_streams):
-        want = ref_scores(resid[s], novel[s], spec)
+        want, want_surprise = ref_scores(resid[s], novel[s], spec)
         np.testing.assert_allclose(out[order[:, 1] == s], want, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(surprise[order[:, 1] == s], want_surprise, rtol=1e-9)
     assert out.max() == 1.0  # the burst or a novelty flag reaches the top
     assert not err[[0, 2, 3, 5, 6, 8, 9, 10]].any()  # rows of other slots stay untouched
 
