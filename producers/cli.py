@@ -217,7 +217,9 @@ def _run_csv(args: argparse.Namespace) -> int:
                     stream=args.stream,
                 )
             )
-        except (ValueError, UnicodeDecodeError) as exc:
+        except UnicodeDecodeError:
+            raise UserError(f"{path} is not a UTF-8 text CSV file") from None
+        except ValueError as exc:
             raise UserError(str(exc)) from None
     rows = merge(*tables)
     if not rows:

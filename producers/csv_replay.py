@@ -93,8 +93,12 @@ def read_csv(
                 ts = parse_timestamp(cells[t_idx])
                 values = tuple(float(cells[i]) for i in v_idx)
                 row_stream = default_stream if s_idx is None else cells[s_idx].strip()
-            except (ValueError, IndexError) as exc:
+            except ValueError as exc:
                 raise ValueError(f"{path}:{line}: {exc}") from None
+            except IndexError:
+                raise ValueError(
+                    f"{path}:{line}: {len(cells)} fields, the header has {len(header)}"
+                ) from None
             if not row_stream:
                 raise ValueError(f"{path}:{line}: empty stream id")
             rows.append(Row(ts, row_stream, values))
