@@ -34,7 +34,9 @@ from engine.stream import StreamEngine
 from producers.synthetic import SyntheticFleet
 
 RATE = 50.0  # readings per second per stream, as in `rnnstream demo`
-OLD = AlertPolicy(open_level=0.99, close_level=0.9, min_duration=1, cooldown=30, warmup=0)
+OLD = AlertPolicy(
+    open_level=0.99, close_level=0.9, min_duration=1, cooldown=30, warmup=0, error_gate=0.0
+)
 NEW = AlertPolicy()
 
 
@@ -135,7 +137,7 @@ def _p(**changes: float) -> AlertPolicy:
 
 # (name, policy); every row is a replay of the recorded scores and surprise
 VARIANTS: list[tuple[str, AlertPolicy]] = [
-    ("old defaults: open 0.99, close 0.9, min 1, cooldown 30, warm-up 0", OLD),
+    ("first defaults: open 0.99, close 0.9, min 1, cooldown 30, no gate", OLD),
     ("open 1.0", _p(open_level=1.0)),
     ("cooldown 300", _p(cooldown=300)),
     ("min_duration 2", _p(min_duration=2)),
@@ -145,7 +147,7 @@ VARIANTS: list[tuple[str, AlertPolicy]] = [
     ("open 0.3, close 0.2", _p(open_level=0.3, close_level=0.2)),
     ("open 0.2, close 0.15", _p(open_level=0.2, close_level=0.15)),
     ("open 0.3, close 0.2, warm-up 450", _p(open_level=0.3, close_level=0.2, warmup=450)),
-    ("old defaults + error gate 4", _p(error_gate=4.0)),
+    ("first defaults + error gate 4", _p(error_gate=4.0)),
     ("open 0.3, close 0.2 + error gate 2", _p(open_level=0.3, close_level=0.2, error_gate=2.0)),
     ("open 0.3, close 0.2 + error gate 3", _p(open_level=0.3, close_level=0.2, error_gate=3.0)),
     ("open 0.3, close 0.2 + error gate 4", _p(open_level=0.3, close_level=0.2, error_gate=4.0)),
