@@ -497,6 +497,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=defaults.cooldown,
         help="quiet readings after an alert closes",
     )
+    alerts.add_argument(
+        "--warmup",
+        type=int,
+        default=defaults.warmup,
+        help="a stream's first readings during which no alert opens",
+    )
+    alerts.add_argument(
+        "--error-gate",
+        type=float,
+        default=defaults.error_gate,
+        help="an alert opens only on a reading this many typical forecast errors off (0: off)",
+    )
     view = parser.add_argument_group("picture")
     view.add_argument("--out", metavar="FILE.png", default=None, help="default: <name>.png")
     view.add_argument("--start", default=None, help="first reading drawn: index or timestamp")
@@ -550,13 +562,17 @@ def run(args: argparse.Namespace) -> int:
     """Trace the chosen stream through a StreamEngine, draw it, print the path and a summary."""
     if not 0.0 < args.close <= args.threshold <= 1.0:
         raise UserError("need 0 < --close <= --threshold <= 1")
-    if args.min_duration < 1 or args.cooldown < 0:
-        raise UserError("--min-duration must be at least 1 and --cooldown at least 0")
+    if args.min_duration < 1 or args.cooldown < 0 or args.warmup < 0:
+        raise UserError("--min-duration must be at least 1, --cooldown and --warmup at least 0")
+    if not args.error_gate >= 0:
+        raise UserError("--error-gate must be at least 0 (0 turns it off)")
     policy = AlertPolicy(
         open_level=args.threshold,
         close_level=args.close,
         min_duration=args.min_duration,
         cooldown=args.cooldown,
+        warmup=args.warmup,
+        error_gate=args.error_gate,
     )
     require_matplotlib()  # before the run, which can take seconds on a long file
     series = _load(args)

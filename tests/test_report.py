@@ -54,7 +54,10 @@ def online(values: np.ndarray, ts: np.ndarray | None, policy: AlertPolicy) -> di
 
 @pytest.mark.parametrize(
     "policy",
-    [AlertPolicy(), AlertPolicy(open_level=0.05, close_level=0.02, min_duration=1, cooldown=0)],
+    [
+        AlertPolicy(),
+        AlertPolicy(0.05, 0.02, min_duration=2, cooldown=0, warmup=100, error_gate=0.0),
+    ],
     ids=["default-policy", "eager-policy"],
 )
 def test_trace_equals_online_stream_engine_processing(policy: AlertPolicy) -> None:
@@ -202,12 +205,13 @@ def test_synthetic_report_writes_a_png_and_prints_a_summary(tmp_path: Path, caps
 
 
 def test_alert_options_reach_the_alert_policy(tmp_path: Path, capsys) -> None:
-    eager = AlertPolicy(open_level=0.05, close_level=0.02, min_duration=1, cooldown=0)
+    eager = AlertPolicy(0.05, 0.02, min_duration=1, cooldown=0, warmup=100, error_gate=0.5)
     values, _ = series(LENGTH, SEED)
     want = len(report.trace(values, policy=eager).alert_spans)
     assert want != len(report.trace(values).alert_spans)
     argv = ["--synthetic", str(SEED), "--length", str(LENGTH), "--out", str(tmp_path / "e.png")]
     options = ["--threshold", "0.05", "--close", "0.02", "--min-duration", "1", "--cooldown", "0"]
+    options += ["--warmup", "100", "--error-gate", "0.5"]
     assert report.run(parse(argv + options)) == 0
     assert f" {want} alerts," in capsys.readouterr().out
 
@@ -289,6 +293,8 @@ def test_missing_matplotlib_is_a_user_error_naming_the_extra(tmp_path: Path, mon
         (["--synthetic", "1", "--windows", "w.json"], "go with --csv"),
         (["--synthetic", "1", "--threshold", "0.5", "--close", "0.8"], "--close <= --threshold"),
         (["--synthetic", "1", "--min-duration", "0"], "--min-duration"),
+        (["--synthetic", "1", "--warmup", "-1"], "--warmup"),
+        (["--synthetic", "1", "--error-gate", "-1"], "--error-gate"),
         (["--synthetic", "1", "--length", "50", "--start", "40", "--end", "10"], "no reading"),
         (["--synthetic", "1", "--length", "50", "--start", "99"], "outside"),
         (["--synthetic", "1", "--length", "50", "--end", "2020-01-01"], "no timestamps"),
