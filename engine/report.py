@@ -459,14 +459,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--anomaly-rate",
         type=float,
         default=None,
-        help="chance per reading that an anomaly starts (default: the generator's, ~1 in 1152)",
+        help="chance per reading that an anomaly starts; without it, the generator's (1 in 1152)",
     )
     table = parser.add_argument_group("CSV source")
     table.add_argument(
-        "--value-column", default=None, help="column to draw (default: 'value' or the only one)"
+        "--value-column",
+        default=None,
+        help="column to draw; without it, 'value' or the only other column",
     )
     table.add_argument(
-        "--time-column", default=None, help="time column (default: 'timestamp' if present)"
+        "--time-column",
+        default=None,
+        help="time column; without it, 'timestamp' if the file has one",
     )
     table.add_argument(
         "--windows",
@@ -475,7 +479,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="NAB labels JSON: shade the windows of key <category>/<name>.csv",
     )
     parser.add_argument(
-        "--model", default=None, help="a scoring model file (default: the built-in model)"
+        "--model", default=None, help="a scoring model file; without it, the built-in model"
     )
     defaults = AlertPolicy()
     alerts = parser.add_argument_group("alerts (as the daemon's)")
@@ -510,7 +514,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="an alert opens only on a reading this many typical forecast errors off (0: off)",
     )
     view = parser.add_argument_group("picture")
-    view.add_argument("--out", metavar="FILE.png", default=None, help="default: <name>.png")
+    view.add_argument(
+        "--out", metavar="FILE.png", default=None, help="the picture; without it, <name>.png here"
+    )
     view.add_argument("--start", default=None, help="first reading drawn: index or timestamp")
     view.add_argument("--end", default=None, help="last reading drawn: index or timestamp")
     view.add_argument("--title", default=None, help="title above the picture")
