@@ -23,6 +23,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "produce": ("producers.cli", "send readings: synthetic sensors or a replay of CSV files"),
     "consume": ("consumers.cli", "tail predictions, record them to a file, or collect alerts"),
     "train": ("engine.train", "train a next-step forecaster on a CSV and write a model file"),
+    "report": (
+        "engine.report",
+        "draw a stream's readings, expectation, anomaly score and alerts to a PNG",
+    ),
     "nab": ("engine.nab", "run or score an anomaly detector on the Numenta Anomaly Benchmark"),
     "bench": ("engine.bench", "measure step / step_many speed against PyTorch"),
 }
