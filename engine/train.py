@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
+    from engine.anomaly import AnomalySpec
     from engine.model import Model
 
 CELLS = ("rnn", "gru", "lstm")
@@ -781,6 +782,40 @@ def load_csv(path: str | Path, value_columns: Sequence[str] | None = None):
 # --------------------------------------------------------------------------------------------
 
 
+def train_scoring_forecaster(
+    series: Sequence[np.ndarray],
+    config: TrainConfig | None = None,
+    spec: AnomalySpec | None = None,
+    progress: Callable[[EpochStats], None] | None = None,
+    feature_names: Sequence[str] | None = None,
+    metadata: dict | None = None,
+) -> tuple[Model, TrainReport]:
+    """Train a forecaster the engine serves with anomaly scores and alerts.
+
+    Each series is normalised online, per stream, exactly as the engine will normalise a stream
+    (`engine.anomaly.online_normalise`), its first `spec.probation // 3` readings (normalised by
+    a handful of samples, and never scored) are left out, and the model's metadata gets the
+    "anomaly" section that makes `StreamEngine` normalise, score and alert with `spec`.
+    """
+    from engine.anomaly import AnomalySpec, online_normalise
+
+    data = _as_series(series)
+    spec = spec or AnomalySpec(features=data[0].shape[1])
+    if spec.features != data[0].shape[1]:
+        raise ValueError(f"spec has {spec.features} features, the series {data[0].shape[1]}")
+    skip = spec.probation // 3
+    normalised = [online_normalise(s, spec)[skip:] for s in data]
+    extra = {
+        "input": "per-stream online-normalised readings (engine.anomaly.normalise_batch)",
+        "dropped_leading_readings": skip,
+        # StreamEngine rebuilds its scorer from this: AnomalySpec(**metadata["anomaly"]).
+        "anomaly": spec.to_dict(),
+    }
+    return train_forecaster(
+        normalised, config, progress, feature_names, {**(metadata or {}), **extra}
+    )
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the `rnnstream train` options."""
     d = TrainConfig()
@@ -811,6 +846,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--burn-in", type=int, default=d.burn_in, help="leading window steps left out of the loss"
+    )
+    parser.add_argument(
+        "--no-scoring",
+        action="store_true",
+        help="train on the raw readings (global scaling); the model then gets no anomaly "
+        "scores or alerts. By default each series is normalised per stream online, as the "
+        "engine does, and the model scores anomalies like the built-in one",
     )
     parser.add_argument("--out", required=True, help="model file to write (.npz)")
     parser.add_argument("--quiet", action="store_true", help="do not print per-epoch progress")
@@ -865,7 +907,8 @@ def run(args: argparse.Namespace) -> int:
         f"of {', '.join(names)}",
         file=sys.stderr,
     )
-    model, report = train_forecaster(
+    trainer = train_forecaster if args.no_scoring else train_scoring_forecaster
+    model, report = trainer(
         [values],
         config,
         progress=None if args.quiet else show,

@@ -21,23 +21,19 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.anomaly import AnomalySpec, online_normalise  # noqa: E402
-from engine.train import TrainConfig, format_epoch, train_forecaster  # noqa: E402
+from engine.anomaly import AnomalySpec  # noqa: E402
+from engine.train import TrainConfig, format_epoch, train_scoring_forecaster  # noqa: E402
 from producers.synthetic import series as synthetic_series  # noqa: E402
 
 DATA_SEED = 20240501
 
 
-def training_series(n_series: int, length: int, spec: AnomalySpec) -> list[np.ndarray]:
-    """Return `n_series` clean synthetic series, each online-normalised, as (length,) arrays."""
-    out = []
-    for i in range(n_series):
-        values, _ = synthetic_series(length, seed=DATA_SEED, index=i, anomaly_rate=0.0)
-        z = online_normalise(values, spec)
-        # The first readings are normalised by a handful of samples; the engine scores nothing
-        # there either, so leave them out of training.
-        out.append(z[spec.probation // 3 :])
-    return out
+def training_series(n_series: int, length: int) -> list[np.ndarray]:
+    """Return `n_series` clean synthetic series of `length` readings."""
+    return [
+        synthetic_series(length, seed=DATA_SEED, index=i, anomaly_rate=0.0)[0]
+        for i in range(n_series)
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
 
     spec = AnomalySpec()
     started = time.perf_counter()
-    data = training_series(args.series, args.length, spec)
+    data = training_series(args.series, args.length)
     config = TrainConfig(
         cell=args.cell,
         hidden_size=args.hidden,
@@ -70,9 +66,10 @@ def main(argv: list[str] | None = None) -> int:
         burn_in=args.burn_in,
         validation_fraction=0.1,
     )
-    model, report = train_forecaster(
+    model, report = train_scoring_forecaster(
         data,
         config,
+        spec,
         progress=lambda s: print(format_epoch(s), file=sys.stderr, flush=True),
         feature_names=("value",),
         metadata={
@@ -83,12 +80,7 @@ def main(argv: list[str] | None = None) -> int:
                 "seed": DATA_SEED,
                 "streams": args.series,
                 "readings_per_stream": args.length,
-                "dropped_leading_readings": spec.probation // 3,
             },
-            "input": "per-stream online-normalised reading, engine.anomaly.normalise_batch",
-            # The engine rebuilds its scorer with AnomalySpec(**metadata["anomaly"]): the
-            # normaliser constants the model was trained with and the detector constants.
-            "anomaly": spec.to_dict(),
         },
     )
     out = Path(args.out)

@@ -261,10 +261,47 @@ def test_cli_trains_on_csv_and_writes_loadable_model(tmp_path, capsys):
     model = Model.load(out)
     assert model.cell == "gru" and model.hidden_size == 8
     assert model.feature_names == ("value",)
-    assert model.input_std[0] > 5  # scaled by the data, not left at 1
     assert model.metadata["training"]["seq_len"] == 16
     assert model.metadata["source_csv"] == "series.csv"
     assert model.head_weight.dtype == np.float32
+    # By default the readings are normalised per stream, and the engine scores with the model.
+    from engine.anomaly import AnomalySpec
+    from engine.stream import StreamEngine
+
+    assert AnomalySpec(**model.metadata["anomaly"]) == AnomalySpec(features=1)
+    assert StreamEngine(model).scoring
+
+
+def test_cli_without_scoring_trains_on_globally_scaled_readings(tmp_path):
+    from engine.model import Model
+
+    csv_path = tmp_path / "series.csv"
+    _nab_style_csv(csv_path, 300)
+    out = tmp_path / "model.npz"
+    status = _cli(
+        "--csv", str(csv_path), "--hidden", "8", "--epochs", "1", "--seq-len", "16",
+        "--batch", "4", "--no-scoring", "--quiet", "--out", str(out),
+    )  # fmt: skip
+    assert status == 0
+    model = Model.load(out)
+    assert model.input_std[0] > 5  # scaled by the data, not left at 1
+    assert "anomaly" not in model.metadata
+
+
+def test_scoring_forecaster_trains_on_the_engines_online_normalisation():
+    from engine.anomaly import AnomalySpec, online_normalise
+    from engine.train import train_scoring_forecaster
+
+    values = 40 + 10 * _sine(400, 24.0)
+    spec = AnomalySpec(probation=30)
+    config = TrainConfig(hidden_size=4, epochs=1, seq_len=16, batch_size=4)
+    model, _ = train_scoring_forecaster([values], config, spec)
+    assert model.metadata["anomaly"] == spec.to_dict()
+    assert model.metadata["dropped_leading_readings"] == 10
+    # the model's own scaling comes from the normalised series it was trained on
+    z = online_normalise(values, spec)[10:]
+    train_part = z[: int(len(z) * (1 - config.validation_fraction))]
+    assert abs(model.input_mean[0] - train_part.mean()) < 0.05
 
 
 def test_cli_reports_user_errors(tmp_path):
