@@ -545,6 +545,8 @@ def _load(args: argparse.Namespace) -> Series:
             time_column=args.time_column,
             windows_file=args.windows,
         )
+    except UnicodeDecodeError:
+        raise UserError(f"{path} or --windows is not a UTF-8 text file") from None
     except (OSError, ValueError) as exc:
         raise UserError(str(exc)) from None
 
