@@ -610,17 +610,20 @@ def run(args: argparse.Namespace) -> int:
     if title is None:
         model_name = "built-in model" if args.model is None else Path(args.model).name
         title = f"rnnstream report: {series.source or series.name} ({model_name})"
-    plot_stream(
-        out,
-        values=result.values[view],
-        expected=result.expected[view],
-        scores=result.scores[view],
-        x=x,
-        windows=_clip(series.windows, first, last),
-        alert_spans=_clip(spans, first, last, open_end=n - 1),
-        open_level=policy.open_level,
-        title=title,
-    )
+    try:
+        plot_stream(
+            out,
+            values=result.values[view],
+            expected=result.expected[view],
+            scores=result.scores[view],
+            x=x,
+            windows=_clip(series.windows, first, last),
+            alert_spans=_clip(spans, first, last, open_end=n - 1),
+            open_level=policy.open_level,
+            title=title,
+        )
+    except OSError as exc:
+        raise UserError(f"cannot write {out}: {exc.strerror}; choose another --out") from None
     print(out)
     windows = f"labelled windows caught {caught} of {len(series.windows)}"
     print(f"{series.name}: {n} readings, {len(spans)} alerts, {windows}")

@@ -468,6 +468,13 @@ def test_report_out_under_a_file_asks_for_another_out(files):
 
 
 @needs_report
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc, where no file can be made")
+def test_report_unwritable_out_says_so():
+    line = user_error("report", "--synthetic", "1", "--length", "400", "--out", "/proc/x.png")
+    assert_says(line, "cannot write /proc/x.png", "choose another --out")
+
+
+@needs_report
 def test_report_binary_csv_names_the_file(files):
     line = user_error("report", "--csv", s(files["binary"]))
     assert_says(line, "binary", "not a UTF-8 text file")
