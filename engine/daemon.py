@@ -312,47 +312,64 @@ class Daemon:
 
     def _process(self, batch: Readings) -> None:
         """Filter duplicates, step the rest in arrival order, publish every prediction."""
-        keep = self._check_sequence(batch)
-        if len(keep) != len(batch):
+        flags = any(batch.reset) or any(batch.end)
+        keep = self._check_sequence(batch, flags)
+        if keep is not None:
             batch = _select(batch, keep)
         n = len(batch)
         if n == 0:
+            return
+        if not flags:
+            self._step_and_publish(batch)
             return
         flagged = [i for i in range(n) if batch.reset[i] or batch.end[i]]
         start = 0
         for i in flagged + [n]:
             if i > start:
-                self._step_and_publish(_slice(batch, start, i) if flagged else batch)
+                self._step_and_publish(_slice(batch, start, i))
             if i < n:
                 self._step_flagged(_select(batch, [i]))
             start = i + 1
 
-    def _check_sequence(self, batch: Readings) -> list[int]:
+    def _check_sequence(self, batch: Readings, flags: bool) -> list[int] | None:
+        """Track each stream's seq; return the rows to keep, or None to keep them all.
+
+        A seq not after the stream's last is a duplicate: dropped, counted, reported. A forward
+        jump is a gap: counted. seq 1 (or a reset) starts a sequence afresh, so a restarted
+        producer is served; after `end` any seq is.
+        """
         last_seq = self._last_seq
-        keep = []
+        get = last_seq.get
+        dropped: list[int] = []
+        gaps = 0
         for i, (stream, seq) in enumerate(zip(batch.streams, batch.seq, strict=True)):
-            if seq is not None:
-                # seq 1 starts a sequence afresh: a restarted producer counts from 1 again
-                fresh = seq == 1 or batch.reset[i]
-                last = None if fresh else last_seq.get(stream)
-                if last is not None:
-                    if seq <= last:
-                        self.metrics.duplicates += 1
-                        self._reject(
-                            Rejection(
-                                RejectReason.DUPLICATE,
-                                f"seq {seq} is not after {last}: duplicate dropped",
-                                stream,
-                            ),
-                        )
-                        continue
-                    if seq > last + 1:
-                        self.metrics.gaps += 1
-                last_seq[stream] = seq
-            if batch.end[i]:
-                last_seq.pop(stream, None)  # a stream that ended may start again at any seq
-            keep.append(i)
-        return keep
+            if seq is None:
+                continue
+            last = None if seq == 1 or (flags and batch.reset[i]) else get(stream)
+            if last is not None:
+                if seq <= last:
+                    dropped.append(i)
+                    continue
+                if seq != last + 1:
+                    gaps += 1
+            last_seq[stream] = seq
+        if flags:
+            for i in np.flatnonzero(batch.end).tolist():
+                last_seq.pop(batch.streams[i], None)  # an ended stream may restart at any seq
+        self.metrics.gaps += gaps
+        if not dropped:
+            return None
+        for i in dropped:
+            self.metrics.duplicates += 1
+            self._reject(
+                Rejection(
+                    RejectReason.DUPLICATE,
+                    f"seq {batch.seq[i]} is not after the stream's last: duplicate dropped",
+                    batch.streams[i],
+                )
+            )
+        skip = set(dropped)
+        return [i for i in range(len(batch)) if i not in skip]
 
     def _step_flagged(self, row: Readings) -> None:
         stream = row.streams[0]
@@ -368,7 +385,7 @@ class Daemon:
             for start in range(0, len(batch), _ENGINE_ROWS):
                 self._step_and_publish(_slice(batch, start, start + _ENGINE_ROWS))
             return
-        stamps = np.array([math.nan if t is None else t for t in batch.ts], np.float64)
+        stamps = _stamps(batch.ts)
         began = time.perf_counter()
         try:
             result = self.engine.process(batch.streams, batch.values, stamps)
@@ -382,7 +399,7 @@ class Daemon:
     def _step_rows_one_by_one(self, batch: Readings) -> None:
         for i in range(len(batch)):
             row = _select(batch, [i])
-            stamps = np.array([math.nan if row.ts[0] is None else row.ts[0]])
+            stamps = _stamps(row.ts)
             try:
                 result = self.engine.process(row.streams, row.values, stamps)
             except ValueError as exc:
@@ -624,6 +641,13 @@ class Daemon:
             self._metrics_server.shutdown()
         if self._context is not None:
             self._context.term()
+
+
+def _stamps(ts: list[float | None]) -> np.ndarray:
+    """Return the readings' timestamps as float64, NaN where a producer gave none."""
+    if None in ts:
+        return np.array([math.nan if t is None else t for t in ts], np.float64)
+    return np.array(ts, np.float64)
 
 
 def _severity(surprise: float) -> str:
