@@ -56,6 +56,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="CURVE: the daemon's public key (Z85 text or certificate file); enables encryption",
     )
+    parser.add_argument(
+        "--client-secret-key",
+        default=None,
+        help="CURVE: this client's secret certificate file (NAME.key_secret from rnnstream "
+        "keygen), for a daemon that admits only known clients; default: a throwaway key pair",
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -161,6 +167,7 @@ def _subscriber(args: argparse.Namespace) -> Subscriber:
             topics,
             exact_streams=args.stream,
             server_public_key=args.server_public_key,
+            client_secret_key=args.client_secret_key,
         )
     except ValueError as exc:
         raise UserError(str(exc)) from None

@@ -177,7 +177,7 @@ def load_config(
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add one --flag per ServeConfig field (default None, so unset flags do not override)."""
+    """Add one --flag per ServeConfig field; an unset flag leaves the attribute absent."""
     hints = get_type_hints(ServeConfig)
     defaults = ServeConfig()
     parser.add_argument("--config", metavar="FILE.toml", help="read settings from a TOML file")
@@ -189,7 +189,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
             flag,
             dest=f.name,
             type=kind if kind in (int, float) else str,
-            default=None,
+            default=argparse.SUPPRESS,  # absent unless given, so it never overrides the file
             metavar=f.name.upper() if kind in (int, float) else None,
             help=f"{_HELP[f.name]} (default: {default}; env RNNSTREAM_{f.name.upper()})",
         )

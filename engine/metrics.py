@@ -146,7 +146,11 @@ class MetricsCollector(Collector):
             family.add_metric([], hist.buckets(), sum_value=hist.total)
             yield family
         for name, value in self.gauges().items():
-            yield GaugeMetricFamily(f"rnnstream_{name}", name.replace("_", " "), value=value)
+            if name.endswith("_total"):  # a count that only grows, kept by the engine
+                base = name.removesuffix("_total")
+                yield CounterMetricFamily(f"rnnstream_{base}", base.replace("_", " "), value=value)
+            else:
+                yield GaugeMetricFamily(f"rnnstream_{name}", name.replace("_", " "), value=value)
 
 
 def registry_for(metrics: Metrics, gauges: Callable[[], dict[str, float]]) -> CollectorRegistry:

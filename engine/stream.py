@@ -387,12 +387,12 @@ class StreamEngine:
         if model.input_size != self.model.input_size and not reset:
             raise ValueError(
                 f"new model takes {model.input_size} inputs, the current one "
-                f"{self.model.input_size}: producers would break; pass reset to force"
+                f"{self.model.input_size}: producers would break; reload with reset to force it"
             )
         if not same_shape and not reset:
             raise ValueError(
                 "new model's state shape differs (cell, layers or hidden size); "
-                "states cannot be kept: pass reset to restart every stream from zeros"
+                "states cannot be kept: reload with reset to restart every stream from zeros"
             )
         old = self._table
         replacement = StreamEngine(

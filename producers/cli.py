@@ -35,6 +35,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
         help="CURVE: the daemon's public key (Z85 text or certificate file); enables encryption",
     )
     parser.add_argument(
+        "--client-secret-key",
+        default=None,
+        help="CURVE: this client's secret certificate file (NAME.key_secret from rnnstream "
+        "keygen), for a daemon that admits only known clients; default: a throwaway key pair",
+    )
+    parser.add_argument(
         "--progress", type=float, default=5.0, help="seconds between progress lines (0: none)"
     )
 
@@ -113,7 +119,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _producer(args: argparse.Namespace) -> Producer:
     try:
-        return Producer(args.endpoint, server_public_key=args.server_public_key)
+        return Producer(
+            args.endpoint,
+            server_public_key=args.server_public_key,
+            client_secret_key=args.client_secret_key,
+        )
     except ValueError as exc:  # bad key material
         raise UserError(str(exc)) from None
     except Exception as exc:  # zmq.ZMQError for a malformed endpoint
