@@ -15,22 +15,13 @@ from typing import Any, TextIO
 
 from consumers.client import DEFAULT_PUBLISH_ENDPOINT, Subscriber
 from engine import protocol
-from engine.cli import UserError
+from engine.cli import HelpFormatter, UserError
 
 _DEFAULT_TOPICS = {
     "tail": ["pred.", "batch.pred", "alert.", "error"],
     "record": ["pred.", "batch.pred"],
     "alerts": ["alert."],
 }
-
-
-class _Help(argparse.ArgumentDefaultsHelpFormatter):
-    """Show defaults, except None / False ones whose help already says what happens."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default is None or action.default is False:
-            return action.help
-        return super()._get_help_string(action)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -67,7 +58,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the `tail`, `record` and `alerts` sub-commands."""
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    fmt = _Help
+    fmt = HelpFormatter
     tail = sub.add_parser(
         "tail",
         help="print predictions, alerts and errors as they arrive",

@@ -45,6 +45,15 @@ ONE_THREAD_VARS = (
 )
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show each option's default, except None / False ones whose help says what happens."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
 class UserError(Exception):
     """An error the user caused and can fix: printed as one line, exit status 2."""
 
@@ -78,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog=f"rnnstream {name}",
         description=(module.__doc__ or COMMANDS[name][1]).strip().splitlines()[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     module.add_arguments(parser)
     args = parser.parse_args(argv[1:])

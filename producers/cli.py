@@ -10,19 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.cli import UserError
+from engine.cli import HelpFormatter, UserError
 from producers.client import DEFAULT_INGEST_ENDPOINT, Producer
 from producers.csv_replay import merge, paced, read_csv
 from producers.synthetic import ANOMALY_KINDS, DEFAULT_PERIOD, SyntheticFleet
-
-
-class _Help(argparse.ArgumentDefaultsHelpFormatter):
-    """Show defaults, except None / False ones whose help already says what happens."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default is None or action.default is False:
-            return action.help
-        return super()._get_help_string(action)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -48,7 +39,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the `synthetic` and `csv` sources as sub-commands."""
     sub = parser.add_subparsers(dest="source", metavar="SOURCE", required=True)
-    fmt = _Help
+    fmt = HelpFormatter
 
     syn = sub.add_parser(
         "synthetic",

@@ -41,6 +41,39 @@ class GoldenCase(NamedTuple):
     Y_torch: np.ndarray
 
 
+class FakeClock:
+    """A settable monotonic clock for the engine's `clock=` argument."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def random_rows(seed: int, n: int, inputs: int = 3) -> np.ndarray:
+    """Return n seeded readings (n, inputs) float32 of scale 2."""
+    return np.random.default_rng(seed).normal(0.0, 2.0, (n, inputs)).astype(np.float32)
+
+
+def all_states(engine: Any) -> dict[str, dict[str, np.ndarray]]:
+    """Return copies of every live stream's state arrays, keyed by stream, in engine order."""
+    return {s: engine.state_of(s) for s in engine.streams()}
+
+
+@pytest.fixture
+def context() -> Any:
+    """A ZeroMQ context whose sockets are closed with linger 0 at the end of the test."""
+    import zmq
+
+    ctx = zmq.Context()
+    yield ctx
+    ctx.destroy(linger=0)
+
+
 def golden_arrays() -> dict[str, np.ndarray]:
     """Return every array stored in golden.npz, keyed as documented in make_golden.py."""
     with np.load(GOLDEN_PATH) as npz:

@@ -22,13 +22,6 @@ DEADLINE = 5.0  # seconds any single expectation may take before the test fails
 
 
 @pytest.fixture
-def context():
-    ctx = zmq.Context()
-    yield ctx
-    ctx.destroy(linger=0)
-
-
-@pytest.fixture
 def pub(context):
     """A bound PUB socket standing in for the daemon's publisher; returns (socket, endpoint)."""
     sock = context.socket(zmq.PUB)

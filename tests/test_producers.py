@@ -22,13 +22,6 @@ TIMEOUT_MS = 5000
 
 
 @pytest.fixture
-def context():
-    ctx = zmq.Context()
-    yield ctx
-    ctx.destroy(linger=0)
-
-
-@pytest.fixture
 def pull(context):
     """A bound PULL socket standing in for the daemon's ingest; returns (socket, endpoint)."""
     sock = context.socket(zmq.PULL)

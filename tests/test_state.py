@@ -4,32 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import random_model
+from conftest import FakeClock, all_states, random_model, random_rows
 
 from engine.model import Model
 from engine.state import StateTable
 from engine.stream import StreamEngine
-
-
-class FakeClock:
-    """A settable monotonic clock for the engine's `clock=` argument."""
-
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-def _rows(seed: int, n: int, inputs: int = 3) -> np.ndarray:
-    return np.random.default_rng(seed).normal(0.0, 2.0, (n, inputs)).astype(np.float32)
-
-
-def _all_states(engine: StreamEngine) -> dict[str, dict[str, np.ndarray]]:
-    return {s: engine.state_of(s) for s in engine.streams()}
 
 
 def _assert_same_states(got: dict, expected: dict) -> None:
@@ -60,8 +39,8 @@ def gru1() -> Model:
 @pytest.mark.parametrize("batched", [False, True], ids=["step", "step_many"])
 def test_new_stream_starts_from_zeros(lstm2: Model, batched: bool) -> None:
     engine = StreamEngine(lstm2)
-    engine.step_many(["busy", "busy"], _rows(0, 2))  # other streams' states must not leak in
-    x = _rows(1, 1)[0]
+    engine.step_many(["busy", "busy"], random_rows(0, 2))  # other streams' states must not leak in
+    x = random_rows(1, 1)[0]
 
     y = engine.step_many(["new"], x[None])[0] if batched else engine.step("new", x)
 
@@ -72,7 +51,7 @@ def test_new_stream_starts_from_zeros(lstm2: Model, batched: bool) -> None:
 def test_state_of_a_new_engine_stream_is_zero_before_and_nonzero_after(lstm2: Model) -> None:
     engine = StreamEngine(lstm2)
 
-    engine.step("a", _rows(2, 1)[0])
+    engine.step("a", random_rows(2, 1)[0])
     state = engine.state_of("a")
 
     assert set(state) == {"h", "c"}
@@ -84,9 +63,9 @@ def test_state_of_a_new_engine_stream_is_zero_before_and_nonzero_after(lstm2: Mo
 
 def test_reset_zeroes_one_stream_and_leaves_the_others(lstm2: Model) -> None:
     engine = StreamEngine(lstm2)
-    engine.step_many(["a", "b", "a"], _rows(3, 3))
+    engine.step_many(["a", "b", "a"], random_rows(3, 3))
     b_before = engine.state_of("b")
-    x = _rows(4, 1)[0]
+    x = random_rows(4, 1)[0]
 
     assert engine.reset("a") is True
 
@@ -100,9 +79,9 @@ def test_reset_zeroes_one_stream_and_leaves_the_others(lstm2: Model) -> None:
 
 def test_drop_forgets_the_stream_and_frees_its_slot(gru1: Model) -> None:
     engine = StreamEngine(gru1, capacity=2)
-    engine.step_many(["a", "b", "a"], _rows(5, 3))
+    engine.step_many(["a", "b", "a"], random_rows(5, 3))
     assert len(engine) == 2 and engine.stats()["capacity"] == 2
-    x = _rows(6, 1)[0]
+    x = random_rows(6, 1)[0]
 
     assert engine.drop("a") is True
 
@@ -118,8 +97,8 @@ def test_len_in_and_streams_follow_admissions(gru1: Model) -> None:
     engine = StreamEngine(gru1)
     assert len(engine) == 0 and engine.streams() == []
 
-    engine.step("x", _rows(7, 1)[0])
-    engine.step_many(["y", "x", "z"], _rows(8, 3))
+    engine.step("x", random_rows(7, 1)[0])
+    engine.step_many(["y", "x", "z"], random_rows(8, 3))
 
     assert len(engine) == 3
     assert sorted(engine.streams()) == ["x", "y", "z"]
@@ -133,7 +112,7 @@ def test_slab_growth_past_initial_capacity_keeps_every_state(lstm2: Model, batch
     roomy = StreamEngine(lstm2, capacity=256)
     streams = [f"s{i}" for i in range(37)]
     for k in range(3):
-        X = _rows(10 + k, len(streams))
+        X = random_rows(10 + k, len(streams))
         if batched:
             small.step_many(streams, X)
         else:
@@ -142,8 +121,8 @@ def test_slab_growth_past_initial_capacity_keeps_every_state(lstm2: Model, batch
         roomy.step_many(streams, X)
 
     assert small.stats()["capacity"] == 64
-    _assert_same_states(_all_states(small), _all_states(roomy))
-    X = _rows(20, len(streams))
+    _assert_same_states(all_states(small), all_states(roomy))
+    X = random_rows(20, len(streams))
     np.testing.assert_allclose(
         small.step_many(streams, X), roomy.step_many(streams, X), rtol=0, atol=1e-6
     )
@@ -168,7 +147,7 @@ def test_bytes_per_stream_counts_state_slabs_and_timestamp(
 def test_max_streams_evicts_least_recently_used(gru1: Model) -> None:
     clock = FakeClock()
     engine = StreamEngine(gru1, max_streams=3, clock=clock)
-    X = _rows(21, 6)
+    X = random_rows(21, 6)
     for s, x in zip(["a", "b", "c", "a"], X, strict=False):
         engine.step(s, x)
         clock.advance(1)
@@ -189,9 +168,9 @@ def test_max_streams_bounds_memory_under_endless_new_ids(gru1: Model) -> None:
     clock = FakeClock()
     engine = StreamEngine(gru1, max_streams=4, clock=clock)
     for i in range(50):
-        engine.step(f"id{i}", _rows(i, 1)[0])
+        engine.step(f"id{i}", random_rows(i, 1)[0])
         clock.advance(0.01)
-    engine.step_many([f"batch{i}" for i in range(4)], _rows(99, 4))
+    engine.step_many([f"batch{i}" for i in range(4)], random_rows(99, 4))
 
     assert len(engine) == 4 and engine.stats()["capacity"] <= 4
     assert engine.evictions == 50
@@ -202,13 +181,13 @@ def test_batch_never_evicts_a_stream_it_uses(lstm2: Model) -> None:
     clock = FakeClock()
     engine = StreamEngine(lstm2, max_streams=3, clock=clock)
     twin = StreamEngine(lstm2)
-    for s, x in zip(["old", "b", "c"], _rows(22, 3), strict=True):
+    for s, x in zip(["old", "b", "c"], random_rows(22, 3), strict=True):
         engine.step(s, x)
         twin.step(s, x)
         clock.advance(1)
     # "old" is the least recently used, yet this batch needs it: "b" and "c" must go instead
     streams = ["new1", "old", "new2", "old"]
-    X = _rows(23, 4)
+    X = random_rows(23, 4)
 
     got = engine.step_many(streams, X)
 
@@ -219,16 +198,16 @@ def test_batch_never_evicts_a_stream_it_uses(lstm2: Model) -> None:
 
 def test_batch_with_more_distinct_streams_than_max_streams_is_refused(lstm2: Model) -> None:
     engine = StreamEngine(lstm2, max_streams=3)
-    engine.step_many(["a", "b"], _rows(24, 2))
-    before = _all_states(engine)
+    engine.step_many(["a", "b"], random_rows(24, 2))
+    before = all_states(engine)
 
     with pytest.raises(ValueError, match="4 distinct streams, more than max_streams=3"):
-        engine.step_many(["a", "x", "y", "z", "a"], _rows(25, 5))
+        engine.step_many(["a", "x", "y", "z", "a"], random_rows(25, 5))
 
-    _assert_same_states(_all_states(engine), before)
+    _assert_same_states(all_states(engine), before)
     assert engine.evictions == 0
     # repeats do not count twice: three distinct streams in five rows are fine
-    engine.step_many(["a", "x", "a", "y", "x"], _rows(26, 5))
+    engine.step_many(["a", "x", "a", "y", "x"], random_rows(26, 5))
     assert sorted(engine.streams()) == ["a", "x", "y"]
 
 
@@ -245,7 +224,7 @@ def test_max_streams_and_idle_timeout_must_be_positive(gru1: Model) -> None:
 def test_idle_timeout_evicts_streams_idle_too_long(gru1: Model) -> None:
     clock = FakeClock()
     engine = StreamEngine(gru1, idle_timeout=10.0, clock=clock)
-    x = _rows(27, 1)[0]
+    x = random_rows(27, 1)[0]
     engine.step("a", x)
     clock.advance(5)
     engine.step_many(["b"], x[None])
@@ -263,7 +242,7 @@ def test_idle_timeout_evicts_streams_idle_too_long(gru1: Model) -> None:
 def test_idle_sweep_spares_the_streams_of_the_current_call(gru1: Model) -> None:
     clock = FakeClock()
     engine = StreamEngine(gru1, idle_timeout=10.0, clock=clock)
-    X = _rows(28, 3)
+    X = random_rows(28, 3)
     engine.step_many(["a", "b", "c"], X)
     clock.advance(30)
 
@@ -277,7 +256,7 @@ def test_idle_sweep_spares_the_streams_of_the_current_call(gru1: Model) -> None:
 def test_stream_idle_past_timeout_restarts_from_zeros_whatever_other_streams_did(
     gru1: Model, batched: bool
 ) -> None:
-    x = _rows(29, 1)[0]
+    x = random_rows(29, 1)[0]
     outputs = []
     for other_stream_first in (False, True):
         clock = FakeClock()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import random_model
+from conftest import FakeClock, all_states, random_model, random_rows
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from reference import reference_step, zero_state
@@ -19,27 +19,6 @@ from engine.model import Model
 from engine.stream import SNAPSHOT_VERSION, StreamEngine
 
 ATOL = 1e-5
-
-
-class FakeClock:
-    """A settable monotonic clock for the engine's `clock=` argument."""
-
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-def _rows(seed: int, n: int, inputs: int = 3) -> np.ndarray:
-    return np.random.default_rng(seed).normal(0.0, 2.0, (n, inputs)).astype(np.float32)
-
-
-def _all_states(engine: StreamEngine) -> dict[str, dict[str, np.ndarray]]:
-    return {s: engine.state_of(s) for s in engine.streams()}
 
 
 def _assert_same_states(
@@ -83,26 +62,26 @@ def test_step_many_with_interleaved_repeated_streams_equals_loop_of_step(cell: s
     model = random_model(cell, 2, True, seed=3, scaling=True)
     batched, looped = StreamEngine(model), StreamEngine(model)
     history = ["old1", "old2", "old1"]
-    X0 = _rows(0, len(history))
+    X0 = random_rows(0, len(history))
     batched.step_many(history, X0)
     _loop(looped, history, X0)
     # new and existing streams mixed; "a" appears four times (four waves), "old1" twice
     streams = ["a", "old1", "b", "a", "a", "old2", "old1", "c", "a", "b"]
-    X = _rows(1, len(streams))
+    X = random_rows(1, len(streams))
 
     got = batched.step_many(streams, X)
     expected = _loop(looped, streams, X)
 
     assert got.shape == (len(streams), model.output_size)
     np.testing.assert_allclose(got, expected, rtol=0, atol=ATOL)
-    _assert_close_states(_all_states(batched), _all_states(looped))
+    _assert_close_states(all_states(batched), all_states(looped))
 
 
 def test_step_many_with_one_stream_listed_many_times_advances_it_once_per_row(
     gru2: Model,
 ) -> None:
     batched, looped = StreamEngine(gru2), StreamEngine(gru2)
-    X = _rows(2, 7)
+    X = random_rows(2, 7)
 
     got = batched.step_many(["s"] * 7, X)
     expected = _loop(looped, ["s"] * 7, X)
@@ -117,24 +96,24 @@ def test_step_many_beyond_batch_buffers_and_slab_capacity_equals_loop(lstm2: Mod
     looped = StreamEngine(lstm2, capacity=4)
     rng = np.random.default_rng(5)
     streams = [f"s{i}" for i in rng.integers(0, 40, 300)]
-    X = _rows(6, len(streams))
+    X = random_rows(6, len(streams))
 
     got = batched.step_many(streams, X)
     expected = _loop(looped, streams, X)
 
     np.testing.assert_allclose(got, expected, rtol=0, atol=ATOL)
-    _assert_close_states(_all_states(batched), _all_states(looped))
+    _assert_close_states(all_states(batched), all_states(looped))
 
 
 def test_step_many_with_no_rows_returns_empty_and_changes_nothing(gru2: Model) -> None:
     engine = StreamEngine(gru2)
-    engine.step("a", _rows(0, 1)[0])
-    before = _all_states(engine)
+    engine.step("a", random_rows(0, 1)[0])
+    before = all_states(engine)
 
     out = engine.step_many([], np.zeros((0, 3), np.float32))
 
     assert out.shape == (0, gru2.output_size)
-    _assert_same_states(_all_states(engine), before)
+    _assert_same_states(all_states(engine), before)
 
 
 @settings(max_examples=30, deadline=None)
@@ -150,17 +129,17 @@ def test_step_many_equals_loop_for_random_interleavings(
     model = _HYPOTHESIS_MODELS[cell]
     batched, looped = StreamEngine(model, capacity=2), StreamEngine(model, capacity=2)
     for s in warm:
-        x = _rows(seed + s, 1)[0]
+        x = random_rows(seed + s, 1)[0]
         batched.step(f"s{s}", x)
         looped.step(f"s{s}", x)
 
     for k, batch in enumerate(batches):
         streams = [f"s{s}" for s in batch]
-        X = _rows(seed + 100 + k, len(streams))
+        X = random_rows(seed + 100 + k, len(streams))
         np.testing.assert_allclose(
             batched.step_many(streams, X), _loop(looped, streams, X), rtol=0, atol=ATOL
         )
-    _assert_close_states(_all_states(batched), _all_states(looped))
+    _assert_close_states(all_states(batched), all_states(looped))
 
 
 _HYPOTHESIS_MODELS = {
@@ -176,7 +155,7 @@ _HYPOTHESIS_MODELS = {
 def test_str_subclass_id_reaches_the_same_stream_as_the_plain_str(gru2: Model) -> None:
     # numpy.str_ is a str subclass; ids taken from a numpy array of names arrive as such.
     engine, plain = StreamEngine(gru2), StreamEngine(gru2)
-    X = _rows(8, 3)
+    X = random_rows(8, 3)
     for x in X[:2]:
         engine.step("a", x)
         plain.step("a", x)
@@ -189,13 +168,13 @@ def test_str_subclass_id_reaches_the_same_stream_as_the_plain_str(gru2: Model) -
     assert len(engine) == 0 and engine.stats()["streams"] == 0
     # every slot is free again: a full table of new streams fits without growing
     capacity = engine.stats()["capacity"]
-    engine.step_many([f"n{i}" for i in range(capacity)], _rows(9, capacity))
+    engine.step_many([f"n{i}" for i in range(capacity)], random_rows(9, capacity))
     assert engine.stats()["capacity"] == capacity
 
 
 def test_step_many_accepts_str_subclass_ids_of_existing_streams(gru2: Model) -> None:
     engine, plain = StreamEngine(gru2), StreamEngine(gru2)
-    X = _rows(10, 2)
+    X = random_rows(10, 2)
     engine.step("a", X[0])
     plain.step("a", X[0])
 
@@ -222,7 +201,7 @@ BAD_IDS = [
 def busy(lstm2: Model) -> StreamEngine:
     """An engine holding three streams with non-zero states."""
     engine = StreamEngine(lstm2)
-    engine.step_many(["a", "b", "c", "a"], _rows(11, 4))
+    engine.step_many(["a", "b", "c", "a"], random_rows(11, 4))
     return engine
 
 
@@ -230,24 +209,24 @@ def busy(lstm2: Model) -> StreamEngine:
 def test_step_refuses_bad_stream_id_and_changes_nothing(
     busy: StreamEngine, bad: object, message: str
 ) -> None:
-    before = _all_states(busy)
+    before = all_states(busy)
 
     with pytest.raises(ValueError, match=message):
         busy.step(bad, np.zeros(3, np.float32))  # type: ignore[arg-type]
 
-    _assert_same_states(_all_states(busy), before)
+    _assert_same_states(all_states(busy), before)
 
 
 @pytest.mark.parametrize(("bad", "message"), BAD_IDS)
 def test_step_many_refuses_bad_stream_id_among_good_ones_and_changes_nothing(
     busy: StreamEngine, bad: object, message: str
 ) -> None:
-    before = _all_states(busy)
+    before = all_states(busy)
 
     with pytest.raises(ValueError, match=message):
-        busy.step_many(["a", "new", bad, "b"], _rows(12, 4))  # type: ignore[list-item]
+        busy.step_many(["a", "new", bad, "b"], random_rows(12, 4))  # type: ignore[list-item]
 
-    _assert_same_states(_all_states(busy), before)
+    _assert_same_states(all_states(busy), before)
     assert "new" not in busy
 
 
@@ -283,12 +262,12 @@ def test_stream_id_of_256_utf8_bytes_is_accepted(busy: StreamEngine) -> None:
 def test_step_refuses_bad_reading_and_changes_nothing(
     busy: StreamEngine, stream: str, x: object, message: str
 ) -> None:
-    before = _all_states(busy)
+    before = all_states(busy)
 
     with pytest.raises(ValueError, match=message):
         busy.step(stream, x)
 
-    _assert_same_states(_all_states(busy), before)
+    _assert_same_states(all_states(busy), before)
     assert "new" not in busy
 
 
@@ -306,12 +285,12 @@ def test_step_refuses_bad_reading_and_changes_nothing(
 def test_step_many_refuses_wrong_shape_and_changes_nothing(
     busy: StreamEngine, X: np.ndarray, message: str
 ) -> None:
-    before = _all_states(busy)
+    before = all_states(busy)
 
     with pytest.raises(ValueError, match=message):
         busy.step_many(["a", "new", "b"], X)
 
-    _assert_same_states(_all_states(busy), before)
+    _assert_same_states(all_states(busy), before)
     assert "new" not in busy
 
 
@@ -321,26 +300,26 @@ def test_step_many_refuses_non_finite_value_in_one_row_and_changes_nothing(
     busy: StreamEngine, bad: float, row: int
 ) -> None:
     streams = ["a", "new", "b", "a", "other"]
-    X = _rows(13, len(streams))
+    X = random_rows(13, len(streams))
     X[row, 1] = bad
-    before = _all_states(busy)
+    before = all_states(busy)
 
     with pytest.raises(ValueError, match=rf"reading {row} \('{streams[row]}'\) holds -?(nan|inf)"):
         busy.step_many(streams, X)
 
-    _assert_same_states(_all_states(busy), before)
+    _assert_same_states(all_states(busy), before)
     assert "new" not in busy and "other" not in busy
 
 
 def test_engine_keeps_working_after_refusing_bad_input(busy: StreamEngine, lstm2: Model) -> None:
     twin = StreamEngine(lstm2)
-    twin.step_many(["a", "b", "c", "a"], _rows(11, 4))
+    twin.step_many(["a", "b", "c", "a"], random_rows(11, 4))
     for bad in ([np.nan, 0, 0], [0, 0]):
         with pytest.raises(ValueError):
             busy.step("a", bad)
     with pytest.raises(ValueError):
-        busy.step_many(["a", None], _rows(0, 2))  # type: ignore[list-item]
-    X = _rows(14, 3)
+        busy.step_many(["a", None], random_rows(0, 2))  # type: ignore[list-item]
+    X = random_rows(14, 3)
 
     np.testing.assert_array_equal(
         busy.step_many(["a", "b", "a"], X), twin.step_many(["a", "b", "a"], X)
@@ -356,7 +335,7 @@ def test_restore_continues_exactly_like_an_engine_never_stopped(cell: str, tmp_p
     streams = ["a", "b", "c", "b", "a", "d"]
     running, stopped = StreamEngine(model), StreamEngine(model)
     for k in range(5):
-        X = _rows(20 + k, len(streams))
+        X = random_rows(20 + k, len(streams))
         running.step_many(streams, X)
         stopped.step_many(streams, X)
     stopped.drop("d")
@@ -367,9 +346,9 @@ def test_restore_continues_exactly_like_an_engine_never_stopped(cell: str, tmp_p
     restored = StreamEngine.restore(path, model)
 
     assert restored.streams() == ["a", "b", "c"]
-    _assert_same_states(_all_states(restored), _all_states(running))
+    _assert_same_states(all_states(restored), all_states(running))
     for k in range(3):
-        X = _rows(40 + k, 4)
+        X = random_rows(40 + k, 4)
         order = ["c", "a", "a", "b"]
         np.testing.assert_array_equal(restored.step_many(order, X), running.step_many(order, X))
         np.testing.assert_array_equal(restored.step("b", X[0]), running.step("b", X[0]))
@@ -579,16 +558,16 @@ def test_swap_model_with_same_shapes_keeps_states_and_continues_with_new_weights
     new = random_model(cell, 2, True, seed=31, scaling=True)
     engine = StreamEngine(old)
     streams = ["a", "b", "a", "c"]
-    X = _rows(32, len(streams))
+    X = random_rows(32, len(streams))
     engine.step_many(streams, X)
-    before = _all_states(engine)
+    before = all_states(engine)
 
     engine.swap_model(new)
 
     assert engine.model is new
-    _assert_same_states(_all_states(engine), before)
+    _assert_same_states(all_states(engine), before)
     states = _reference_states(old, streams, X)
-    x = _rows(33, 1)[0]
+    x = random_rows(33, 1)[0]
     for s in ["b", "a"]:
         expected, _ = reference_step(new, x, states[s])
         np.testing.assert_allclose(engine.step(s, x), expected, rtol=0, atol=ATOL)
@@ -596,26 +575,26 @@ def test_swap_model_with_same_shapes_keeps_states_and_continues_with_new_weights
 
 def test_swap_model_with_other_hidden_size_is_refused_without_reset(lstm2: Model) -> None:
     engine = StreamEngine(lstm2)
-    engine.step_many(["a", "b"], _rows(34, 2))
-    before = _all_states(engine)
+    engine.step_many(["a", "b"], random_rows(34, 2))
+    before = all_states(engine)
     bigger = random_model("lstm", 2, True, seed=1, hidden_size=12)
 
     with pytest.raises(ValueError, match="state shape differs.*reload with reset"):
         engine.swap_model(bigger)
 
     assert engine.model is lstm2
-    _assert_same_states(_all_states(engine), before)
-    x = _rows(35, 1)[0]
+    _assert_same_states(all_states(engine), before)
+    x = random_rows(35, 1)[0]
     twin = StreamEngine(lstm2)
-    twin.step_many(["a", "b"], _rows(34, 2))
+    twin.step_many(["a", "b"], random_rows(34, 2))
     np.testing.assert_array_equal(engine.step("a", x), twin.step("a", x))
 
 
 def test_swap_model_with_reset_restarts_every_stream_from_zeros(lstm2: Model) -> None:
     engine = StreamEngine(lstm2)
-    engine.step_many(["a", "b"], _rows(36, 2))
+    engine.step_many(["a", "b"], random_rows(36, 2))
     bigger = random_model("gru", 1, False, seed=2, hidden_size=12)
-    x = _rows(37, 1)[0]
+    x = random_rows(37, 1)[0]
 
     engine.swap_model(bigger, reset=True)
 
@@ -625,13 +604,13 @@ def test_swap_model_with_reset_restarts_every_stream_from_zeros(lstm2: Model) ->
 
 def test_swap_model_with_other_input_size_is_refused_without_reset(lstm2: Model) -> None:
     engine = StreamEngine(lstm2)
-    engine.step("a", _rows(38, 1)[0])
-    before = _all_states(engine)
+    engine.step("a", random_rows(38, 1)[0])
+    before = all_states(engine)
 
     with pytest.raises(ValueError, match="takes 4 inputs"):
         engine.swap_model(random_model("lstm", 2, True, seed=1, input_size=4))
 
-    _assert_same_states(_all_states(engine), before)
+    _assert_same_states(all_states(engine), before)
 
 
 def test_snapshot_is_a_zip_of_plain_arrays(busy: StreamEngine, tmp_path: Path) -> None:
