@@ -16,6 +16,7 @@ from typing import Any, TextIO
 from consumers.client import DEFAULT_PUBLISH_ENDPOINT, Subscriber
 from engine import protocol
 from engine.cli import HelpFormatter, UserError
+from producers.client import add_curve_client_arguments
 
 _DEFAULT_TOPICS = {
     "tail": ["pred.", "batch.pred", "alert.", "error"],
@@ -42,17 +43,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     parser.add_argument("--count", type=int, default=None, help="stop after this many records")
-    parser.add_argument(
-        "--server-public-key",
-        default=None,
-        help="CURVE: the daemon's public key (Z85 text or certificate file); enables encryption",
-    )
-    parser.add_argument(
-        "--client-secret-key",
-        default=None,
-        help="CURVE: this client's secret certificate file (NAME.key_secret from rnnstream "
-        "keygen), for a daemon that admits only known clients; default: a throwaway key pair",
-    )
+    add_curve_client_arguments(parser)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.cli import HelpFormatter, UserError
-from producers.client import DEFAULT_INGEST_ENDPOINT, Producer
+from producers.client import DEFAULT_INGEST_ENDPOINT, Producer, add_curve_client_arguments
 from producers.csv_replay import merge, paced, read_csv
 from producers.synthetic import ANOMALY_KINDS, DEFAULT_PERIOD, SyntheticFleet
 
@@ -20,17 +20,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--endpoint", default=DEFAULT_INGEST_ENDPOINT, help="the daemon's ingest socket"
     )
-    parser.add_argument(
-        "--server-public-key",
-        default=None,
-        help="CURVE: the daemon's public key (Z85 text or certificate file); enables encryption",
-    )
-    parser.add_argument(
-        "--client-secret-key",
-        default=None,
-        help="CURVE: this client's secret certificate file (NAME.key_secret from rnnstream "
-        "keygen), for a daemon that admits only known clients; default: a throwaway key pair",
-    )
+    add_curve_client_arguments(parser)
     parser.add_argument(
         "--progress", type=float, default=5.0, help="seconds between progress lines (0: none)"
     )

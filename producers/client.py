@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import time
 from collections.abc import Sequence
@@ -44,6 +45,21 @@ def apply_curve_client(
     socket.curve_serverkey = protocol.curve_key(server_public_key)
     socket.curve_publickey = public
     socket.curve_secretkey = secret
+
+
+def add_curve_client_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the CURVE options of a command-line client (`apply_curve_client` takes them)."""
+    parser.add_argument(
+        "--server-public-key",
+        default=None,
+        help="CURVE: the daemon's public key (Z85 text or certificate file); enables encryption",
+    )
+    parser.add_argument(
+        "--client-secret-key",
+        default=None,
+        help="CURVE: this client's secret certificate file (NAME.key_secret from rnnstream "
+        "keygen), for a daemon that admits only known clients; default: a throwaway key pair",
+    )
 
 
 class Producer:
