@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.kernels._jit import kernel
+from engine.kernels._jit import inline_kernel, kernel
+from engine.kernels.cells import SLOT_PREFETCH_AHEAD, prefetch_slot
 
 ALERT_SLAB = "alert_state"
 # columns of the alert slab
@@ -66,7 +67,7 @@ class AlertPolicy:
         return {ALERT_SLAB: ((ALERT_COLUMNS,), np.float64)}
 
 
-@kernel
+@kernel(_nrt=False)
 def alert_batch(
     slots,
     scores,
@@ -96,39 +97,81 @@ def alert_batch(
     readings in a row score >= level with a surprise of at least `error_gate` (NaN passes),
     none of them among the stream's first `warmup` readings.
     """
-    for i in range(slots.shape[0]):
-        row = state[slots[i]]
-        score = float(scores[i])
-        level = row[A_THRESHOLD]
-        if level <= 0.0:
-            level = open_level
-        close = min(close_level, level)
-        warm = row[A_SEEN] >= warmup
-        row[A_SEEN] += 1.0
-        events[i] = EVENT_NONE
-        if row[A_OPEN] > 0.0:
-            row[A_LENGTH] += 1.0
-            row[A_PEAK] = max(row[A_PEAK], score)
-            if score < close:
-                events[i] = EVENT_CLOSE
-                peaks[i] = row[A_PEAK]
-                lengths[i] = row[A_LENGTH]
-                opened[i] = row[A_OPENED_TS]
-                row[A_OPEN] = 0.0
-                row[A_RUN] = 0.0
-                row[A_COOLDOWN] = cooldown
-        elif row[A_COOLDOWN] > 0.0:
-            row[A_COOLDOWN] -= 1.0
-        elif score >= level and warm and not surprise[i] < error_gate:
-            row[A_RUN] += 1.0
-            if row[A_RUN] >= min_duration:
-                events[i] = EVENT_OPEN
-                peaks[i] = score
-                lengths[i] = 1.0
-                opened[i] = ts[i]
-                row[A_OPEN] = 1.0
-                row[A_PEAK] = score
-                row[A_LENGTH] = 1.0
-                row[A_OPENED_TS] = ts[i]
-        else:
-            row[A_RUN] = 0.0
+    n = slots.shape[0]
+    for i in range(n):
+        if i + SLOT_PREFETCH_AHEAD < n:
+            prefetch_slot(state, slots[i + SLOT_PREFETCH_AHEAD])
+        alert_row(
+            i,
+            state,
+            slots[i],
+            scores[i],
+            surprise[i],
+            ts[i],
+            open_level,
+            close_level,
+            min_duration,
+            cooldown,
+            warmup,
+            error_gate,
+            events,
+            peaks,
+            lengths,
+            opened,
+        )
+
+
+@inline_kernel
+def alert_row(
+    i,
+    state,
+    slot,
+    score,
+    surprise,
+    ts,
+    open_level,
+    close_level,
+    min_duration,
+    cooldown,
+    warmup,
+    error_gate,
+    events,
+    peaks,
+    lengths,
+    opened,
+):
+    """Advance state[slot] by the score of batch row i (see `alert_batch`)."""
+    score = float(score)
+    level = state[slot, A_THRESHOLD]
+    if level <= 0.0:
+        level = open_level
+    close = min(close_level, level)
+    warm = state[slot, A_SEEN] >= warmup
+    state[slot, A_SEEN] += 1.0
+    events[i] = EVENT_NONE
+    if state[slot, A_OPEN] > 0.0:
+        state[slot, A_LENGTH] += 1.0
+        state[slot, A_PEAK] = max(state[slot, A_PEAK], score)
+        if score < close:
+            events[i] = EVENT_CLOSE
+            peaks[i] = state[slot, A_PEAK]
+            lengths[i] = state[slot, A_LENGTH]
+            opened[i] = state[slot, A_OPENED_TS]
+            state[slot, A_OPEN] = 0.0
+            state[slot, A_RUN] = 0.0
+            state[slot, A_COOLDOWN] = cooldown
+    elif state[slot, A_COOLDOWN] > 0.0:
+        state[slot, A_COOLDOWN] -= 1.0
+    elif score >= level and warm and not surprise < error_gate:
+        state[slot, A_RUN] += 1.0
+        if state[slot, A_RUN] >= min_duration:
+            events[i] = EVENT_OPEN
+            peaks[i] = score
+            lengths[i] = 1.0
+            opened[i] = ts
+            state[slot, A_OPEN] = 1.0
+            state[slot, A_PEAK] = score
+            state[slot, A_LENGTH] = 1.0
+            state[slot, A_OPENED_TS] = ts
+    else:
+        state[slot, A_RUN] = 0.0

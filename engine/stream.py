@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from engine.alerts import A_THRESHOLD, ALERT_SLAB, AlertPolicy, alert_batch
-from engine.anomaly import AnomalyScorer, AnomalySpec, exchange_forecast
+from engine.alerts import A_THRESHOLD, ALERT_SLAB, AlertPolicy
+from engine.anomaly import AnomalyScorer, AnomalySpec
 from engine.kernels import cells
 from engine.model import Model
 from engine.packed import PackedModel
@@ -125,6 +125,8 @@ class StreamEngine:
         self.snapshot_extra: dict[str, Any] = {}
         if self.anomaly is not None:
             self._scorer = AnomalyScorer(self.anomaly, slabs=self._table.slabs)
+        self._alert_policy: AlertPolicy | None = None  # the one _alert_params were made from
+        self._alert_params = np.zeros(6)
         self._warm_up()
 
     @property
@@ -236,26 +238,28 @@ class StreamEngine:
         z = self._scorer.normalise(slots, X)
         normalised = self._normalised_out[: slots.shape[0]]
         self._advance(slots, z, normalised)
-        result.scores[:] = self._scorer.score(slots, z, normalised, result.surprise)
-        self._scorer.denormalise(slots, normalised, result.outputs)
-        exchange_forecast(slots, slabs[FORECAST_SLAB], result.outputs, result.expected)
         policy = self.alerts
-        alert_batch(
+        if policy is not self._alert_policy:
+            self._alert_policy = policy
+            self._alert_params = np.array(
+                [
+                    policy.open_level,
+                    policy.close_level,
+                    float(policy.min_duration),
+                    float(policy.cooldown),
+                    float(policy.warmup),
+                    policy.error_gate,
+                ]
+            )
+        self._scorer.finish(
             slots,
-            result.scores,
-            result.surprise,
+            z,
+            normalised,
             ts,
+            slabs[FORECAST_SLAB],
             slabs[ALERT_SLAB],
-            policy.open_level,
-            policy.close_level,
-            float(policy.min_duration),
-            float(policy.cooldown),
-            float(policy.warmup),
-            policy.error_gate,
-            result.events,
-            result.peaks,
-            result.lengths,
-            result.opened,
+            self._alert_params,
+            result,
         )
 
     def _advance(self, slots: np.ndarray, X: np.ndarray, out: np.ndarray) -> None:

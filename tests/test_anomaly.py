@@ -17,6 +17,7 @@ from engine.anomaly import (
     AnomalySpec,
     cooldown_batch,
     exchange_forecast,
+    finish_batch,
     normalise_batch,
     online_normalise,
     residual_batch,
@@ -435,3 +436,67 @@ def test_exchange_forecast_returns_the_previous_forecast_and_keeps_the_new_one()
     np.testing.assert_array_equal(forecast[slots], new)
     untouched = np.setdiff1d(np.arange(10), slots)
     np.testing.assert_array_equal(forecast[untouched], before[untouched])
+
+
+@pytest.mark.parametrize("features", [1, 3])
+def test_finish_batch_equals_the_separate_kernels_bit_for_bit(features: int) -> None:
+    from engine.alerts import EVENT_CLOSE, EVENT_OPEN, AlertPolicy, alert_batch
+    from engine.stream import StepResult
+
+    spec = AnomalySpec(features=features, probation=20, long_window=100.0, alarm=0.3, cooldown=5)
+    policy = AlertPolicy(open_level=0.2, close_level=0.1, min_duration=2, cooldown=3, warmup=4)
+    params = np.array(
+        [
+            policy.open_level,
+            policy.close_level,
+            float(policy.min_duration),
+            float(policy.cooldown),
+            float(policy.warmup),
+            policy.error_gate,
+        ]
+    )
+    capacity, n = 40, 16
+    scorers = [AnomalyScorer(spec, capacity) for _ in range(2)]
+    forecasts = [np.zeros((capacity, features), np.float32) for _ in range(2)]
+    alert_states = [np.zeros((capacity, 8)) for _ in range(2)]
+    for state in alert_states:
+        state[::7, 6] = 0.5  # a few streams carry their own open level
+    rng = np.random.default_rng(5)
+    events = []
+    for step in range(300):
+        slots = rng.choice(capacity, n, replace=False).astype(np.int64)
+        x = rng.normal(size=(n, features)) * np.where(rng.random((n, 1)) < 0.05, 30.0, 1.0)
+        ts = np.where(rng.random(n) < 0.5, np.nan, step + np.arange(n, dtype=np.float64))
+        y_next = rng.normal(size=(n, features)).astype(np.float32)
+        results = [StepResult.empty(n, features, True) for _ in range(2)]
+        # the separate kernels
+        mine = results[0]
+        z = scorers[0].normalise(slots, x.astype(np.float32))
+        mine.scores[:] = scorers[0].score(slots, z, y_next, mine.surprise)
+        scorers[0].denormalise(slots, y_next, mine.outputs)
+        exchange_forecast(slots, forecasts[0], mine.outputs, mine.expected)
+        alert_batch(
+            slots,
+            mine.scores,
+            mine.surprise,
+            ts,
+            alert_states[0],
+            *params,
+            mine.events,
+            mine.peaks,
+            mine.lengths,
+            mine.opened,
+        )
+        # the fused one
+        z = scorers[1].normalise(slots, x.astype(np.float32))
+        scorers[1].finish(slots, z, y_next, ts, forecasts[1], alert_states[1], params, results[1])
+        for name in ("outputs", "scores", "surprise", "expected", "events", "peaks", "lengths"):
+            np.testing.assert_array_equal(getattr(results[1], name), getattr(mine, name))
+        np.testing.assert_array_equal(results[1].opened, mine.opened)  # NaN == NaN here
+        events.extend(mine.events)
+    for name, slab in scorers[0].slabs.items():
+        np.testing.assert_array_equal(scorers[1].slabs[name], slab)
+    np.testing.assert_array_equal(forecasts[1], forecasts[0])
+    np.testing.assert_array_equal(alert_states[1], alert_states[0])
+    assert EVENT_OPEN in events and EVENT_CLOSE in events  # the alert paths were exercised
+    assert finish_batch.signatures  # the fused kernel itself ran

@@ -84,7 +84,52 @@ def _prefetch_intrinsic(typingctx, slab, i, j, k):
     return sig, codegen
 
 
+def _prefetch_bytes_python(slab, slot, offset):
+    """No-op stand-in for `_prefetch_bytes` when Numba's JIT is disabled (coverage runs)."""
+
+
+@intrinsic
+def _prefetch_bytes_intrinsic(typingctx, slab, slot, offset):
+    """Hint the CPU to load the cache line `offset` bytes into row `slot` of a slab (any ndim)."""
+    sig = numba.types.void(slab, slot, offset)
+
+    def codegen(context, builder, signature, args):
+        array = context.make_array(signature.args[0])(context, builder, args[0])
+        intp = context.get_value_type(numba.types.intp)
+        slot_value = context.cast(builder, args[1], signature.args[1], numba.types.intp)
+        offset_value = context.cast(builder, args[2], signature.args[2], numba.types.intp)
+        stride = cgutils.unpack_tuple(builder, array.strides)[0]
+        start = builder.ptrtoint(array.data, intp)
+        address = builder.add(start, builder.add(builder.mul(slot_value, stride), offset_value))
+        i8_pointer = ir.IntType(8).as_pointer()
+        byte_pointer = builder.inttoptr(address, i8_pointer)
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [i8_pointer, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+        builder.call(fn, [byte_pointer, i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 _prefetch = _prefetch_python if numba.config.DISABLE_JIT else _prefetch_intrinsic
+_prefetch_bytes = _prefetch_bytes_python if numba.config.DISABLE_JIT else _prefetch_bytes_intrinsic
+_LINE_BYTES = 64
+# Rows ahead for the anomaly and alert kernels, whose rows hold little work each: the fetch must be
+# asked for earlier than in the gather and gate kernels to arrive in time.
+SLOT_PREFETCH_AHEAD = 16
+
+
+@inline_kernel
+def prefetch_slot(slab, slot):
+    """Prefetch every cache line of slab[slot] (a C-contiguous slab of any ndim).
+
+    Rows need not start on a line boundary, so the last byte is asked for too.
+    """
+    row_bytes = slab.strides[0]
+    for offset in range(0, row_bytes, _LINE_BYTES):
+        _prefetch_bytes(slab, slot, offset)
+    _prefetch_bytes(slab, slot, row_bytes - 1)
 
 
 @inline_kernel
