@@ -127,7 +127,19 @@ class AnomalySpec:
 
 @kernel(_nrt=False)
 def normalise_batch(
-    slots, x_raw, norm, window, clip, z_clip, floor_rel, floor_abs, novel_tol, z_out, novel_out
+    slots,
+    x_raw,
+    norm,
+    window,
+    clip,
+    z_clip,
+    floor_rel,
+    floor_abs,
+    novel_tol,
+    z_out,
+    novel_out,
+    mean_out,
+    scale_out,
 ):  # pragma: no cover - jitted
     """Normalise readings per stream and feature, update the running statistics, flag novelty.
 
@@ -139,6 +151,9 @@ def normalise_batch(
     v = (1 - a) (v + a d^2), min / max take x in, count += 1. novel_out is 1 if some feature
     lies outside [min - tol w, max + tol w] of the earlier readings, w = max - min and
     tol = novel_tol, else 0 (0 for the first reading).
+    mean_out, scale_out (n, F) float64 receive m and s after the update: what
+    `denormalise_batch` would read from norm, kept so the forecasts can be mapped back without
+    fetching the stream's statistics again.
     """
     n, features = x_raw.shape
     floor_a = 1.0 / window
@@ -179,6 +194,8 @@ def normalise_batch(
             norm[slot, f, 0] = count + 1.0
             norm[slot, f, 1] = mean
             norm[slot, f, 2] = var
+            mean_out[i, f] = mean
+            scale_out[i, f] = math.sqrt(var) + floor_rel * abs(mean) + floor_abs
             z_out[i, f] = z
         novel_out[i] = novel
 
@@ -415,7 +432,8 @@ def finish_batch(
     pred,
     err,
     rms,
-    norm,
+    mean,
+    scale,
     forecast,
     alert_state,
     score_params,
@@ -436,9 +454,10 @@ def finish_batch(
     `exchange_forecast` and `engine.alerts.alert_batch`, with the same arguments and results,
     so a stream's slab rows are fetched once (and ahead of use) instead of once per kernel.
     score_params float64: resid_window, resid_floor, resid_clip, short_window, long_window,
-    err_scale, var_floor, probation, nines, alarm, cooldown, scale_floor_rel, scale_floor_abs;
-    alert_params float64: open_level, close_level, min_duration, cooldown, warmup, error_gate.
-    outputs_out (n, F) receives the forecasts y_next in the streams' units.
+    err_scale, var_floor, probation, nines, alarm, cooldown; alert_params float64: open_level,
+    close_level, min_duration, cooldown, warmup, error_gate. mean, scale (n, F) float64 are the
+    rows' statistics from `normalise_batch` (mean_out, scale_out): outputs_out (n, F) receives
+    the forecasts y_next in the streams' units, y_next * scale + mean.
     """
     n, features = z.shape
     resid_window = score_params[0]
@@ -452,8 +471,6 @@ def finish_batch(
     nines = score_params[8]
     alarm = score_params[9]
     cooldown = score_params[10]
-    floor_rel = score_params[11]
-    floor_abs = score_params[12]
     floor_b = 1.0 / short_window
     floor_a = 1.0 / long_window
     floor_c = 1.0 / resid_window
@@ -464,7 +481,6 @@ def finish_batch(
             prefetch_slot(pred, ahead)
             prefetch_slot(err, ahead)
             prefetch_slot(rms, ahead)
-            prefetch_slot(norm, ahead)
             prefetch_slot(forecast, ahead)
             prefetch_slot(alert_state, ahead)
         slot = slots[i]
@@ -489,7 +505,8 @@ def finish_batch(
         score = _cooldown_row(err, slot, novel[i], score, alarm, cooldown)
         scores_out[i] = score
         surprise_out[i] = surprise
-        _denormalise_row(y_next, norm, i, slot, floor_rel, floor_abs, outputs_out)
+        for f in range(features):
+            outputs_out[i, f] = y_next[i, f] * scale[i, f] + mean[i, f]
         _exchange_row(forecast, slot, outputs_out, expected_out, i)
         alert_row(
             i,
@@ -550,8 +567,6 @@ class AnomalyScorer:
                 s.nines,
                 s.alarm,
                 float(s.cooldown),
-                s.scale_floor_rel,
-                s.scale_floor_abs,
             ]
         )
 
@@ -564,12 +579,15 @@ class AnomalyScorer:
             self._novel = np.zeros(rows, np.float32)
             self._scores = np.zeros(rows, np.float64)
             self._surprise = np.zeros(rows, np.float64)
+            self._mean = np.zeros((rows, f), np.float64)
+            self._scale = np.zeros((rows, f), np.float64)
             self._rows = rows
 
     def normalise(self, slots: np.ndarray, x_raw: np.ndarray) -> np.ndarray:
         """Return the normalised readings (n, F) float32 (a view of a reused buffer).
 
-        The novelty flags of these rows are kept for the following `score` call.
+        The novelty flags of these rows are kept for the following `score` call, their updated
+        means and scales for the following `finish` call.
         """
         s = self.spec
         n = slots.shape[0]
@@ -587,6 +605,8 @@ class AnomalyScorer:
             s.novel_tol,
             z,
             self._novel[:n],
+            self._mean[:n],
+            self._scale[:n],
         )
         return z
 
@@ -645,7 +665,8 @@ class AnomalyScorer:
     ) -> None:
         """Score, denormalise, exchange forecasts and track alerts in one pass (`finish_batch`).
 
-        The same as `score`, then `denormalise`, `exchange_forecast` and
+        Call after `normalise` of the same slots. The same as `score`, then `denormalise`,
+        `exchange_forecast` and
         `engine.alerts.alert_batch`. forecast and alert_state are the slabs of those two;
         alert_params float64 is [open_level, close_level, min_duration, cooldown, warmup,
         error_gate]; result (an `engine.stream.StepResult`) receives scores, surprise,
@@ -662,7 +683,8 @@ class AnomalyScorer:
             self.slabs[PRED],
             self.slabs[ERR],
             self.slabs[RESID],
-            self.slabs[NORM],
+            self._mean[:n],
+            self._scale[:n],
             forecast,
             alert_state,
             self._score_params,
@@ -707,6 +729,8 @@ def online_normalise(values: np.ndarray, spec: AnomalySpec | None = None) -> np.
         spec.novel_tol,
         out,
         novel,
+        np.empty_like(x2),
+        np.empty_like(x2),
     )
     return out.reshape(x.shape)
 

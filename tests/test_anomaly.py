@@ -142,6 +142,8 @@ def test_normalise_batch_matches_float64_reference_over_many_steps(features: int
     norm = np.zeros((3 * n_streams + 2, features, 5))
     z = np.zeros((len(order), features))
     novel = np.zeros(len(order))
+    mean = np.zeros((len(order), features))
+    scale = np.zeros((len(order), features))
     # Rows arrive in batches of one reading per stream, slots scattered in the slab.
     for lo in range(0, len(order), n_streams):
         rows = order[lo : lo + n_streams]
@@ -157,6 +159,18 @@ def test_normalise_batch_matches_float64_reference_over_many_steps(features: int
             spec.novel_tol,
             z[lo : lo + n_streams],
             novel[lo : lo + n_streams],
+            mean[lo : lo + n_streams],
+            scale[lo : lo + n_streams],
+        )
+        # the statistics kept for mapping forecasts back are those left in the slab
+        rows_slots = slots_of[rows[:, 1]]
+        np.testing.assert_array_equal(mean[lo : lo + n_streams], norm[rows_slots, :, 1])
+        np.testing.assert_allclose(
+            scale[lo : lo + n_streams],
+            np.sqrt(norm[rows_slots, :, 2])
+            + spec.scale_floor_rel * np.abs(norm[rows_slots, :, 1])
+            + spec.scale_floor_abs,
+            rtol=1e-14,
         )
     for s in range(n_streams):
         want_z, want_novel = ref_normalise(x[s], spec)
@@ -275,6 +289,8 @@ def test_normalise_batch_flags_novelty_only_beyond_the_tolerance() -> None:
         spec.novel_tol,
         np.zeros((len(x), 1)),
         got,
+        np.zeros((len(x), 1)),
+        np.zeros((len(x), 1)),
     )
     np.testing.assert_array_equal(got, novel)
 
