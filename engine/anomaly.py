@@ -139,7 +139,7 @@ def normalise_batch(
     z_out,
     novel_out,
     mean_out,
-    scale_out,
+    root_out,
 ):  # pragma: no cover - jitted
     """Normalise readings per stream and feature, update the running statistics, flag novelty.
 
@@ -151,8 +151,8 @@ def normalise_batch(
     v = (1 - a) (v + a d^2), min / max take x in, count += 1. novel_out is 1 if some feature
     lies outside [min - tol w, max + tol w] of the earlier readings, w = max - min and
     tol = novel_tol, else 0 (0 for the first reading).
-    mean_out, scale_out (n, F) float64 receive m and s after the update: what
-    `denormalise_batch` would read from norm, kept so the forecasts can be mapped back without
+    mean_out, root_out (n, F) float64 receive m and sqrt(v) after the update: what
+    `denormalise_batch` computes from norm, kept so the forecasts can be mapped back without
     fetching the stream's statistics again.
     """
     n, features = x_raw.shape
@@ -195,16 +195,24 @@ def normalise_batch(
             norm[slot, f, 1] = mean
             norm[slot, f, 2] = var
             mean_out[i, f] = mean
-            scale_out[i, f] = math.sqrt(var) + floor_rel * abs(mean) + floor_abs
+            root_out[i, f] = var
             z_out[i, f] = z
         novel_out[i] = novel
+    # The updated variances' roots in one flat loop apart, which runs in vector registers
+    # (square roots are the costliest step here, and exact either way).
+    _roots(root_out.reshape(n * features))
+
+
+@inline_kernel
+def _roots(values):
+    """Replace values (k,) by their square roots."""
+    for k in range(values.shape[0]):
+        values[k] = math.sqrt(values[k])
 
 
 @inline_kernel
 def _residual_row(z, y_next, pred, resid, i, slot):
     """Write row i's resid = z - pred[slot], then keep its new forecast y_next in pred[slot]."""
-    # Indices rather than row views: views of reference-counted arrays in an inlined helper
-    # leave reference-count calls in the loop.
     for f in range(z.shape[1]):
         resid[i, f] = z[i, f] - pred[slot, f]
         pred[slot, f] = y_next[i, f]
@@ -433,7 +441,7 @@ def finish_batch(
     err,
     rms,
     mean,
-    scale,
+    root,
     forecast,
     alert_state,
     score_params,
@@ -454,10 +462,11 @@ def finish_batch(
     `exchange_forecast` and `engine.alerts.alert_batch`, with the same arguments and results,
     so a stream's slab rows are fetched once (and ahead of use) instead of once per kernel.
     score_params float64: resid_window, resid_floor, resid_clip, short_window, long_window,
-    err_scale, var_floor, probation, nines, alarm, cooldown; alert_params float64: open_level,
-    close_level, min_duration, cooldown, warmup, error_gate. mean, scale (n, F) float64 are the
-    rows' statistics from `normalise_batch` (mean_out, scale_out): outputs_out (n, F) receives
-    the forecasts y_next in the streams' units, y_next * scale + mean.
+    err_scale, var_floor, probation, nines, alarm, cooldown, scale_floor_rel, scale_floor_abs;
+    alert_params float64: open_level, close_level, min_duration, cooldown, warmup, error_gate.
+    mean, root (n, F) float64 are the rows' statistics from `normalise_batch` (mean_out,
+    root_out): outputs_out (n, F) receives the forecasts y_next in the streams' units, mapped
+    back as `denormalise_batch` does.
     """
     n, features = z.shape
     resid_window = score_params[0]
@@ -471,6 +480,8 @@ def finish_batch(
     nines = score_params[8]
     alarm = score_params[9]
     cooldown = score_params[10]
+    floor_rel = score_params[11]
+    floor_abs = score_params[12]
     floor_b = 1.0 / short_window
     floor_a = 1.0 / long_window
     floor_c = 1.0 / resid_window
@@ -506,7 +517,9 @@ def finish_batch(
         scores_out[i] = score
         surprise_out[i] = surprise
         for f in range(features):
-            outputs_out[i, f] = y_next[i, f] * scale[i, f] + mean[i, f]
+            m = mean[i, f]
+            scale = root[i, f] + floor_rel * abs(m) + floor_abs
+            outputs_out[i, f] = y_next[i, f] * scale + m
         _exchange_row(forecast, slot, outputs_out, expected_out, i)
         alert_row(
             i,
@@ -567,6 +580,8 @@ class AnomalyScorer:
                 s.nines,
                 s.alarm,
                 float(s.cooldown),
+                s.scale_floor_rel,
+                s.scale_floor_abs,
             ]
         )
 
@@ -580,14 +595,14 @@ class AnomalyScorer:
             self._scores = np.zeros(rows, np.float64)
             self._surprise = np.zeros(rows, np.float64)
             self._mean = np.zeros((rows, f), np.float64)
-            self._scale = np.zeros((rows, f), np.float64)
+            self._root = np.zeros((rows, f), np.float64)
             self._rows = rows
 
     def normalise(self, slots: np.ndarray, x_raw: np.ndarray) -> np.ndarray:
         """Return the normalised readings (n, F) float32 (a view of a reused buffer).
 
         The novelty flags of these rows are kept for the following `score` call, their updated
-        means and scales for the following `finish` call.
+        means and roots of variances for the following `finish` call.
         """
         s = self.spec
         n = slots.shape[0]
@@ -606,7 +621,7 @@ class AnomalyScorer:
             z,
             self._novel[:n],
             self._mean[:n],
-            self._scale[:n],
+            self._root[:n],
         )
         return z
 
@@ -684,7 +699,7 @@ class AnomalyScorer:
             self.slabs[ERR],
             self.slabs[RESID],
             self._mean[:n],
-            self._scale[:n],
+            self._root[:n],
             forecast,
             alert_state,
             self._score_params,
