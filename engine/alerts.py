@@ -67,7 +67,7 @@ class AlertPolicy:
         return {ALERT_SLAB: ((ALERT_COLUMNS,), np.float64)}
 
 
-@kernel(_nrt=False)
+@kernel
 def alert_batch(
     slots,
     scores,

@@ -48,10 +48,6 @@ from engine.alerts import alert_row
 from engine.kernels._jit import inline_kernel, kernel
 from engine.kernels.cells import SLOT_PREFETCH_AHEAD, prefetch_slot
 
-# The kernels below allocate nothing, so they are compiled without Numba's reference counting
-# (`_nrt=False`): otherwise every array handed to an inlined helper costs an atomic increment and
-# decrement per row, more than the row's arithmetic (alert_batch: 30 -> 5 us for 1024 rows).
-#
 # Rows ahead whose slab rows the kernels ask the CPU to fetch: batches land on random slots among
 # many streams, and a row's few loads otherwise each wait on a cache (and TLB) miss.
 PREFETCH_AHEAD = SLOT_PREFETCH_AHEAD
@@ -125,7 +121,7 @@ class AnomalySpec:
 # ------------------------------------------------------------------------------------ kernels
 
 
-@kernel(_nrt=False)
+@kernel
 def normalise_batch(
     slots,
     x_raw,
@@ -218,7 +214,7 @@ def _residual_row(z, y_next, pred, resid, i, slot):
         pred[slot, f] = y_next[i, f]
 
 
-@kernel(_nrt=False)
+@kernel
 def residual_batch(slots, z, y_next, pred, resid_out):  # pragma: no cover - jitted
     """Write r = z - pred[slot] (the forecast made at the previous reading), then keep y_next.
 
@@ -243,7 +239,7 @@ def _score_from_z(zs, nines):
     return min(-math.log(q) / (_LN10 * nines), 1.0)
 
 
-@kernel(_nrt=False)
+@kernel
 def score_batch(
     slots,
     resid,
@@ -356,7 +352,7 @@ def _score_row(
     return score, math.sqrt(u2 / features)
 
 
-@kernel(_nrt=False)
+@kernel
 def cooldown_batch(slots, novel, err, alarm, cooldown, scores):  # pragma: no cover - jitted
     """Keep one alarm per incident: after a score >= alarm, score novelty only for a while.
 
@@ -384,7 +380,7 @@ def _cooldown_row(err, slot, novel, score, alarm, cooldown):
     return score
 
 
-@kernel(_nrt=False)
+@kernel
 def denormalise_batch(slots, y, norm, floor_rel, floor_abs, out):  # pragma: no cover - jitted
     """Map normalised values back to the stream's units: out = y * s + m, per feature.
 
@@ -407,7 +403,7 @@ def _denormalise_row(y, norm, i, slot, floor_rel, floor_abs, out):
         out[i, f] = y[i, f] * scale + mean
 
 
-@kernel(_nrt=False)
+@kernel
 def exchange_forecast(slots, forecast, new, expected_out):  # pragma: no cover - jitted
     """Hand back each stream's previous forecast and keep its new one, in one pass.
 
@@ -430,7 +426,7 @@ def _exchange_row(forecast, slot, new, expected, i):
         forecast[slot, f] = new[i, f]
 
 
-@kernel(_nrt=False)
+@kernel
 def finish_batch(
     slots,
     z,
