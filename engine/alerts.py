@@ -1,12 +1,13 @@
 """Turning per-reading anomaly scores into alerts: one incident, one open and one close.
 
-Per stream, in slot-indexed slab `ALERT_SLAB`: an alert opens when the score stays at or above
-the open level for `min_duration` readings in a row, and closes when it falls below the close
-level (hysteresis: close < open keeps a score hovering at the threshold from flapping). After a
-close the stream stays quiet for `cooldown` readings. A stream may carry its own open level
-(`threshold` column; 0 means the policy's). No alert opens during a stream's first `warmup`
-readings: a young stream has seen little of its own range, so most of its "new extremes" are
-ordinary (bench/results/alerts.md measures the defaults on synthetic fleets).
+Per stream, in the first ALERT_COLUMNS columns of slot-indexed slab `ALERT_SLAB`: an alert
+opens when the score stays at or above the open level for `min_duration` readings in a row, and
+closes when it falls below the close level (hysteresis: close < open keeps a score hovering at
+the threshold from flapping). After a close the stream stays quiet for `cooldown` readings. A
+stream may carry its own open level (`threshold` column; 0 means the policy's). No alert opens
+during a stream's first `warmup` readings: a young stream has seen little of its own range, so
+most of its "new extremes" are ordinary (bench/results/alerts.md measures the defaults on
+synthetic fleets).
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ import numpy as np
 from engine.kernels._jit import inline_kernel, kernel
 from engine.kernels.cells import SLOT_PREFETCH_AHEAD, prefetch_slot
 
-ALERT_SLAB = "alert_state"
+# One float64 row per stream holds all of a scoring engine's state (engine.anomaly), alert state
+# first: the alert columns below index that row too, so the alert state is found under its name.
+SCORING_SLAB = "scoring"
+ALERT_SLAB = SCORING_SLAB
 # columns of the alert slab
 A_OPEN = 0  # 1.0 while an alert is open
 A_RUN = 1  # consecutive readings at or above the open level while closed

@@ -30,10 +30,16 @@ Four steps per reading x_t of a stream, each a kernel that walks rows in order o
    novelty flag alone: a further new extreme still scores 1). Without it the likelihood stays
    high while the error statistics absorb the incident and the stream reports it many times.
 
-State lives in slabs that share the engine's slot axis (`AnomalySpec.slab_specs()`); a zeroed row
-is a fresh stream, so `StateTable.admit` needs nothing special. The kernels allocate nothing.
-The engine runs steps 2-4, the mapping of forecasts back to the streams' units and the alerts as
-one kernel, `finish_batch`, so each stream's slab rows are fetched once per reading.
+State lives in one slab, one float64 row per stream on the engine's slot axis
+(`AnomalySpec.slab_specs()`): the alert state, error statistics, last normalised forecast,
+residuals' mean square, last forecast in the stream's units and normaliser statistics, side by
+side. The kernels take column views of it (`AnomalySpec.views`), one per kind of state, and
+`finish_batch` the slab itself; one row instead of six slabs keeps a stream's state on adjacent
+cache lines within one or two pages, where six slabs at random slots put it on six distant lines
+and pages (bench/README.md). A zeroed row is a fresh stream, so `StateTable.admit` needs nothing
+special. The kernels allocate nothing. The engine
+runs steps 2-4, the mapping of forecasts back to the streams' units and the alerts as one
+kernel, `finish_batch`, so each stream's row is fetched once per reading.
 """
 
 from __future__ import annotations
@@ -44,20 +50,26 @@ from typing import Any
 
 import numpy as np
 
-from engine.alerts import alert_row
+from engine.alerts import ALERT_COLUMNS, SCORING_SLAB, alert_row
 from engine.kernels._jit import inline_kernel, kernel
-from engine.kernels.cells import SLOT_PREFETCH_AHEAD, prefetch_slot
+from engine.kernels.cells import _LINE_BYTES, SLOT_PREFETCH_AHEAD, _prefetch_bytes
 
 # Rows ahead whose slab rows the kernels ask the CPU to fetch: batches land on random slots among
 # many streams, and a row's few loads otherwise each wait on a cache (and TLB) miss.
 PREFETCH_AHEAD = SLOT_PREFETCH_AHEAD
 
-# slab names
-NORM = "anomaly_norm"  # (F, 5) float64: count, mean, variance, min, max of the raw readings
-PRED = "anomaly_pred"  # (F,) float64: forecast of the next normalised reading
-RESID = "anomaly_resid"  # (F,) float64: running mean square of the residuals
-# (5,) float64: count, short average, long mean, long variance of errors, cool-down left
+# Names of the views of the scoring row (`AnomalySpec.views`), in the row's order. The alert state
+# comes first, so `engine.alerts` column indices address the row itself; then what `finish_batch`
+# touches, adjacent; then what `normalise_batch` touches.
+ALERT = "alert_state"  # (ALERT_COLUMNS,): see engine.alerts
+# (5,): count, short average, long mean, long variance of errors, cool-down left
 ERR = "anomaly_err"
+PRED = "anomaly_pred"  # (F,): forecast of the next normalised reading
+RESID = "anomaly_resid"  # (F,): running mean square of the residuals
+FORECAST = "forecast"  # (F,): forecast of the next reading in the stream's units
+NORM = "anomaly_norm"  # (F, 5): count, mean, variance, min, max of the raw readings
+FINISH = "finish"  # (ALERT_COLUMNS + 5 + 3F,): the columns finish_batch touches
+O_ERR = ALERT_COLUMNS  # first column of ERR; PRED, RESID, FORECAST, NORM follow
 
 # columns of NORM and ERR
 N_COUNT, N_MEAN, N_VAR, N_MIN, N_MAX = 0, 1, 2, 3, 4
@@ -96,15 +108,14 @@ class AnomalySpec:
     alarm: float = 0.4  # a score this high starts a cool-down
     cooldown: int = 300  # readings after an alarm that score novelty only
 
+    @property
+    def row_width(self) -> int:
+        """Return the float64 columns of one stream's scoring row."""
+        return ALERT_COLUMNS + 5 + 8 * self.features
+
     def slab_specs(self) -> dict[str, tuple[tuple[int, ...], type]]:
         """Return `{name: (shape, dtype)}` for `StateTable(specs=...)`, per stream."""
-        f = self.features
-        return {
-            NORM: ((f, 5), np.float64),
-            PRED: ((f,), np.float64),
-            RESID: ((f,), np.float64),
-            ERR: ((5,), np.float64),
-        }
+        return {SCORING_SLAB: ((self.row_width,), np.float64)}
 
     def allocate(self, capacity: int) -> dict[str, np.ndarray]:
         """Return zeroed slabs for `capacity` streams (what a StateTable would hold)."""
@@ -113,12 +124,53 @@ class AnomalySpec:
             for name, (shape, dtype) in self.slab_specs().items()
         }
 
+    def views(self, slab: np.ndarray) -> dict[str, np.ndarray]:
+        """Return the kernels' arrays as views into a scoring slab (capacity, row_width).
+
+        Keys ALERT, ERR, PRED, RESID, FORECAST (capacity, columns) and NORM (capacity, F, 5);
+        FINISH spans ALERT to FORECAST. Writing a view writes the slab.
+        """
+        f = self.features
+        if slab.shape[1:] != (self.row_width,) or slab.dtype != np.float64:
+            raise ValueError(f"scoring slab must be float64 (capacity, {self.row_width})")
+        if not slab.flags.c_contiguous:
+            raise ValueError("scoring slab must be C-contiguous")
+        out: dict[str, np.ndarray] = {}
+        start = 0
+        # finish_batch slices its row in this order too
+        for name, width in ((ALERT, ALERT_COLUMNS), (ERR, 5), (PRED, f), (RESID, f), (FORECAST, f)):
+            out[name] = slab[:, start : start + width]
+            start += width
+        out[FINISH] = slab[:, :start]
+        out[NORM] = np.lib.stride_tricks.as_strided(
+            slab[:, start:], shape=(slab.shape[0], f, 5), strides=(slab.strides[0], 40, 8)
+        )
+        return out
+
     def to_dict(self) -> dict:
         """Return the constants as a JSON-serialisable dict."""
         return asdict(self)
 
 
 # ------------------------------------------------------------------------------------ kernels
+
+
+@inline_kernel
+def prefetch_row(view, slot):
+    """Prefetch every cache line of view[slot], whose elements lie side by side in memory.
+
+    view is a slab or a column view of one (its row stride may exceed its row's bytes). Rows
+    need not start on a line boundary, so the last byte is asked for too.
+    """
+    _prefetch_span(view, slot, view.size // view.shape[0] * view.itemsize)
+
+
+@inline_kernel
+def _prefetch_span(slab, slot, nbytes):
+    """Prefetch the cache lines of the first nbytes bytes of slab[slot]."""
+    for offset in range(0, nbytes, _LINE_BYTES):
+        _prefetch_bytes(slab, slot, offset)
+    _prefetch_bytes(slab, slot, nbytes - 1)
 
 
 @kernel
@@ -155,7 +207,7 @@ def normalise_batch(
     floor_a = 1.0 / window
     for i in range(n):
         if i + PREFETCH_AHEAD < n:
-            prefetch_slot(norm, slots[i + PREFETCH_AHEAD])
+            prefetch_row(norm, slots[i + PREFETCH_AHEAD])
         slot = slots[i]
         novel = 0.0
         for f in range(features):
@@ -207,11 +259,11 @@ def _roots(values):
 
 
 @inline_kernel
-def _residual_row(z, y_next, pred, resid, i, slot):
-    """Write row i's resid = z - pred[slot], then keep its new forecast y_next in pred[slot]."""
+def _residual_row(z, y_next, pred, resid, i):
+    """Write row i's resid = z - pred, then keep its new forecast y_next in pred (F,)."""
     for f in range(z.shape[1]):
-        resid[i, f] = z[i, f] - pred[slot, f]
-        pred[slot, f] = y_next[i, f]
+        resid[i, f] = z[i, f] - pred[f]
+        pred[f] = y_next[i, f]
 
 
 @kernel
@@ -224,8 +276,8 @@ def residual_batch(slots, z, y_next, pred, resid_out):  # pragma: no cover - jit
     n = z.shape[0]
     for i in range(n):
         if i + PREFETCH_AHEAD < n:
-            prefetch_slot(pred, slots[i + PREFETCH_AHEAD])
-        _residual_row(z, y_next, pred, resid_out, i, slots[i])
+            prefetch_row(pred, slots[i + PREFETCH_AHEAD])
+        _residual_row(z, y_next, pred[slots[i]], resid_out, i)
 
 
 @inline_kernel
@@ -257,6 +309,8 @@ def score_batch(
     nines,
     scores_out,
     surprise_out,
+    err_col=0,
+    rms_col=0,
 ):  # pragma: no cover - jitted
     """Turn residuals (and novelty flags) into scores in [0, 1], updating the error statistics.
 
@@ -273,6 +327,9 @@ def score_batch(
     d = short - mean, mean += a d, var = (1 - a) (var + a d^2), count += 1.
     surprise_out (n,) float64 receives sqrt(u2 / F): the reading's forecast error in units of
     the stream's own typical error (root mean square over features).
+    err and rms may be one scoring slab, with err_col and rms_col the first columns of each:
+    a column view of it would be strided, and the sum over features then formed in another
+    order than over a contiguous row (see `_score_row`).
     """
     n, features = resid.shape
     floor_b = 1.0 / short_window
@@ -282,15 +339,15 @@ def score_batch(
     for i in range(n):
         if i + PREFETCH_AHEAD < n:
             ahead = slots[i + PREFETCH_AHEAD]
-            prefetch_slot(err, ahead)
-            prefetch_slot(rms, ahead)
+            prefetch_row(err[:, err_col:], ahead)
+            prefetch_row(rms[:, rms_col : rms_col + features], ahead)
+        slot = slots[i]
         score, surprise = _score_row(
             resid,
             novel[i],
-            err,
-            rms,
+            err[slot, err_col:],
+            rms[slot, rms_col : rms_col + features],
             i,
-            slots[i],
             floor_a,
             floor_b,
             floor_c,
@@ -312,7 +369,6 @@ def _score_row(
     err,
     rms,
     i,
-    slot,
     floor_a,
     floor_b,
     floor_c,
@@ -323,32 +379,36 @@ def _score_row(
     probation,
     nines,
 ):
-    """Return row i's (score, surprise) and update its stream's statistics (see `score_batch`)."""
+    """Return row i's (score, surprise), updating its stream's err (5,) and rms (F,) rows.
+
+    See `score_batch`. rms should be C-contiguous where F > 1: the sum over features is
+    reassociated as the compiler vectorises it, and a strided row would sum in another order.
+    """
     features = resid.shape[1]
-    count = err[slot, 0]
+    count = err[0]
     u2 = 0.0
     if count > 0.0:
         c = max(1.0 / (count + 1.0), floor_c)
         for f in range(features):
             r = float(resid[i, f])
             r2 = r * r
-            base = rms[slot, f] + resid_floor
+            base = rms[f] + resid_floor
             u2 += r2 / base
-            rms[slot, f] += c * (min(r2, resid_clip * base) - rms[slot, f])
+            rms[f] += c * (min(r2, resid_clip * base) - rms[f])
     e = 1.0 - math.exp(-u2 * inv)
-    short = err[slot, 1] + max(1.0 / (count + 1.0), floor_b) * (e - err[slot, 1])
-    mean = err[slot, 2]
-    var = err[slot, 3]
+    short = err[1] + max(1.0 / (count + 1.0), floor_b) * (e - err[1])
+    mean = err[2]
+    var = err[3]
     score = 0.0
     if count >= probation:
         score = _score_from_z((short - mean) / math.sqrt(max(var, var_floor)), nines)
         score = max(score, float(novel))
     a = max(1.0 / (count + 1.0), floor_a)
     d = short - mean
-    err[slot, 0] = count + 1.0
-    err[slot, 1] = short
-    err[slot, 2] = mean + a * d
-    err[slot, 3] = (1.0 - a) * (var + a * d * d)
+    err[0] = count + 1.0
+    err[1] = short
+    err[2] = mean + a * d
+    err[3] = (1.0 - a) * (var + a * d * d)
     return score, math.sqrt(u2 / features)
 
 
@@ -365,18 +425,18 @@ def cooldown_batch(slots, novel, err, alarm, cooldown, scores):  # pragma: no co
     n = slots.shape[0]
     for i in range(n):
         if i + PREFETCH_AHEAD < n:
-            prefetch_slot(err, slots[i + PREFETCH_AHEAD])
-        scores[i] = _cooldown_row(err, slots[i], novel[i], scores[i], alarm, cooldown)
+            prefetch_row(err, slots[i + PREFETCH_AHEAD])
+        scores[i] = _cooldown_row(err[slots[i]], novel[i], scores[i], alarm, cooldown)
 
 
 @inline_kernel
-def _cooldown_row(err, slot, novel, score, alarm, cooldown):
-    """Return a score after its stream's cool-down (see `cooldown_batch`), updating err[slot]."""
-    if err[slot, 4] > 0.0:
-        err[slot, 4] -= 1.0
+def _cooldown_row(err, novel, score, alarm, cooldown):
+    """Return a score after its stream's cool-down (see `cooldown_batch`), updating err (5,)."""
+    if err[4] > 0.0:
+        err[4] -= 1.0
         return min(score, novel)
     if score >= alarm:
-        err[slot, 4] = cooldown
+        err[4] = cooldown
     return score
 
 
@@ -390,7 +450,7 @@ def denormalise_batch(slots, y, norm, floor_rel, floor_abs, out):  # pragma: no 
     n = y.shape[0]
     for i in range(n):
         if i + PREFETCH_AHEAD < n:
-            prefetch_slot(norm, slots[i + PREFETCH_AHEAD])
+            prefetch_row(norm, slots[i + PREFETCH_AHEAD])
         _denormalise_row(y, norm, i, slots[i], floor_rel, floor_abs, out)
 
 
@@ -407,23 +467,23 @@ def _denormalise_row(y, norm, i, slot, floor_rel, floor_abs, out):
 def exchange_forecast(slots, forecast, new, expected_out):  # pragma: no cover - jitted
     """Hand back each stream's previous forecast and keep its new one, in one pass.
 
-    slots (n,) int64 distinct; forecast (capacity, F) float32 slab; new, expected_out (n, F):
+    slots (n,) int64 distinct; forecast (capacity, F) float32/64; new, expected_out (n, F):
     expected_out[i] = forecast[slots[i]] (what was forecast for this reading), then
     forecast[slots[i]] = new[i] (the forecast for the next one).
     """
     n = new.shape[0]
     for i in range(n):
         if i + PREFETCH_AHEAD < n:
-            prefetch_slot(forecast, slots[i + PREFETCH_AHEAD])
-        _exchange_row(forecast, slots[i], new, expected_out, i)
+            prefetch_row(forecast, slots[i + PREFETCH_AHEAD])
+        _exchange_row(forecast[slots[i]], new, expected_out, i)
 
 
 @inline_kernel
-def _exchange_row(forecast, slot, new, expected, i):
-    """Copy forecast[slot] to expected[i], then keep new[i] in its place."""
+def _exchange_row(forecast, new, expected, i):
+    """Copy forecast (F,) to expected[i], then keep new[i] in its place."""
     for f in range(new.shape[1]):
-        expected[i, f] = forecast[slot, f]
-        forecast[slot, f] = new[i, f]
+        expected[i, f] = forecast[f]
+        forecast[f] = new[i, f]
 
 
 @kernel
@@ -433,13 +493,9 @@ def finish_batch(
     y_next,
     novel,
     ts,
-    pred,
-    err,
-    rms,
+    rows,
     mean,
     root,
-    forecast,
-    alert_state,
     score_params,
     alert_params,
     resid_out,
@@ -456,7 +512,10 @@ def finish_batch(
 
     Per row: `residual_batch`, `score_batch`, `cooldown_batch`, `denormalise_batch`,
     `exchange_forecast` and `engine.alerts.alert_batch`, with the same arguments and results,
-    so a stream's slab rows are fetched once (and ahead of use) instead of once per kernel.
+    so a stream's state is fetched once (and ahead of use) instead of once per kernel. rows
+    (capacity, row_width) float64 is the scoring slab (see `AnomalySpec.views` for its columns);
+    kernels are handed C-contiguous pieces of a row, so sums over features are formed exactly
+    as over separate slabs.
     score_params float64: resid_window, resid_floor, resid_clip, short_window, long_window,
     err_scale, var_floor, probation, nines, alarm, cooldown, scale_floor_rel, scale_floor_abs;
     alert_params float64: open_level, close_level, min_duration, cooldown, warmup, error_gate.
@@ -482,23 +541,22 @@ def finish_batch(
     floor_a = 1.0 / long_window
     floor_c = 1.0 / resid_window
     inv = 1.0 / (2.0 * err_scale * err_scale * features)
+    o_pred = O_ERR + 5
+    o_rms = o_pred + features
+    o_forecast = o_rms + features
+    finish_bytes = (o_forecast + features) * rows.itemsize
     for i in range(n):
         if i + PREFETCH_AHEAD < n:
-            ahead = slots[i + PREFETCH_AHEAD]
-            prefetch_slot(pred, ahead)
-            prefetch_slot(err, ahead)
-            prefetch_slot(rms, ahead)
-            prefetch_slot(forecast, ahead)
-            prefetch_slot(alert_state, ahead)
+            _prefetch_span(rows, slots[i + PREFETCH_AHEAD], finish_bytes)
         slot = slots[i]
-        _residual_row(z, y_next, pred, resid_out, i, slot)
+        err = rows[slot, O_ERR : O_ERR + 5]
+        _residual_row(z, y_next, rows[slot, o_pred : o_pred + features], resid_out, i)
         score, surprise = _score_row(
             resid_out,
             novel[i],
             err,
-            rms,
+            rows[slot, o_rms : o_rms + features],
             i,
-            slot,
             floor_a,
             floor_b,
             floor_c,
@@ -509,17 +567,17 @@ def finish_batch(
             probation,
             nines,
         )
-        score = _cooldown_row(err, slot, novel[i], score, alarm, cooldown)
+        score = _cooldown_row(err, novel[i], score, alarm, cooldown)
         scores_out[i] = score
         surprise_out[i] = surprise
         for f in range(features):
             m = mean[i, f]
             scale = root[i, f] + floor_rel * abs(m) + floor_abs
             outputs_out[i, f] = y_next[i, f] * scale + m
-        _exchange_row(forecast, slot, outputs_out, expected_out, i)
-        alert_row(
+        _exchange_row(rows[slot, o_forecast : o_forecast + features], outputs_out, expected_out, i)
+        alert_row(  # the alert columns come first in the row
             i,
-            alert_state,
+            rows,
             slot,
             scores_out[i],
             surprise_out[i],
@@ -543,7 +601,8 @@ def finish_batch(
 class AnomalyScorer:
     """Run the kernels for a batch of rows whose slots are distinct, around a forecaster.
 
-    Owns the slabs (or uses the ones given, e.g. a StateTable's) and the per-batch buffers. Use
+    Owns the scoring slab (or uses the one in the dict given, e.g. a StateTable's, following it
+    when the table replaces it with a bigger one) and the per-batch buffers. Use
     `normalise(slots, x_raw)` before stepping the model with the returned z, then
     `score(slots, z, y_next)` with the model's forecasts of the next normalised readings.
     """
@@ -556,10 +615,9 @@ class AnomalyScorer:
     ) -> None:
         self.spec = spec or AnomalySpec()
         self.slabs = slabs if slabs is not None else self.spec.allocate(capacity)
-        for name, (shape, dtype) in self.spec.slab_specs().items():
-            slab = self.slabs[name]
-            if slab.shape[1:] != shape or slab.dtype != dtype or not slab.flags.c_contiguous:
-                raise ValueError(f"slab {name!r} must be C-contiguous {dtype} (capacity, {shape})")
+        self._viewed: np.ndarray | None = None
+        self._views: dict[str, np.ndarray] = {}
+        self.views()  # check the slab now rather than at the first batch
         self._rows = 0
         self._ensure(1)
         s = self.spec
@@ -580,6 +638,17 @@ class AnomalyScorer:
                 s.scale_floor_abs,
             ]
         )
+
+    def views(self) -> dict[str, np.ndarray]:
+        """Return the views of the current scoring slab (`AnomalySpec.views`).
+
+        Rebuilt only when the slab is another array (a StateTable that grew replaced it).
+        """
+        slab = self.slabs[SCORING_SLAB]
+        if slab is not self._viewed:
+            self._views = self.spec.views(slab)
+            self._viewed = slab
+        return self._views
 
     def _ensure(self, n: int) -> None:
         if n > self._rows:
@@ -607,7 +676,7 @@ class AnomalyScorer:
         normalise_batch(
             slots,
             x_raw,
-            self.slabs[NORM],
+            self.views()[NORM],
             s.norm_window,
             s.norm_clip,
             s.z_clip,
@@ -639,15 +708,17 @@ class AnomalyScorer:
         if surprise_out is None:
             surprise_out = self._surprise[:n]
         resid = self._resid[:n]
-        residual_batch(slots, z, y_next, self.slabs[PRED], resid)
+        views = self.views()
+        rows = self.slabs[SCORING_SLAB]
+        residual_batch(slots, z, y_next, views[PRED], resid)
         scores = self._scores[:n]
         novel = self._novel[:n]
         score_batch(
             slots,
             resid,
             novel,
-            self.slabs[ERR],
-            self.slabs[RESID],
+            rows,
+            rows,
             s.resid_window,
             s.resid_floor,
             s.resid_clip,
@@ -659,8 +730,10 @@ class AnomalyScorer:
             s.nines,
             scores,
             surprise_out,
+            O_ERR,
+            O_ERR + 5 + s.features,
         )
-        cooldown_batch(slots, novel, self.slabs[ERR], s.alarm, float(s.cooldown), scores)
+        cooldown_batch(slots, novel, views[ERR], s.alarm, float(s.cooldown), scores)
         return scores
 
     def finish(
@@ -669,35 +742,29 @@ class AnomalyScorer:
         z: np.ndarray,
         y_next: np.ndarray,
         ts: np.ndarray,
-        forecast: np.ndarray,
-        alert_state: np.ndarray,
         alert_params: np.ndarray,
         result: Any,
     ) -> None:
         """Score, denormalise, exchange forecasts and track alerts in one pass (`finish_batch`).
 
         Call after `normalise` of the same slots. The same as `score`, then `denormalise`,
-        `exchange_forecast` and
-        `engine.alerts.alert_batch`. forecast and alert_state are the slabs of those two;
+        `exchange_forecast` and `engine.alerts.alert_batch` on the FORECAST and ALERT views;
         alert_params float64 is [open_level, close_level, min_duration, cooldown, warmup,
         error_gate]; result (an `engine.stream.StepResult`) receives scores, surprise,
         outputs (y_next in the streams' units), expected and the alert events and details.
         """
         n = slots.shape[0]
         self._ensure(n)
+        self.views()  # checks a replaced slab
         finish_batch(
             slots,
             z,
             y_next,
             self._novel[:n],
             ts,
-            self.slabs[PRED],
-            self.slabs[ERR],
-            self.slabs[RESID],
+            self.slabs[SCORING_SLAB],
             self._mean[:n],
             self._root[:n],
-            forecast,
-            alert_state,
             self._score_params,
             alert_params,
             self._resid[:n],
@@ -714,7 +781,8 @@ class AnomalyScorer:
     def denormalise(self, slots: np.ndarray, y: np.ndarray, out: np.ndarray) -> np.ndarray:
         """Write y (n, F) mapped back to each stream's own units into out; return out."""
         s = self.spec
-        denormalise_batch(slots, y, self.slabs[NORM], s.scale_floor_rel, s.scale_floor_abs, out)
+        norm = self.views()[NORM]
+        denormalise_batch(slots, y, norm, s.scale_floor_rel, s.scale_floor_abs, out)
         return out
 
 
@@ -724,7 +792,7 @@ def online_normalise(values: np.ndarray, spec: AnomalySpec | None = None) -> np.
     x = np.asarray(values, dtype=np.float64)
     x2 = x.reshape(len(x), -1)
     spec = AnomalySpec(**{**spec.to_dict(), "features": x2.shape[1]})
-    norm = spec.allocate(1)[NORM]
+    norm = np.zeros((1, x2.shape[1], 5))
     out = np.empty_like(x2)
     novel = np.empty(len(x2))
     slots = np.zeros(len(x2), np.int64)
@@ -747,7 +815,10 @@ def online_normalise(values: np.ndarray, spec: AnomalySpec | None = None) -> np.
 
 
 __all__ = [
+    "ALERT",
     "ERR",
+    "FINISH",
+    "FORECAST",
     "NORM",
     "PRED",
     "RESID",
@@ -759,6 +830,7 @@ __all__ = [
     "finish_batch",
     "normalise_batch",
     "online_normalise",
+    "prefetch_row",
     "residual_batch",
     "score_batch",
 ]

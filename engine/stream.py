@@ -104,9 +104,8 @@ class StreamEngine:
         self.anomaly = _anomaly_spec(model)
         self.alerts = alerts or AlertPolicy()
         if self.anomaly is not None:
+            # one row per stream: statistics, forecast and alert state (engine.anomaly)
             specs.update(self.anomaly.slab_specs())
-            specs.update(AlertPolicy.slab_specs())
-            specs[FORECAST_SLAB] = ((p.outputs,), np.float32)
         self._table = StateTable(
             specs,
             capacity=capacity,
@@ -234,7 +233,6 @@ class StreamEngine:
         if self.anomaly is None:
             self._advance(slots, X, result.outputs)
             return
-        slabs = self._table.slabs
         z = self._scorer.normalise(slots, X)
         normalised = self._normalised_out[: slots.shape[0]]
         self._advance(slots, z, normalised)
@@ -251,16 +249,7 @@ class StreamEngine:
                     policy.error_gate,
                 ]
             )
-        self._scorer.finish(
-            slots,
-            z,
-            normalised,
-            ts,
-            slabs[FORECAST_SLAB],
-            slabs[ALERT_SLAB],
-            self._alert_params,
-            result,
-        )
+        self._scorer.finish(slots, z, normalised, ts, self._alert_params, result)
 
     def _advance(self, slots: np.ndarray, X: np.ndarray, out: np.ndarray) -> None:
         """One step for rows whose slots are all distinct: sgemm per layer, jitted gates."""
