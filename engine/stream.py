@@ -25,7 +25,6 @@ from engine.state import StateTable, check_stream_id
 SNAPSHOT_FORMAT = "rnnstream-snapshot"
 SNAPSHOT_VERSION = 1
 _SWEEP_INTERVAL = 1.0  # seconds between idle-eviction sweeps
-FORECAST_SLAB = "forecast"  # per stream: the forecast, in its own units, of its next reading
 
 
 @dataclass
