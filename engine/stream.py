@@ -201,8 +201,9 @@ class StreamEngine:
         slots = np.array(found, dtype=np.int64, ndmin=1)  # itemgetter of one key: a bare int
         now = self._clock()
         if table.idle_timeout is not None:
-            for slot in np.flatnonzero(table.last_used[slots] < now - table.idle_timeout):
-                table.expire(int(slots[slot]))
+            stale = slots[table.last_used[slots] < now - table.idle_timeout]
+            for slot in np.unique(stale).tolist():  # a stream listed twice expires once
+                table.expire(slot)
         if self._seen.shape[0] < table.capacity:
             self._seen = np.zeros(table.capacity, np.int32)
         self._ensure_batch(n)

@@ -303,3 +303,12 @@ def test_state_table_growth_copies_every_slab_and_timestamp() -> None:
         assert table.slabs["n"][slot] == 10 * i
         assert table.last_used[slot] == 5.0 + i
     assert table.bytes_per_stream() == 2 * 4 + 8 + 8
+
+
+def test_idle_stream_listed_twice_in_a_batch_counts_one_eviction() -> None:
+    clock = FakeClock()
+    engine = StreamEngine(random_model("gru", 1, True, seed=4), idle_timeout=10.0, clock=clock)
+    engine.step_many(["a"], random_rows(0, 1))
+    clock.advance(60.0)
+    engine.step_many(["a", "a"], random_rows(1, 2))
+    assert engine.stats()["evicted_idle"] == 1
