@@ -178,3 +178,19 @@ def test_tanh_cells_keep_hidden_state_within_unit_interval(
     batched = engine.step_many(["p"] * len(X), X)
     assert np.isfinite(batched).all()
     assert np.abs(engine.state_of("p")["h"]).max() <= 1.0
+
+
+@pytest.mark.parametrize(("cell", "halved"), [("lstm", [0, 1, 3]), ("gru", [0, 1]), ("rnn", [])])
+def test_packed_weights_hold_sigmoid_gate_columns_exactly_halved(cell: str, halved: list) -> None:
+    from engine.packed import PackedModel
+
+    model = random_model(cell, 2, True, 5, input_size=3, hidden_size=6)
+    hidden = model.hidden_size
+    for k, packed in enumerate(PackedModel(model).layer_wt):
+        weights = model.layers[k]
+        n_in = weights.weight_ih.shape[1]
+        w_ih = packed[:n_in].T
+        for gate in range(weights.weight_ih.shape[0] // hidden):
+            rows = slice(gate * hidden, (gate + 1) * hidden)
+            factor = np.float32(0.5) if gate in halved else np.float32(1.0)
+            np.testing.assert_array_equal(w_ih[rows], weights.weight_ih[rows] * factor)

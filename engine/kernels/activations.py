@@ -45,7 +45,17 @@ def fast_tanh(x):
 @inline_kernel
 def fast_sigmoid(x):
     """Return 1 / (1 + exp(-x)) for a float32 scalar, abs error < 5e-7, NaN-preserving."""
-    return _HALF + _HALF * fast_tanh(_HALF * x)
+    return fast_sigmoid_2x(_HALF * x)
+
+
+@inline_kernel
+def fast_sigmoid_2x(x):
+    """Return sigmoid(2 x) = (1 + tanh(x)) / 2: sigmoid of an input already halved.
+
+    The packed weights hold sigmoid gate columns halved (exact in floating point), so the cell
+    kernels skip a multiply per gate: about 5% of an LSTM step's pointwise work.
+    """
+    return _HALF + _HALF * fast_tanh(x)
 
 
 @inline_kernel

@@ -7,6 +7,9 @@ in PyTorch order, so `gates = [x, h, 1] @ wt`:
   rnn  C = H    h' = act(W_ih x + b_ih + W_hh h + b_hh)
   lstm C = 4H   i, f, g, o;  c' = f c + i g;  h' = o tanh(c')
   gru  C = 4H   r, z, n_x, n_h;  n = tanh(n_x + r n_h);  h' = (1 - z) n + z h
+Sigmoid gate columns (lstm i, f, o; gru r, z) are packed halved, weights and bias alike: halving is
+exact in floating point, so their pre-activations come out exactly halved and the kernels take
+sigmoid(a) as (1 + tanh(a / 2)) / 2 without the multiply.
 The head is packed transposed, as `head_t (O, H + 1)`, with the output un-scaling folded in:
   y = head_t @ [h, 1]  ==  (W h + b) * out_std + out_mean.
 With only a few outputs a dot product per output beats an axpy per hidden unit (8 columns fill
@@ -22,7 +25,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from engine.kernels._jit import inline_kernel, kernel
-from engine.kernels.activations import fast_sigmoid, fast_tanh, relu
+from engine.kernels.activations import fast_sigmoid_2x, fast_tanh, relu
 
 CELL_RNN_TANH = 0
 CELL_RNN_RELU = 1
@@ -150,17 +153,17 @@ def _apply_gates(cell, gates, h, c):
     hidden = h.shape[0]
     if cell == CELL_LSTM:
         for j in range(hidden):
-            i = fast_sigmoid(gates[j])
-            f = fast_sigmoid(gates[hidden + j])
+            i = fast_sigmoid_2x(gates[j])
+            f = fast_sigmoid_2x(gates[hidden + j])
             g = fast_tanh(gates[2 * hidden + j])
-            o = fast_sigmoid(gates[3 * hidden + j])
+            o = fast_sigmoid_2x(gates[3 * hidden + j])
             cj = f * c[j] + i * g
             c[j] = cj
             h[j] = o * fast_tanh(cj)
     elif cell == CELL_GRU:
         for j in range(hidden):
-            r = fast_sigmoid(gates[j])
-            z = fast_sigmoid(gates[hidden + j])
+            r = fast_sigmoid_2x(gates[j])
+            z = fast_sigmoid_2x(gates[hidden + j])
             n = fast_tanh(gates[2 * hidden + j] + r * gates[3 * hidden + j])
             h[j] = (np.float32(1.0) - z) * n + z * h[j]
     elif cell == CELL_RNN_TANH:
