@@ -154,6 +154,18 @@ def test_subscriber_skips_and_counts_malformed_publications(pub, context):
         assert payload["seq"] == 5 and sub.malformed == 2
 
 
+def test_subscriber_counts_an_extra_frame_and_stays_in_step(pub, context):
+    sock, endpoint = pub
+    with Subscriber(endpoint, ("pred.",), context=context) as sub:
+        recv_until(sub, sock, pred("a", 0))
+        drain(sub)
+        sock.send_multipart([*pred("a", 6), b"extra"])
+        sock.send_multipart(pred("a", 7))
+        assert sub.recv(timeout=DEADLINE)[1]["seq"] == 6
+        assert sub.recv(timeout=DEADLINE)[1]["seq"] == 7
+        assert sub.malformed == 1
+
+
 def test_subscriber_iterates_alerts_and_errors(pub, context):
     sock, endpoint = pub
     rejection = protocol.Rejection(protocol.RejectReason.BAD_VALUES, "no", stream="x")
