@@ -121,7 +121,6 @@ class PackedModel:
         self.params.setflags(write=False)
         self.layout = layout
         self.layout.setflags(write=False)
-        self.has_input_scaling = has_input_scaling
         self.has_head = has_head
 
         def view(start: int, shape: tuple[int, ...]) -> np.ndarray:
@@ -140,7 +139,7 @@ class PackedModel:
         if has_input_scaling:
             self.input_mean = view(int(layout[cells.L_IN_MEAN]), (self.inputs,))
             self.input_inv_std = view(int(layout[cells.L_IN_INV_STD]), (self.inputs,))
-        else:  # the gather kernel wants arrays of the right type even when unused
+        else:  # the gather kernel always scales: (x - 0) * 1 is x exactly
             self.input_mean = np.zeros(self.inputs, np.float32)
             self.input_inv_std = np.ones(self.inputs, np.float32)
         if has_output_scaling:

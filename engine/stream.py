@@ -261,7 +261,7 @@ class StreamEngine:
         h = self._table.slabs["h"]
         c = self._table.slabs.get("c", h)
         z = self._layer_inputs[0][:n]
-        cells.gather_first_layer(X, slots, h, p.input_mean, p.input_inv_std, p.has_input_scaling, z)
+        cells.gather_first_layer(X, slots, h, p.input_mean, p.input_inv_std, z)
         gates = self._gates[:n]
         for k in range(p.layers):
             np.matmul(z, p.layer_wt[k], out=gates)
