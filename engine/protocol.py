@@ -43,6 +43,7 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,7 @@ BATCH_TOPIC = b"batch.pred"
 
 _F32_LE = np.dtype("<f4")
 _NUMBER_TYPES = (int, float)
+_NUMBER_TYPESET = frozenset(_NUMBER_TYPES)
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
@@ -258,51 +260,122 @@ def decode_ingest_many(
     readings are gathered into one array at the end: a daemon draining hundreds of small
     messages pays for one numpy array, not one per message.
     """
+    decoded = _decode_many(frames, n_inputs, max_frame_bytes, quick=True)
+    if decoded is None:
+        # A single reading's values failed the whole-block check: decode again checking each
+        # reading on its own, which drops the same readings and says what is wrong with each.
+        decoded = _decode_many(frames, n_inputs, max_frame_bytes, quick=False)
+    return decoded
+
+
+def _decode_many(
+    frames: Sequence[bytes], n_inputs: int, max_frame_bytes: int, quick: bool
+) -> tuple[Readings, list[Rejection]] | None:
+    """Decode frames; with `quick`, return None when a single reading needs a closer look.
+
+    `quick` takes the common single reading (short str id, a list of n_inputs values, plain
+    seq / ts / flags) with a few inline tests and checks the values of all such readings at
+    once, in `_values_block`: ~2.3 -> ~1.5 us per reading. Anything else about a single
+    reading, and every batch, goes through the per-message validation either way.
+    """
     out = Readings.empty(n_inputs)
     rejections: list[Rejection] = []
     chunks: list[np.ndarray] = []  # value blocks in row order
     pending: list[Any] = []  # single-reading rows not yet in a block
+    unchecked: list[list] = []  # the rows of `pending` whose values are not checked yet
+    streams, seqs, stamps, resets, ends = out.streams, out.seq, out.ts, out.reset, out.end
     for frame in frames:
         try:
             msg = _decode_frame(frame, max_frame_bytes)
             if type(msg) is Rejection:
                 rejections.append(msg)
-            elif "streams" in msg:
+                continue
+            if "streams" in msg:
                 readings, bad = _decode_batch(msg, n_inputs)
                 rejections.extend(bad)
                 if len(readings):
                     if pending:
-                        chunks.append(np.array(pending, np.float32))
+                        block = _values_block(pending, unchecked, n_inputs)
+                        if block is None:
+                            return None
+                        chunks.append(block)
                         pending = []
+                        unchecked = []
                     chunks.append(readings.values)
-                    out.streams += readings.streams
-                    out.seq += readings.seq
-                    out.ts += readings.ts
-                    out.reset += readings.reset
-                    out.end += readings.end
-            else:
-                row = _decode_single(msg, n_inputs)
-                if type(row) is Rejection:
-                    rejections.append(row)
-                else:
-                    stream, values, seq, ts, reset, end = row
+                    streams += readings.streams
+                    seqs += readings.seq
+                    stamps += readings.ts
+                    resets += readings.reset
+                    ends += readings.end
+                continue
+            if quick:
+                stream = msg.get("stream")
+                values = msg.get("values")
+                seq = msg.get("seq")
+                ts = msg.get("ts")
+                reset = msg.get("reset")
+                end = msg.get("end")
+                if (
+                    type(stream) is str
+                    and 0 < len(stream) * 4 <= MAX_STREAM_ID_BYTES
+                    and type(values) is list
+                    and len(values) == n_inputs
+                    and (seq is None or (type(seq) is int and seq >= 0))
+                    # ts - ts is 0.0 exactly when ts is finite
+                    and (ts is None or (type(ts) is float and ts - ts == 0.0) or type(ts) is int)
+                    and (reset is None or reset is True or reset is False)
+                    and (end is None or end is True or end is False)
+                ):
                     pending.append(values)
-                    out.streams.append(stream)
-                    out.seq.append(seq)
-                    out.ts.append(ts)
-                    out.reset.append(reset)
-                    out.end.append(end)
+                    unchecked.append(values)
+                    streams.append(stream)
+                    seqs.append(seq)
+                    stamps.append(ts if ts is None or type(ts) is float else float(ts))
+                    resets.append(reset is True)
+                    ends.append(end is True)
+                    continue
+            row = _decode_single(msg, n_inputs)
+            if type(row) is Rejection:
+                rejections.append(row)
+            else:
+                stream, values, seq, ts, reset, end = row
+                pending.append(values)
+                streams.append(stream)
+                seqs.append(seq)
+                stamps.append(ts)
+                resets.append(reset)
+                ends.append(end)
         except Exception as exc:  # a bug here must not stop the daemon's loop
             rejections.append(
                 Rejection(RejectReason.INTERNAL, f"{type(exc).__name__}: {exc}"[:200])
             )
     if pending:
-        chunks.append(np.array(pending, np.float32))
+        block = _values_block(pending, unchecked, n_inputs)
+        if block is None:
+            return None
+        chunks.append(block)
     if len(chunks) == 1:
         out.values = np.ascontiguousarray(chunks[0], dtype=np.float32)
     elif chunks:
         out.values = np.concatenate(chunks).astype(np.float32, copy=False)
     return out, rejections
+
+
+def _values_block(rows: list, unchecked: list[list], n_inputs: int) -> np.ndarray | None:
+    """Return value rows as one (n, n_inputs) float32 block; None if an unchecked row is bad.
+
+    Rows not in `unchecked` were validated one by one. The others must hold only ints and
+    floats (never bools) within float32 range; one set of types and one numpy comparison over
+    all of them cost about a third of checking each value in a Python loop.
+    """
+    if unchecked and not set(map(type, chain.from_iterable(unchecked))) <= _NUMBER_TYPESET:
+        return None
+    flat = np.fromiter(chain.from_iterable(rows), np.float64, len(rows) * n_inputs)
+    # `<=` is False for NaN, so this also refuses NaN; the float64 test (before rounding to
+    # float32) refuses exactly what `_row_values` refuses.
+    if unchecked and not (np.abs(flat) <= _FLOAT32_MAX).all():
+        return None
+    return flat.astype(np.float32).reshape(len(rows), n_inputs)
 
 
 def _decode_frame(frame: bytes, max_frame_bytes: int) -> dict | Rejection:
@@ -373,6 +446,30 @@ def _column(
     return None, Rejection(reason, f"'{key}' must be a list, got {type(col).__name__}")
 
 
+def _ids_surely_valid(streams: list) -> bool:
+    """Return True if every entry is a non-empty str short enough to need no byte count.
+
+    False means "check row by row", not "invalid". One join and one numpy pass over the code
+    points replace three Python-level passes (types, shortest, longest): ~60 -> ~20 us for 1024
+    ids. An id holding NUL, the separator, also sends the batch to the row checks.
+    """
+    try:
+        # join refuses anything but str; UTF-32 gives one uint32 per code point.
+        codes = np.frombuffer("\0".join(streams).encode("utf-32-le"), np.uint32)
+    except (TypeError, UnicodeEncodeError):
+        return False
+    n = len(streams)
+    bounds = np.empty(n + 1, np.intp)
+    bounds[0] = -1
+    bounds[n] = codes.size
+    ends = np.flatnonzero(codes == 0)
+    if n == 0 or ends.size != n - 1:
+        return False
+    bounds[1:n] = ends
+    lengths = np.diff(bounds) - 1
+    return bool(lengths.min() > 0) and int(lengths.max()) * 4 <= MAX_STREAM_ID_BYTES
+
+
 def _decode_batch(msg: dict, n_inputs: int) -> tuple[Readings, list[Rejection]]:
     streams = msg["streams"]
     if type(streams) is not list:
@@ -407,8 +504,8 @@ def _decode_batch(msg: dict, n_inputs: int) -> tuple[Readings, list[Rejection]]:
                 )
             ]
         values = np.frombuffer(raw, _F32_LE).reshape(n, n_inputs)
-        finite = np.isfinite(values).all(axis=1)
-        if not finite.all():
+        if not np.isfinite(values).all():  # one flat pass; rows only when something is off
+            finite = np.isfinite(values).all(axis=1)
             for i in np.flatnonzero(~finite).tolist():
                 bad[i] = Rejection(RejectReason.NON_FINITE, "values contain NaN or infinity")
     elif type(raw) is list:
@@ -433,13 +530,7 @@ def _decode_batch(msg: dict, n_inputs: int) -> tuple[Readings, list[Rejection]]:
         ]
 
     # Cheap whole-column checks first; fall back to per-row diagnosis only when one fails.
-    types = set(map(type, streams))
-    if (
-        types != {str}
-        or not streams
-        or min(map(len, streams)) == 0
-        or (max(map(len, streams)) * 4 > MAX_STREAM_ID_BYTES)
-    ):
+    if not _ids_surely_valid(streams):
         for i, s in enumerate(streams):
             if (problem := _stream_problem(s)) is not None and i not in bad:
                 bad[i] = problem
