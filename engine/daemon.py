@@ -16,6 +16,7 @@ import math
 import os
 import signal
 import time
+import types
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -410,16 +411,14 @@ class Daemon:
     def _publish(self, batch: Readings, result: StepResult, stamps: np.ndarray) -> None:
         n = len(batch)
         mode = self.config.publish_mode
-        send = self.publisher.send
-        scores = [None] * n if result.scores is None else result.scores.tolist()
+        send = _fast_send(self.publisher)
         if mode in ("each", "both"):
-            encode = protocol.encode_prediction
-            topic = protocol.prediction_topic
-            for stream, seq, ts, prediction, score in zip(
-                batch.streams, batch.seq, batch.ts, result.outputs.tolist(), scores, strict=True
+            # Two sends, not send_multipart: its Python loop costs more than the second call.
+            for topic, payload in protocol.prediction_messages(
+                batch.streams, batch.seq, batch.ts, result.outputs, result.scores
             ):
-                send(topic(stream), _SNDMORE)
-                send(encode(stream, seq, ts, prediction, score))
+                send(topic, _SNDMORE)
+                send(payload)
         if mode in ("batch", "both"):
             payload = protocol.encode_prediction_batch(
                 batch.streams, batch.seq, batch.ts, result.outputs, result.scores
@@ -641,6 +640,18 @@ class Daemon:
             self._metrics_server.shutdown()
         if self._context is not None:
             self._context.term()
+
+
+def _fast_send(sock: Any) -> Any:
+    """Return `sock.send`, bound past pyzmq's Python wrapper when `sock` is a real socket.
+
+    The wrapper only adds routing_id / group for draft socket types; skipping it saves ~0.2 us
+    per frame, and "each" publication sends two frames per reading.
+    """
+    base = getattr(zmq.backend, "Socket", None)
+    if base is not None and isinstance(sock, base):
+        return types.MethodType(base.send, sock)
+    return sock.send
 
 
 def _stamps(ts: list[float | None]) -> np.ndarray:

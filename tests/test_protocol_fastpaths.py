@@ -311,3 +311,34 @@ def test_ids_surely_valid_never_passes_an_invalid_id(streams):
         assert streams and all(P._stream_problem(s) is None for s in streams)
     elif streams and all(type(s) is str and 0 < len(s) <= 64 and "\x00" not in s for s in streams):
         pytest.fail("a batch of short valid ids should take the fast path")
+
+
+# ----------------------------------------------------------------------------- publication
+
+
+@pytest.mark.parametrize("with_scores", [True, False])
+def test_prediction_messages_are_byte_identical_to_one_encode_prediction_per_row(with_scores):
+    rng = np.random.default_rng(3)
+    streams = ["a", "pump-7", "é-unicode", "a", "𝄞"]
+    seq = [1, None, 2**64 - 1, 7, 0]
+    ts = [1.5, None, 1_700_000_000.25, 3, -0.0]  # an int ts is published as a float
+    outputs = rng.standard_normal((5, 2)).astype(np.float32)
+    scores = np.array([0.5, np.nan, 0.0, 1.0, np.nan], np.float32) if with_scores else None
+    got = list(P.prediction_messages(streams, seq, ts, outputs, scores))
+    want = [
+        (
+            P.prediction_topic(streams[i]),
+            P.encode_prediction(
+                streams[i], seq[i], ts[i], outputs[i], None if scores is None else scores[i]
+            ),
+        )
+        for i in range(5)
+    ]
+    assert got == want
+    kind, payload = P.decode_publication(*got[1])
+    assert kind == "pred" and payload["score"] is None and payload["ts"] is None
+    assert P.decode_publication(*got[3])[1]["ts"] == 3.0
+
+
+def test_prediction_messages_of_no_rows_is_empty():
+    assert list(P.prediction_messages([], [], [], np.empty((0, 2), np.float32), None)) == []
