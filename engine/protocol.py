@@ -611,11 +611,16 @@ def encode_reading(
     end: bool = False,
 ) -> bytes:
     """Encode one reading; optional fields are left out when not given."""
-    msg: dict[str, Any] = {"stream": stream, "values": _values_list(values)}
+    # A producer calls this once per reading: a plain list goes to the packer as it is (numpy
+    # scalars in it take the packer's default hook), and plain ints and floats skip conversion.
+    msg: dict[str, Any] = {
+        "stream": stream,
+        "values": values if type(values) is list else _values_list(values),
+    }
     if seq is not None:
-        msg["seq"] = int(seq)
+        msg["seq"] = seq if type(seq) is int else int(seq)
     if ts is not None:
-        msg["ts"] = float(ts)
+        msg["ts"] = ts if type(ts) is float else float(ts)
     if reset:
         msg["reset"] = True
     if end:
