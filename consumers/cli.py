@@ -16,7 +16,7 @@ from typing import Any, TextIO
 from consumers.client import DEFAULT_PUBLISH_ENDPOINT, Subscriber
 from engine import protocol
 from engine.cli import HelpFormatter, UserError
-from producers.client import add_curve_client_arguments
+from engine.keys import add_curve_client_arguments
 
 _DEFAULT_TOPICS = {
     "tail": ["pred.", "batch.pred", "alert.", "error"],

@@ -10,7 +10,7 @@ import numpy as np
 import zmq
 
 from engine import protocol
-from producers.client import KeyLike, apply_curve_client
+from engine.keys import KeyLike, apply_curve_client
 
 DEFAULT_PUBLISH_ENDPOINT = "tcp://127.0.0.1:5556"
 

@@ -17,6 +17,7 @@ from typing import Any
 import zmq
 
 from engine import protocol
+from engine.keys import KeyLike, add_curve_client_arguments, apply_curve_client
 
 DEFAULT_CONTROL_ENDPOINT = "tcp://127.0.0.1:5557"
 
@@ -33,18 +34,18 @@ def control(
     cmd: str,
     timeout: float = 5.0,
     *,
-    server_key: str | bytes | None = None,
-    client_key: str | bytes | None = None,
+    server_public_key: KeyLike | None = None,
+    client_secret_key: KeyLike | None = None,
     **fields: Any,
 ) -> dict:
     """Send `{"cmd": cmd, **fields}` to the control socket at `endpoint` and return the reply.
 
     The reply is the daemon's decoded map, `ok` included. Raise `NoReply` when no answer comes
     within `timeout` seconds, `protocol.ProtocolError` for a malformed answer, and `ValueError`
-    for a bad endpoint or key. `server_key` (the daemon's public key: Z85 text or its `.key`
-    file) turns on CURVE; `client_key` is this client's secret key (its `.key_secret` file or Z85
-    text). Without `client_key` an ephemeral key pair is used, which a daemon that checks client
-    keys refuses: that shows up as `NoReply`.
+    for a bad endpoint or key. `server_public_key` (Z85 text or the daemon's `.key` file) turns
+    on CURVE; `client_secret_key` is this client's secret key (its `.key_secret` file or Z85
+    text). Without it an ephemeral key pair is used, which a daemon that checks client keys
+    refuses: that shows up as `NoReply`.
     """
     ms = max(1, int(timeout * 1000))
     ctx = zmq.Context()
@@ -53,7 +54,7 @@ def control(
         sock.linger = 0
         sock.rcvtimeo = ms
         sock.sndtimeo = ms
-        _apply_curve(sock, server_key, client_key)
+        apply_curve_client(sock, server_public_key, client_secret_key=client_secret_key)
         try:
             sock.connect(endpoint)
         except zmq.ZMQError as exc:
@@ -69,23 +70,6 @@ def control(
     finally:
         sock.close(linger=0)
         ctx.term()
-
-
-def _apply_curve(
-    sock: zmq.Socket, server_key: str | bytes | None, client_key: str | bytes | None
-) -> None:
-    if server_key is None:
-        if client_key is not None:
-            raise ValueError("a client key needs the server's public key as well")
-        return
-    if client_key is None:
-        public, secret = zmq.curve_keypair()
-    else:
-        secret = protocol.curve_key(client_key, secret=True)
-        public = zmq.curve_public(secret)
-    sock.curve_serverkey = protocol.curve_key(server_key)
-    sock.curve_publickey = public
-    sock.curve_secretkey = secret
 
 
 # --------------------------------------------------------------------------- printing
@@ -188,17 +172,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the reply")
     parser.add_argument("--json", action="store_true", help="print the raw reply as JSON")
-    parser.add_argument(
-        "--server-key",
-        default=None,
-        help="CURVE: the daemon's public key (Z85 text or its .key certificate file)",
-    )
-    parser.add_argument(
-        "--client-key",
-        default=None,
-        help="CURVE: this client's secret certificate file (NAME.key_secret from rnnstream "
-        "keygen); default: an ephemeral key pair",
-    )
+    add_curve_client_arguments(parser)
     fmt = argparse.ArgumentDefaultsHelpFormatter
     sub = parser.add_subparsers(dest="cmd", metavar="COMMAND", required=True)
     sub.add_parser("health", help="status, uptime, live streams, model", formatter_class=fmt)
@@ -281,15 +255,17 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--timeout must be a positive number of seconds")
     if args.cmd == "streams" and args.limit < 0:
         raise UserError("--limit must not be negative")
-    if args.client_key is not None and args.server_key is None:
-        raise UserError("--client-key needs --server-key (the daemon's public key) as well")
+    if args.client_secret_key is not None and args.server_public_key is None:
+        raise UserError(
+            "--client-secret-key needs --server-public-key (the daemon's public key) as well"
+        )
     try:
         reply = control(
             args.endpoint,
             args.cmd,
             args.timeout,
-            server_key=args.server_key,
-            client_key=args.client_key,
+            server_public_key=args.server_public_key,
+            client_secret_key=args.client_secret_key,
             **_fields(args),
         )
     except NoReply as exc:

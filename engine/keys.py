@@ -1,7 +1,9 @@
-"""`rnnstream keygen`: write ZeroMQ CURVE certificates for the daemon and its clients.
+"""ZeroMQ CURVE keys: `rnnstream keygen` certificates, and the client side of every connection.
 
 Each NAME gets `NAME.key` (public key, safe to share) and `NAME.key_secret` (both keys, mode
 0600, keep it private). The first name is taken as the daemon's in the printed instructions.
+Producers, subscribers and `rnnstream ctl` all connect through `apply_curve_client`, and their
+command lines take the same `add_curve_client_arguments` options.
 """
 
 from __future__ import annotations
@@ -11,10 +13,64 @@ import os
 import shlex
 from pathlib import Path
 
+import zmq
 import zmq.auth
+
+from engine import protocol
 
 DEFAULT_NAMES = ("server", "client")
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+
+KeyLike = str | bytes | os.PathLike
+
+
+def apply_curve_client(
+    socket: zmq.Socket,
+    server_public_key: KeyLike | None,
+    client_public_key: KeyLike | None = None,
+    client_secret_key: KeyLike | None = None,
+) -> None:
+    """Make `socket` a CURVE client of a server with `server_public_key` (no-op when None).
+
+    Keys are 40-character Z85 text/bytes or ZeroMQ certificate files. Without a client key pair an
+    ephemeral one is generated, which suits a server that authenticates nobody by key. A client
+    certificate file (`*.key_secret`) or Z85 secret text may be given as `client_secret_key` alone:
+    the public key is derived from it.
+    """
+    if server_public_key is None:
+        if client_public_key is not None or client_secret_key is not None:
+            raise ValueError("client CURVE keys need the server's public key as well")
+        return
+    if client_secret_key is None:
+        if client_public_key is not None:
+            raise ValueError("a client public key needs its secret key")
+        public, secret = zmq.curve_keypair()
+    else:
+        secret = protocol.curve_key(client_secret_key, secret=True)
+        # derived, not read: Z85 secret text alone carries no public key
+        public = (
+            zmq.curve_public(secret)
+            if client_public_key is None
+            else protocol.curve_key(client_public_key)
+        )
+    socket.curve_serverkey = protocol.curve_key(server_public_key)
+    socket.curve_publickey = public
+    socket.curve_secretkey = secret
+
+
+def add_curve_client_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the CURVE options of a command-line client (`apply_curve_client` takes them)."""
+    parser.add_argument(
+        "--server-public-key",
+        default=None,
+        help="CURVE: the daemon's public key (Z85 text or certificate file); enables encryption",
+    )
+    parser.add_argument(
+        "--client-secret-key",
+        default=None,
+        help="CURVE: this client's secret certificate file (NAME.key_secret from rnnstream "
+        "keygen), for a daemon that admits only known clients; default: a throwaway key pair",
+    )
 
 
 def certificate_paths(out: Path, name: str) -> tuple[Path, Path]:
@@ -80,8 +136,8 @@ def usage_text(out: Path, names: list[str]) -> str:
         lines += [
             f"clients: give the daemon's public key {server_public} and a client's secret "
             "certificate, e.g.",
-            f"  rnnstream ctl --server-key {q(str(server_public))} "
-            f"--client-key {q(str(client_secret))} health",
+            f"  rnnstream ctl --server-public-key {q(str(server_public))} "
+            f"--client-secret-key {q(str(client_secret))} health",
             f"  Producer(..., server_public_key={str(server_public)!r}, "
             f"client_secret_key={str(client_secret)!r})",
             f"  Subscriber(..., server_public_key={str(server_public)!r}, "

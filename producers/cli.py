@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from engine.cli import HelpFormatter, UserError
-from producers.client import DEFAULT_INGEST_ENDPOINT, Producer, add_curve_client_arguments
+from engine.keys import add_curve_client_arguments
+from producers.client import DEFAULT_INGEST_ENDPOINT, Producer
 from producers.csv_replay import merge, paced, read_csv
 from producers.synthetic import ANOMALY_KINDS, DEFAULT_PERIOD, SyntheticFleet
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
-import os
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -12,54 +10,9 @@ import numpy as np
 import zmq
 
 from engine import protocol
+from engine.keys import KeyLike, apply_curve_client
 
 DEFAULT_INGEST_ENDPOINT = "tcp://127.0.0.1:5555"
-
-KeyLike = str | bytes | os.PathLike
-
-
-def apply_curve_client(
-    socket: zmq.Socket,
-    server_public_key: KeyLike | None,
-    client_public_key: KeyLike | None = None,
-    client_secret_key: KeyLike | None = None,
-) -> None:
-    """Make `socket` a CURVE client of a server with `server_public_key` (no-op when None).
-
-    Keys are 40-character Z85 text/bytes or ZeroMQ certificate files. Without a client key pair an
-    ephemeral one is generated, which suits a server that authenticates nobody by key. A client
-    certificate file holding both keys (`*.key_secret`) may be given as `client_secret_key` alone.
-    """
-    if server_public_key is None:
-        if client_public_key is not None or client_secret_key is not None:
-            raise ValueError("client CURVE keys need the server's public key as well")
-        return
-    if client_secret_key is None:
-        if client_public_key is not None:
-            raise ValueError("a client public key needs its secret key")
-        public, secret = zmq.curve_keypair()
-    else:
-        secret = protocol.curve_key(client_secret_key, secret=True)
-        source = client_public_key if client_public_key is not None else client_secret_key
-        public = protocol.curve_key(source)
-    socket.curve_serverkey = protocol.curve_key(server_public_key)
-    socket.curve_publickey = public
-    socket.curve_secretkey = secret
-
-
-def add_curve_client_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the CURVE options of a command-line client (`apply_curve_client` takes them)."""
-    parser.add_argument(
-        "--server-public-key",
-        default=None,
-        help="CURVE: the daemon's public key (Z85 text or certificate file); enables encryption",
-    )
-    parser.add_argument(
-        "--client-secret-key",
-        default=None,
-        help="CURVE: this client's secret certificate file (NAME.key_secret from rnnstream "
-        "keygen), for a daemon that admits only known clients; default: a throwaway key pair",
-    )
 
 
 class Producer:

@@ -35,9 +35,10 @@ import zmq
 
 from consumers.client import Subscriber
 from engine import protocol
+from engine.keys import apply_curve_client
 from engine.model import Model
 from engine.stream import StreamEngine
-from producers.client import Producer, apply_curve_client
+from producers.client import Producer
 
 REPO = Path(__file__).resolve().parents[1]
 START_TIMEOUT = 60.0  # numba loads its cache at start; a loaded 2-core machine can be slow

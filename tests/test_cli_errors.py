@@ -336,8 +336,8 @@ def test_consume_bad_options_say_which(files, argv, needles):
     [
         (["--timeout", "0", "health"], ["--timeout must be a positive number"]),
         (["--endpoint", "nonsense", "health"], ["cannot connect to 'nonsense'"]),
-        (["--client-key", "x", "health"], ["--client-key needs --server-key"]),
-        (["--server-key", "/no/such.key", "health"], ["neither a 40-character Z85 key"]),
+        (["--client-secret-key", "x", "health"], ["--client-secret-key needs --server-public-key"]),
+        (["--server-public-key", "/no/such.key", "health"], ["neither a 40-character Z85 key"]),
         (["streams", "--limit", "-1"], ["--limit must not be negative"]),
         (["threshold", "2"], ["LEVEL must be a number in (0, 1]"]),
         (["threshold", "high"], ["LEVEL must be a number in (0, 1]", "'high'"]),

@@ -261,9 +261,9 @@ def test_bad_endpoint_is_a_usage_error(capsys):
     assert "cannot connect to 'not-an-endpoint'" in capsys.readouterr().err
 
 
-def test_client_key_without_server_key_is_a_usage_error(tmp_path, capsys):
-    assert run_ctl("--client-key", str(tmp_path / "c.key_secret"), "health") == 2
-    assert "--client-key needs --server-key" in capsys.readouterr().err
+def test_client_secret_key_without_server_public_key_is_a_usage_error(tmp_path, capsys):
+    assert run_ctl("--client-secret-key", str(tmp_path / "c.key_secret"), "health") == 2
+    assert "--client-secret-key needs --server-public-key" in capsys.readouterr().err
 
 
 def test_shutdown_stops_the_daemon_in_order(model_path, tmp_path, capsys):

@@ -46,7 +46,10 @@ def test_keygen_writes_server_and_client_certificates_with_private_secret_files(
     assert mode(out) == 0o700
     text = capsys.readouterr().out
     assert f"--curve-secret-key {out / 'server.key_secret'} --curve-clients {out}" in text
-    assert f"--server-key {out / 'server.key'} --client-key {out / 'client.key_secret'}" in text
+    assert (
+        f"--server-public-key {out / 'server.key'} --client-secret-key {out / 'client.key_secret'}"
+        in text
+    )
 
 
 def test_keygen_takes_repeated_names(tmp_path):
@@ -109,13 +112,24 @@ def test_generated_keys_secure_a_real_daemon_and_ctl(tmp_path):
         reply = ctl.control(
             server.control,
             "health",
-            server_key=str(certs / "server.key"),
-            client_key=str(certs / "client.key_secret"),
+            server_public_key=str(certs / "server.key"),
+            client_secret_key=str(certs / "client.key_secret"),
         )
         assert reply["ok"] and reply["status"] == "ready"
+        # The secret key as bare Z85 text works too: the public half is derived from it.
+        _, secret = zmq.auth.load_certificate(certs / "client.key_secret")
+        reply = ctl.control(
+            server.control,
+            "health",
+            server_public_key=str(certs / "server.key"),
+            client_secret_key=secret.decode(),
+        )
+        assert reply["ok"]
         # A key pair the daemon does not know is refused: no reply.
         with pytest.raises(ctl.NoReply):
-            ctl.control(server.control, "health", timeout=0.5, server_key=str(certs / "server.key"))
+            ctl.control(
+                server.control, "health", timeout=0.5, server_public_key=str(certs / "server.key")
+            )
         # So is a plain-text client.
         with pytest.raises(ctl.NoReply):
             ctl.control(server.control, "health", timeout=0.5)
