@@ -315,7 +315,7 @@ def test_bench_e2e_tiny_run_reports_every_phase_with_nothing_lost(tmp_path, caps
     args = parser.parse_args(
         ["--streams", "40", "--producers", "2", "--single-readings", "400"]
         + ["--batch-readings", "2000", "--batch-size", "64", "--latency-seconds", "0.2"]
-        + ["--baseline", "off", "--out", str(out)]
+        + ["--baseline", "off", "--max-runs", "3", "--out", str(out)]
     )
     assert bench_e2e.run(args) == 0
     printed = capsys.readouterr().out
@@ -332,6 +332,13 @@ def test_bench_e2e_tiny_run_reports_every_phase_with_nothing_lost(tmp_path, caps
         assert delivered == sent and int(sent) > 0
         assert r[5].strip() == "yes"
     assert "rnnstream bench e2e" in printed and "- machine: " in printed
+    # the max row is the median of the three flat-out runs listed in the header
+    runs_line = next(line for line in printed.splitlines() if "flat-out runs" in line)
+    for row in (r for r in rows if r[2].strip() == "max"):
+        label = f"rnnstream {row[1].strip()} "
+        listed = runs_line.split(label)[1].split(";")[0].split(")")[0].split(", ")
+        runs = sorted(int(x.replace(",", "")) for x in listed)
+        assert len(runs) == 3 and int(row[6].strip().replace(",", "")) == runs[1]
 
 
 def test_bench_e2e_result_flags_a_missing_or_duplicated_prediction():
