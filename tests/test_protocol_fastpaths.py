@@ -251,6 +251,15 @@ def _maybe_bad(draw, good, bad, rate):
     return draw(bad) if draw(st.floats(0, 1)) < rate else draw(good)
 
 
+# optional fields of a reading: (key, strategy of good values, strategy of bad ones)
+OPTIONAL_FIELDS = (
+    ("seq", _good_seq, _bad_seq),
+    ("ts", _good_ts, _bad_ts),
+    ("reset", _good_flag, _bad_flag),
+    ("end", _good_flag, _bad_flag),
+)
+
+
 @st.composite
 def frames(draw):
     rate = draw(st.sampled_from([0.0, 0.0, 0.02, 0.3]))
@@ -263,12 +272,7 @@ def frames(draw):
                     _maybe_bad(draw, _good_value, _bad_value, rate) for _ in range(N_INPUTS)
                 ],
             }
-            for key, good, bad in (
-                ("seq", _good_seq, _bad_seq),
-                ("ts", _good_ts, _bad_ts),
-                ("reset", _good_flag, _bad_flag),
-                ("end", _good_flag, _bad_flag),
-            ):
+            for key, good, bad in OPTIONAL_FIELDS:
                 if draw(st.booleans()):
                     fields[key] = _maybe_bad(draw, good, bad, rate)
             out.append(pack(fields))
@@ -286,12 +290,7 @@ def frames(draw):
                 [_maybe_bad(draw, _good_value, _bad_value, rate) for _ in range(N_INPUTS)]
                 for _ in range(n)
             ]
-        for key, good, bad in (
-            ("seq", _good_seq, _bad_seq),
-            ("ts", _good_ts, _bad_ts),
-            ("reset", _good_flag, _bad_flag),
-            ("end", _good_flag, _bad_flag),
-        ):
+        for key, good, bad in OPTIONAL_FIELDS:
             if draw(st.booleans()):
                 msg[key] = [_maybe_bad(draw, good, bad, rate) for _ in range(n)]
         out.append(pack(msg))
