@@ -42,6 +42,8 @@ _ENGINE_ROWS = 4096
 # plain ints: zmq's Flag enum costs about a microsecond per call
 _SNDMORE = int(zmq.SNDMORE)
 _NOBLOCK = int(zmq.NOBLOCK)
+# The seq table may hold this many more entries than twice the live streams before it is pruned.
+_SEQ_SLACK = 1024
 _DRAIN_QUIET_S = 0.05  # at shutdown, intake counts as drained after this long without a message
 # ...or after this long in all, so producers that keep sending cannot hold the stop off forever
 # (readings queued at the signal are first in line, so they are served well before this).
@@ -276,6 +278,7 @@ class Daemon:
             if now >= self._next_sweep:
                 self._next_sweep = now + 1.0
                 self.engine.evict_idle()  # so idle streams go even when no reading arrives
+                self._forget_departed_streams()
             if now >= self._next_checkpoint:
                 self._checkpoint("periodic")
         self._shutdown()
@@ -371,6 +374,18 @@ class Daemon:
             )
         skip = set(dropped)
         return [i for i in range(len(batch)) if i not in skip]
+
+    def _forget_departed_streams(self) -> None:
+        """Keep the seq table to live streams once it holds more than twice their number.
+
+        Streams leave the engine by LRU and idle eviction without the daemon hearing of it, so
+        with a churn of stream ids and no periodic snapshot (which prunes too) the table would
+        grow for as long as the daemon runs. Pruning only past twice the live count costs O(1)
+        amortised per departed stream.
+        """
+        if len(self._last_seq) > 2 * len(self.engine) + _SEQ_SLACK:
+            live = set(self.engine.streams())
+            self._last_seq = {s: q for s, q in self._last_seq.items() if s in live}
 
     def _step_flagged(self, row: Readings) -> None:
         stream = row.streams[0]

@@ -141,3 +141,26 @@ def test_stamps_are_float64_with_nan_where_no_ts_was_given():
     assert [None if math.isnan(v) else v for v in got.tolist()] == ts
     assert _stamps([]).shape == (0,)
     assert np.isnan(_stamps([None, None])).all()
+
+
+def test_seq_table_is_pruned_to_live_streams_when_evictions_leave_it_too_large(tmp_path):
+    from engine.daemon import _SEQ_SLACK
+
+    model = Model.random("gru", 2, 4, seed=0)
+    daemon = in_process_daemon(tmp_path, model, "batch")
+    daemon.engine = StreamEngine(model, max_streams=100)
+    rng = np.random.default_rng(0)
+    for k in range(-(-(_SEQ_SLACK + 400) // 100)):
+        streams = [f"s{k}-{i}" for i in range(100)]
+        X = rng.standard_normal((100, model.input_size)).astype(np.float32)
+        daemon._process(Readings(streams, X, [5] * 100, [None] * 100, [False] * 100, [False] * 100))
+    assert len(daemon.engine) == 100 and len(daemon._last_seq) > 2 * 100 + _SEQ_SLACK
+    live = dict(daemon._last_seq)
+    daemon._forget_departed_streams()
+    assert daemon._last_seq == {s: q for s, q in live.items() if s in daemon.engine}
+    assert len(daemon._last_seq) == 100
+    # a live stream's next reading is still checked against its last seq: 5 again is a duplicate
+    stream = daemon.engine.streams()[0]
+    X = np.zeros((1, model.input_size), np.float32)
+    daemon._process(Readings([stream], X, [5], [None], [False], [False]))
+    assert daemon.metrics.duplicates == 1
