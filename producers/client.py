@@ -77,7 +77,9 @@ class Producer:
         """Send one reading of `stream`; return the seq it was given.
 
         `ts` defaults to now (`time.time()`). `reset` asks the daemon to start the stream's state
-        afresh before this reading, `end` to forget the stream after it.
+        afresh before this reading, `end` to forget the stream after it; this Producer forgets
+        the stream's count too (a later reading starts again at seq 1, which the daemon expects
+        of a new sequence), so ending streams keeps a long-lived producer's memory bounded.
         """
         if type(stream) is not str:
             raise TypeError(f"stream id must be a str, got {type(stream).__name__}")
@@ -93,6 +95,8 @@ class Producer:
         self._socket.send(frame)  # copying a frame this small beats zero-copy's bookkeeping
         self.sent_messages += 1
         self.sent_readings += 1
+        if end:
+            del self._seq[stream]
         return seq
 
     def send_many(
@@ -107,7 +111,8 @@ class Producer:
         """Send one columnar message: row i of `X` (n, n_inputs) is a reading of `streams[i]`.
 
         Each row gets the next seq of its stream (a stream repeated in one call gets consecutive
-        seqs, in row order). `ts` is one time for all rows or one per row; default now.
+        seqs, in row order). `ts` is one time for all rows or one per row; default now. A stream
+        whose last row here has `end` is forgotten afterwards, as in `send`.
         """
         streams = list(streams)
         seqs = [self._next_seq(s) for s in streams]
@@ -122,6 +127,11 @@ class Producer:
         self._socket.send(frame, copy=False)
         self.sent_messages += 1
         self.sent_readings += len(streams)
+        if end is not None:
+            last_end = dict(zip(streams, end, strict=True))  # each stream's last row wins
+            for stream, ended in last_end.items():
+                if ended:
+                    del self._seq[stream]
         return seqs
 
     def close(self, linger: float | None = None) -> None:

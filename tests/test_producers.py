@@ -58,6 +58,20 @@ def test_producer_send_numbers_each_stream_from_one(pull, context):
     np.testing.assert_array_equal(readings[1].values, [[3.0, 4.0]])
 
 
+def test_producer_forgets_an_ended_stream_so_it_starts_again_at_seq_one(pull, context):
+    sock, endpoint = pull
+    x = np.zeros((3, 2), np.float32)
+    with Producer(endpoint, context=context, linger=0) as producer:
+        assert producer.send("a", [0.0, 0.0]) == 1
+        assert producer.send("a", [0.0, 0.0], end=True) == 2
+        assert producer.last_seq("a") == 0 and producer.send("a", [0.0, 0.0]) == 1
+        # in a batch, a stream's last row decides: "b" ends, "a" ends then goes on
+        assert producer.send_many(["a", "b", "a"], x, end=[True, True, False]) == [2, 1, 3]
+        assert producer.last_seq("a") == 3 and producer.last_seq("b") == 0
+        for _ in range(4):
+            receive(sock)
+
+
 def test_producer_send_many_gives_per_row_consecutive_seqs(pull, context):
     sock, endpoint = pull
     x = np.arange(8, dtype=np.float32).reshape(4, 2)
