@@ -524,7 +524,12 @@ class Daemon:
                 "pid": os.getpid(),
             }
         if cmd == "stats":
-            return {"status": str(self.status), **self.metrics.snapshot(), **self.engine.stats()}
+            return {
+                "status": str(self.status),
+                **self.metrics.snapshot(),
+                **self.engine.stats(),
+                "sequence_entries": len(self._last_seq),
+            }
         if cmd == "streams":
             limit = request.get("limit", 1000)
             if type(limit) is not int or limit < 0:
