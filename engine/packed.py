@@ -24,6 +24,10 @@ _CELL_CODES = {
 }
 
 
+# Gate column blocks that go through a sigmoid: LSTM i, f, o; GRU r, z.
+_SIGMOID_GATES = {"lstm": (0, 1, 3), "gru": (0, 1)}
+
+
 def _packed_layer(model: Model, k: int) -> np.ndarray:
     """Return layer k as (I_k + H + 1, C) float32: rows [input, hidden, bias], gate columns."""
     weights = model.layers[k]
@@ -33,25 +37,22 @@ def _packed_layer(model: Model, k: int) -> np.ndarray:
     b_ih = weights.bias_ih.astype(np.float64)
     b_hh = weights.bias_hh.astype(np.float64)
     n_in = w_ih.shape[1]
-    if model.cell == "rnn":
-        return np.vstack([w_ih.T, w_hh.T, (b_ih + b_hh)[None, :]]).astype(np.float32)
-    if model.cell == "lstm":
+    if model.cell != "gru":
         packed = np.vstack([w_ih.T, w_hh.T, (b_ih + b_hh)[None, :]])
-        packed[:, : 2 * hidden] *= 0.5  # i, f: sigmoid columns are packed halved (cells.py)
-        packed[:, 3 * hidden :] *= 0.5  # o
-        return packed.astype(np.float32)
-    # GRU: r and z take the summed biases; n keeps its input part and its hidden part apart
-    # (columns n_x and n_h) because r multiplies only W_hn h + b_hn.
-    two = 2 * hidden
-    packed = np.zeros((n_in + hidden + 1, 4 * hidden))
-    packed[:n_in, :two] = w_ih[:two].T
-    packed[n_in : n_in + hidden, :two] = w_hh[:two].T
-    packed[-1, :two] = b_ih[:two] + b_hh[:two]
-    packed[:, :two] *= 0.5  # r, z: sigmoid columns are packed halved (cells.py)
-    packed[:n_in, two : 3 * hidden] = w_ih[two:].T
-    packed[-1, two : 3 * hidden] = b_ih[two:]
-    packed[n_in : n_in + hidden, 3 * hidden :] = w_hh[two:].T
-    packed[-1, 3 * hidden :] = b_hh[two:]
+    else:
+        # GRU: r and z take the summed biases; n keeps its input part and its hidden part apart
+        # (columns n_x and n_h) because r multiplies only W_hn h + b_hn.
+        two = 2 * hidden
+        packed = np.zeros((n_in + hidden + 1, 4 * hidden))
+        packed[:n_in, :two] = w_ih[:two].T
+        packed[n_in : n_in + hidden, :two] = w_hh[:two].T
+        packed[-1, :two] = b_ih[:two] + b_hh[:two]
+        packed[:n_in, two : 3 * hidden] = w_ih[two:].T
+        packed[-1, two : 3 * hidden] = b_ih[two:]
+        packed[n_in : n_in + hidden, 3 * hidden :] = w_hh[two:].T
+        packed[-1, 3 * hidden :] = b_hh[two:]
+    for gate in _SIGMOID_GATES.get(model.cell, ()):
+        packed[:, gate * hidden : (gate + 1) * hidden] *= 0.5  # packed halved: see cells.py
     return packed.astype(np.float32)
 
 
