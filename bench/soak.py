@@ -107,35 +107,28 @@ def _subscriber_main(conn: Any, endpoint: str) -> None:
     probe_topic = b"pred." + PROBE_STREAM.encode()
     counts = {"predictions": 0, "errors": 0, "alerts": 0}
     probed = False
-    while not conn.poll(0):
-        if not sock.poll(100):
-            continue
-        while True:
-            try:
-                topic = sock.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                break
-            sock.recv()
-            if topic == probe_topic:
-                if not probed:
-                    probed = True
-                    conn.send("probed")
-            elif topic.startswith(b"pred."):
-                counts["predictions"] += 1
-            elif topic == b"error":
-                counts["errors"] += 1
-            else:
-                counts["alerts"] += 1
-    conn.recv()
-    while sock.poll(500):  # what is still in flight
+
+    def receive_one() -> None:
+        nonlocal probed
         topic = sock.recv()
         sock.recv()
-        if topic.startswith(b"pred.") and topic != probe_topic:
+        if topic == probe_topic:
+            if not probed:
+                probed = True
+                conn.send("probed")
+        elif topic.startswith(b"pred."):
             counts["predictions"] += 1
         elif topic == b"error":
             counts["errors"] += 1
-        elif topic.startswith(b"alert."):
+        else:
             counts["alerts"] += 1
+
+    while not conn.poll(0):
+        if sock.poll(100):
+            receive_one()
+    conn.recv()
+    while sock.poll(500):  # what is still in flight
+        receive_one()
     conn.send(counts)
 
 
