@@ -42,8 +42,6 @@ _ENGINE_ROWS = 4096
 # plain ints: zmq's Flag enum costs about a microsecond per call
 _SNDMORE = int(zmq.SNDMORE)
 _NOBLOCK = int(zmq.NOBLOCK)
-# The seq table may hold this many more entries than twice the live streams before it is pruned.
-_SEQ_SLACK = 1024
 _DRAIN_QUIET_S = 0.05  # at shutdown, intake counts as drained after this long without a message
 # ...or after this long in all, so producers that keep sending cannot hold the stop off forever
 # (readings queued at the signal are first in line, so they are served well before this).
@@ -74,7 +72,6 @@ class Daemon:
         self._stop_requested = False
         self._signals = 0
         self._context: zmq.Context | None = None
-        self._last_seq: dict[str, int] = {}
         self._busy = False
         self._metrics_server: Any = None
         self._auth: Any = None
@@ -163,9 +160,9 @@ class Daemon:
                     moved_to=str(aside),
                 )
             else:
-                self._last_seq = {
-                    s: int(q) for s, q in engine.snapshot_extra.get("last_seq", {}).items()
-                }
+                # Streams keep their last seq in the engine's slots now; older snapshots had
+                # a table of them here.
+                engine.snapshot_extra.pop("last_seq", None)
                 log(self.logger, logging.INFO, "state restored", streams=len(engine), path=path)
                 return engine
         return StreamEngine(model, **self._engine_options())
@@ -278,7 +275,6 @@ class Daemon:
             if now >= self._next_sweep:
                 self._next_sweep = now + 1.0
                 self.engine.evict_idle()  # so idle streams go even when no reading arrives
-                self._forget_departed_streams()
             if now >= self._next_checkpoint:
                 self._checkpoint("periodic")
         self._shutdown()
@@ -315,115 +311,77 @@ class Daemon:
         return rows
 
     def _process(self, batch: Readings) -> None:
-        """Filter duplicates, step the rest in arrival order, publish every prediction."""
-        flags = any(batch.reset) or any(batch.end)
-        keep = self._check_sequence(batch, flags)
-        if keep is not None:
-            batch = _select(batch, keep)
-        n = len(batch)
-        if n == 0:
-            return
-        if not flags:
+        """Step the readings in arrival order, drop duplicates, publish every prediction.
+
+        A reading with `reset` or `end` is stepped on its own, between the rows before and after
+        it, so the flag applies exactly at its place in the stream.
+        """
+        flagged = np.flatnonzero(batch.reset | batch.end).tolist()
+        if not flagged:
             self._step_and_publish(batch)
             return
-        flagged = [i for i in range(n) if batch.reset[i] or batch.end[i]]
         start = 0
-        for i in flagged + [n]:
+        n = len(batch)
+        for i in [*flagged, n]:
             if i > start:
-                self._step_and_publish(_slice(batch, start, i))
+                self._step_and_publish(batch.take(slice(start, i)))
             if i < n:
-                self._step_flagged(_select(batch, [i]))
+                self._step_flagged(batch.take(slice(i, i + 1)))
             start = i + 1
-
-    def _check_sequence(self, batch: Readings, flags: bool) -> list[int] | None:
-        """Track each stream's seq; return the rows to keep, or None to keep them all.
-
-        A seq not after the stream's last is a duplicate: dropped, counted, reported. A forward
-        jump is a gap: counted. seq 1 (or a reset) starts a sequence afresh, so a restarted
-        producer is served; after `end` any seq is.
-        """
-        last_seq = self._last_seq
-        get = last_seq.get
-        dropped: list[int] = []
-        gaps = 0
-        for i, (stream, seq) in enumerate(zip(batch.streams, batch.seq, strict=True)):
-            if seq is None:
-                continue
-            last = None if seq == 1 or (flags and batch.reset[i]) else get(stream)
-            if last is not None:
-                if seq <= last:
-                    dropped.append(i)
-                    continue
-                if seq != last + 1:
-                    gaps += 1
-            last_seq[stream] = seq
-        if flags:
-            for i in np.flatnonzero(batch.end).tolist():
-                last_seq.pop(batch.streams[i], None)  # an ended stream may restart at any seq
-        self.metrics.gaps += gaps
-        if not dropped:
-            return None
-        for i in dropped:
-            self.metrics.duplicates += 1
-            self._reject(
-                Rejection(
-                    RejectReason.DUPLICATE,
-                    f"seq {batch.seq[i]} is not after the stream's last: duplicate dropped",
-                    batch.streams[i],
-                )
-            )
-        skip = set(dropped)
-        return [i for i in range(len(batch)) if i not in skip]
-
-    def _forget_departed_streams(self) -> None:
-        """Keep the seq table to live streams once it holds more than twice their number.
-
-        Streams leave the engine by LRU and idle eviction without the daemon hearing of it, so
-        with a churn of stream ids and no periodic snapshot (which prunes too) the table would
-        grow for as long as the daemon runs. Pruning only past twice the live count costs O(1)
-        amortised per departed stream.
-        """
-        if len(self._last_seq) > 2 * len(self.engine) + _SEQ_SLACK:
-            live = set(self.engine.streams())
-            self._last_seq = {s: q for s, q in self._last_seq.items() if s in live}
 
     def _step_flagged(self, row: Readings) -> None:
         stream = row.streams[0]
         if row.reset[0]:
-            self.engine.reset(stream)
+            self.engine.reset(stream)  # also forgets its last seq: any seq starts afresh
         self._step_and_publish(row)
         if row.end[0]:
             self.engine.drop(stream)
-            self._last_seq.pop(stream, None)
 
     def _step_and_publish(self, batch: Readings) -> None:
         if len(batch) > _ENGINE_ROWS:
             for start in range(0, len(batch), _ENGINE_ROWS):
-                self._step_and_publish(_slice(batch, start, start + _ENGINE_ROWS))
+                self._step_and_publish(batch.take(slice(start, start + _ENGINE_ROWS)))
             return
-        stamps = _stamps(batch.ts)
         began = time.perf_counter()
         try:
-            result = self.engine.process(batch.streams, batch.values, stamps)
+            result = self.engine.process(batch.streams, batch.values, batch.ts, batch.seq)
         except ValueError:
             # e.g. more distinct streams than max_streams: fall back to one reading at a time
             self._step_rows_one_by_one(batch)
             return
         self.metrics.step_seconds.observe(time.perf_counter() - began)
-        self._publish(batch, result, stamps)
+        self._publish_stepped(batch, result)
 
     def _step_rows_one_by_one(self, batch: Readings) -> None:
         for i in range(len(batch)):
-            row = _select(batch, [i])
-            stamps = _stamps(row.ts)
+            row = batch.take(slice(i, i + 1))
             try:
-                result = self.engine.process(row.streams, row.values, stamps)
+                result = self.engine.process(row.streams, row.values, row.ts, row.seq)
             except ValueError as exc:
                 self._reject(Rejection(RejectReason.INTERNAL, str(exc), row.streams[0]))
                 continue
-            self._publish(row, result, stamps)
+            self._publish_stepped(row, result)
 
-    def _publish(self, batch: Readings, result: StepResult, stamps: np.ndarray) -> None:
+    def _publish_stepped(self, batch: Readings, result: StepResult) -> None:
+        """Count the step's seq gaps, reject its duplicates, publish the rest."""
+        self.metrics.gaps += result.gaps
+        if result.kept is not None:
+            dropped = np.ones(len(batch), np.bool_)
+            dropped[result.kept] = False
+            for i in np.flatnonzero(dropped).tolist():
+                self.metrics.duplicates += 1
+                self._reject(
+                    Rejection(
+                        RejectReason.DUPLICATE,
+                        f"seq {batch.seq_of(i)} is not after the stream's last: duplicate dropped",
+                        batch.streams[i],
+                    )
+                )
+            batch = batch.take(result.kept)
+        if len(batch):
+            self._publish(batch, result)
+
+    def _publish(self, batch: Readings, result: StepResult) -> None:
         n = len(batch)
         mode = self.config.publish_mode
         send = _fast_send(self.publisher)
@@ -449,7 +407,7 @@ class Daemon:
         self.metrics.readings_in += n
         self.metrics.predictions_out += n
         self.metrics.batch_size.observe(n)
-        self.metrics.latency_seconds.observe_many(time.time() - stamps)
+        self.metrics.latency_seconds.observe_many(time.time() - batch.ts)
 
     def _alert(self, batch: Readings, result: StepResult, i: int) -> dict[str, Any]:
         """Build the alert message for row i, which opened or closed an incident."""
@@ -460,8 +418,8 @@ class Daemon:
         score = float(result.scores[i])
         alert: dict[str, Any] = {
             "stream": batch.streams[i],
-            "seq": batch.seq[i],
-            "ts": batch.ts[i],
+            "seq": batch.seq_of(i),
+            "ts": batch.ts_of(i),
             "event": "open" if result.events[i] == EVENT_OPEN else "close",
             "score": score,
             "value": value.tolist(),
@@ -472,7 +430,7 @@ class Daemon:
         }
         if result.events[i] == EVENT_CLOSE:
             opened = float(result.opened[i])
-            ts = batch.ts[i]
+            ts = batch.ts_of(i)
             alert["peak"] = float(result.peaks[i])
             alert["readings"] = int(result.lengths[i])
             alert["duration"] = ts - opened if ts is not None and math.isfinite(opened) else None
@@ -528,7 +486,6 @@ class Daemon:
                 "status": str(self.status),
                 **self.metrics.snapshot(),
                 **self.engine.stats(),
-                "sequence_entries": len(self._last_seq),
             }
         if cmd == "streams":
             limit = request.get("limit", 1000)
@@ -539,9 +496,7 @@ class Daemon:
         if cmd in ("reset", "drop"):
             if not isinstance(stream, str):
                 return {"ok": False, "error": f"{cmd} needs a 'stream' string"}
-            existed = getattr(self.engine, cmd)(stream)
-            if cmd == "drop" or existed:
-                self._last_seq.pop(stream, None)
+            existed = getattr(self.engine, cmd)(stream)  # either forgets the stream's last seq
             return {"existed": existed}
         if cmd == "snapshot":
             return self._checkpoint("requested")
@@ -599,9 +554,6 @@ class Daemon:
     # -------------------------------------------------------------- snapshots
     def _checkpoint(self, why: str) -> dict:
         began = time.perf_counter()
-        live = set(self.engine.streams())
-        self._last_seq = {s: q for s, q in self._last_seq.items() if s in live}
-        self.engine.snapshot_extra = {"last_seq": self._last_seq}
         try:
             count = self.engine.snapshot(self.state_path)
         except OSError as exc:
@@ -674,11 +626,6 @@ def _fast_send(sock: Any) -> Any:
     return sock.send
 
 
-def _stamps(ts: list[float | None]) -> np.ndarray:
-    """Return the readings' timestamps as float64, NaN where a producer gave none."""
-    return np.array(ts, np.float64)  # numpy turns None into NaN, no need to look for one
-
-
 def _severity(surprise: float) -> str:
     """Grade an alert by how far the reading was from its forecast, in typical errors."""
     if surprise >= 8.0:
@@ -686,30 +633,6 @@ def _severity(surprise: float) -> str:
     if surprise >= 5.0:
         return "major"
     return "minor"
-
-
-def _slice(batch: Readings, start: int, stop: int) -> Readings:
-    """Return rows start:stop of a batch (views of its values, no copies of its lists' items)."""
-    return Readings(
-        batch.streams[start:stop],
-        batch.values[start:stop],
-        batch.seq[start:stop],
-        batch.ts[start:stop],
-        batch.reset[start:stop],
-        batch.end[start:stop],
-    )
-
-
-def _select(batch: Readings, rows: Any) -> Readings:
-    idx = list(rows)
-    return Readings(
-        [batch.streams[i] for i in idx],
-        batch.values[idx],
-        [batch.seq[i] for i in idx],
-        [batch.ts[i] for i in idx],
-        [batch.reset[i] for i in idx],
-        [batch.end[i] for i in idx],
-    )
 
 
 # ---------------------------------------------------------------------- CLI

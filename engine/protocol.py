@@ -51,6 +51,8 @@ import msgpack
 import numpy as np
 
 PROTOCOL_VERSION = 1
+NO_SEQ = -1  # Readings.seq of a reading sent without one (the engine's kernels.sequence.NO_SEQ)
+MAX_SEQ = 2**63 - 2  # so seq + 1 fits int64
 MAX_STREAM_ID_BYTES = 256
 DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024
 
@@ -63,6 +65,8 @@ _F32_LE = np.dtype("<f4")
 _NUMBER_TYPES = (int, float)
 _NUMBER_TYPESET = frozenset(_NUMBER_TYPES)
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
+_NAN = float("nan")
+_INT_TYPESET = frozenset((int,))
 
 
 class ProtocolError(ValueError):
@@ -105,10 +109,10 @@ class Readings:
 
     streams: list[str]
     values: np.ndarray  # (n, n_inputs) float32, C-contiguous
-    seq: list[int | None]
-    ts: list[float | None]
-    reset: list[bool]
-    end: list[bool]
+    seq: np.ndarray  # (n,) int64, NO_SEQ where the reading has none
+    ts: np.ndarray  # (n,) float64, NaN where the reading has none
+    reset: np.ndarray  # (n,) bool
+    end: np.ndarray  # (n,) bool
 
     def __len__(self) -> int:
         return len(self.streams)
@@ -116,7 +120,61 @@ class Readings:
     @classmethod
     def empty(cls, n_inputs: int) -> Readings:
         """Return zero readings of width `n_inputs`."""
-        return cls([], np.empty((0, n_inputs), np.float32), [], [], [], [])
+        return cls(
+            [],
+            np.empty((0, n_inputs), np.float32),
+            np.empty(0, np.int64),
+            np.empty(0, np.float64),
+            np.zeros(0, np.bool_),
+            np.zeros(0, np.bool_),
+        )
+
+    @classmethod
+    def concat(cls, parts: Sequence[Readings]) -> Readings:
+        """Return the rows of `parts`, in order, as one Readings (at least one part)."""
+        if len(parts) == 1:
+            return parts[0]
+        return cls(
+            list(chain.from_iterable(p.streams for p in parts)),
+            np.concatenate([p.values for p in parts]),
+            np.concatenate([p.seq for p in parts]),
+            np.concatenate([p.ts for p in parts]),
+            np.concatenate([p.reset for p in parts]),
+            np.concatenate([p.end for p in parts]),
+        )
+
+    def take(self, rows: slice | np.ndarray) -> Readings:
+        """Return rows `rows` (a slice, or row indices in order) as a new Readings."""
+        if isinstance(rows, slice):
+            streams = self.streams[rows]
+        else:
+            streams = [self.streams[i] for i in rows.tolist()]
+        return Readings(
+            streams,
+            np.ascontiguousarray(self.values[rows]),
+            self.seq[rows],
+            self.ts[rows],
+            self.reset[rows],
+            self.end[rows],
+        )
+
+    def seq_list(self) -> list[int | None]:
+        """The seq column as sent: ints, None where a reading had none."""
+        return _plain_column(self.seq, int)
+
+    def ts_list(self) -> list[float | None]:
+        """The ts column as sent: floats, None where a reading had none."""
+        return _plain_column(self.ts, float)
+
+    def seq_of(self, row: int) -> int | None:
+        """Row `row`'s seq as sent: an int, or None."""
+        seq = int(self.seq[row])
+        return None if seq == NO_SEQ else seq
+
+    def ts_of(self, row: int) -> float | None:
+        """Row `row`'s ts as sent: a float, or None."""
+        ts = float(self.ts[row])
+        return None if ts != ts else ts  # NaN is not equal to itself
 
 
 # --------------------------------------------------------------------------- msgpack plumbing
@@ -221,9 +279,9 @@ def _row_values(values: Any, n_inputs: int) -> tuple[Any, Rejection | None]:
 
 
 def _seq_problem(seq: Any) -> str | None:
-    if seq is None or (type(seq) is int and seq >= 0):
+    if seq is None or (type(seq) is int and 0 <= seq <= MAX_SEQ):
         return None
-    return f"seq must be an int >= 0, got {seq!r}"
+    return f"seq must be an int from 0 to 2**63 - 2, got {seq!r}"
 
 
 def _ts_problem(ts: Any) -> str | None:
@@ -279,12 +337,17 @@ def _decode_many(
     once, in `_values_block`: ~2.3 -> ~1.5 us per reading. Anything else about a single
     reading, and every batch, goes through the per-message validation either way.
     """
-    out = Readings.empty(n_inputs)
+    parts: list[Readings] = []
     rejections: list[Rejection] = []
-    chunks: list[np.ndarray] = []  # value blocks in row order
-    pending: list[Any] = []  # single-reading rows not yet in a block
-    unchecked: list[list] = []  # the rows of `pending` whose values are not checked yet
-    streams, seqs, stamps, resets, ends = out.streams, out.seq, out.ts, out.reset, out.end
+    # Single readings since the last batch, gathered as Python lists (cheap to append to) and
+    # turned into one part when a batch or the end comes.
+    pending: list[Any] = []  # their values
+    unchecked: list[list] = []  # the values of `pending` not checked yet
+    streams: list[str] = []
+    seqs: list[int] = []
+    stamps: list[float] = []
+    resets: list[bool] = []
+    ends: list[bool] = []
     for frame in frames:
         try:
             msg = _decode_frame(frame, max_frame_bytes)
@@ -296,18 +359,22 @@ def _decode_many(
                 rejections.extend(bad)
                 if len(readings):
                     if pending:
-                        block = _values_block(pending, unchecked, n_inputs)
-                        if block is None:
+                        part = _singles(
+                            pending, unchecked, n_inputs, streams, seqs, stamps, resets, ends
+                        )
+                        if part is None:
                             return None
-                        chunks.append(block)
-                        pending = []
-                        unchecked = []
-                    chunks.append(readings.values)
-                    streams += readings.streams
-                    seqs += readings.seq
-                    stamps += readings.ts
-                    resets += readings.reset
-                    ends += readings.end
+                        parts.append(part)
+                        pending, unchecked, streams, seqs, stamps, resets, ends = (
+                            [],
+                            [],
+                            [],
+                            [],
+                            [],
+                            [],
+                            [],
+                        )
+                    parts.append(readings)
                 continue
             if quick:
                 stream = msg.get("stream")
@@ -321,7 +388,7 @@ def _decode_many(
                     and 0 < len(stream) * 4 <= MAX_STREAM_ID_BYTES
                     and type(values) is list
                     and len(values) == n_inputs
-                    and (seq is None or (type(seq) is int and seq >= 0))
+                    and (seq is None or (type(seq) is int and 0 <= seq <= MAX_SEQ))
                     # ts - ts is 0.0 exactly when ts is finite
                     and (ts is None or (type(ts) is float and ts - ts == 0.0) or type(ts) is int)
                     and (reset is None or reset is True or reset is False)
@@ -330,8 +397,8 @@ def _decode_many(
                     pending.append(values)
                     unchecked.append(values)
                     streams.append(stream)
-                    seqs.append(seq)
-                    stamps.append(ts if ts is None or type(ts) is float else float(ts))
+                    seqs.append(NO_SEQ if seq is None else seq)
+                    stamps.append(ts if type(ts) is float else _NAN if ts is None else float(ts))
                     resets.append(reset is True)
                     ends.append(end is True)
                     continue
@@ -342,8 +409,8 @@ def _decode_many(
                 stream, values, seq, ts, reset, end = row
                 pending.append(values)
                 streams.append(stream)
-                seqs.append(seq)
-                stamps.append(ts)
+                seqs.append(NO_SEQ if seq is None else seq)
+                stamps.append(_NAN if ts is None else ts)
                 resets.append(reset)
                 ends.append(end)
         except Exception as exc:  # a bug here must not stop the daemon's loop
@@ -351,15 +418,35 @@ def _decode_many(
                 Rejection(RejectReason.INTERNAL, f"{type(exc).__name__}: {exc}"[:200])
             )
     if pending:
-        block = _values_block(pending, unchecked, n_inputs)
-        if block is None:
+        part = _singles(pending, unchecked, n_inputs, streams, seqs, stamps, resets, ends)
+        if part is None:
             return None
-        chunks.append(block)
-    if len(chunks) == 1:
-        out.values = np.ascontiguousarray(chunks[0], dtype=np.float32)
-    elif chunks:
-        out.values = np.concatenate(chunks).astype(np.float32, copy=False)
-    return out, rejections
+        parts.append(part)
+    return (Readings.concat(parts) if parts else Readings.empty(n_inputs)), rejections
+
+
+def _singles(
+    rows: list,
+    unchecked: list[list],
+    n_inputs: int,
+    streams: list[str],
+    seqs: list[int],
+    stamps: list[float],
+    resets: list[bool],
+    ends: list[bool],
+) -> Readings | None:
+    """Return single readings' columns as Readings; None if an unchecked values row is bad."""
+    values = _values_block(rows, unchecked, n_inputs)
+    if values is None:
+        return None
+    return Readings(
+        streams,
+        values,
+        np.array(seqs, np.int64),
+        np.array(stamps, np.float64),
+        np.array(resets, np.bool_),
+        np.array(ends, np.bool_),
+    )
 
 
 def _values_block(rows: list, unchecked: list[list], n_inputs: int) -> np.ndarray | None:
@@ -537,37 +624,9 @@ def _decode_batch(msg: dict, n_inputs: int) -> tuple[Readings, list[Rejection]]:
         for i, s in enumerate(streams):
             if (problem := _stream_problem(s)) is not None and i not in bad:
                 bad[i] = problem
-    if seq is not None and not (set(map(type, seq)) <= {int} and (not seq or min(seq) >= 0)):
-        for i, s in enumerate(seq):
-            if (text := _seq_problem(s)) is not None and i not in bad:
-                bad[i] = Rejection(RejectReason.BAD_SEQ, text)
-    ts_out: list[float | None]
-    if ts is None:
-        ts_out = [None] * n
-    elif type(msg["ts"]) is not list:  # a valid scalar, already checked by _column
-        ts_out = [float(msg["ts"])] * n
-    else:
-        ts_types = set(map(type, ts))
-        # A non-finite sum means a NaN/inf entry or an overflow; the slow path tells which.
-        if ts_types <= {float, int} and math.isfinite(sum(ts)):
-            ts_out = ts if ts_types == {float} else [float(t) for t in ts]
-        else:
-            ts_out = [float(t) if type(t) in _NUMBER_TYPES else None for t in ts]
-            for i, t in enumerate(ts):
-                if (text := _ts_problem(t)) is not None and i not in bad:
-                    bad[i] = Rejection(RejectReason.BAD_TS, text)
-    flags = []
-    for name, col in (("reset", reset), ("end", end)):
-        if col is None:
-            flags.append([False] * n)
-            continue
-        if not set(map(type, col)) <= {bool}:
-            for i, f in enumerate(col):
-                if (text := _flag_problem(name, f)) is not None and i not in bad:
-                    bad[i] = Rejection(RejectReason.BAD_FLAG, text)
-        flags.append([f is True for f in col])
-
-    seq_out = seq if seq is not None else [None] * n
+    seq_out = _seq_column(seq, n, bad)
+    ts_out = _ts_column(msg["ts"] if ts is not None else None, ts, n, bad)
+    flags = [_flag_column(name, col, n, bad) for name, col in (("reset", reset), ("end", end))]
     if not bad:
         return Readings(list(streams), np.array(values, np.float32), seq_out, ts_out, *flags), []
 
@@ -578,16 +637,64 @@ def _decode_batch(msg: dict, n_inputs: int) -> tuple[Readings, list[Rejection]]:
         if r.stream is None and type(streams[i]) is str and _stream_problem(streams[i]) is None:
             r.stream = streams[i]
         rejections.append(r)
-    keep = [i for i in range(n) if i not in bad]
-    readings = Readings(
-        [streams[i] for i in keep],
-        np.ascontiguousarray(values[keep], dtype=np.float32),
-        [seq_out[i] for i in keep],
-        [ts_out[i] for i in keep],
-        [flags[0][i] for i in keep],
-        [flags[1][i] for i in keep],
-    )
-    return readings, rejections
+    keep = np.array([i for i in range(n) if i not in bad], np.intp)
+    return Readings(streams, values, seq_out, ts_out, *flags).take(keep), rejections
+
+
+def _seq_column(seq: list | None, n: int, bad: dict[int, Rejection]) -> np.ndarray:
+    """Return a batch's seq column as int64 (NO_SEQ: none); note bad entries in `bad`."""
+    if seq is None:
+        return np.full(n, NO_SEQ, np.int64)
+    if set(map(type, seq)) <= _INT_TYPESET:  # no bools or floats, which fromiter would take
+        try:
+            column = np.fromiter(seq, np.int64, n)
+        except OverflowError:
+            pass
+        else:
+            if not n or (column.min() >= 0 and column.max() <= MAX_SEQ):
+                return column
+    return _column_row_by_row(seq, _seq_problem, RejectReason.BAD_SEQ, NO_SEQ, bad)
+
+
+def _ts_column(scalar: Any, ts: list | None, n: int, bad: dict[int, Rejection]) -> np.ndarray:
+    """Return a batch's ts column as float64 (NaN: none); note bad entries in `bad`.
+
+    `scalar` is the message's own "ts" entry: a valid scalar (checked by `_column`) stands for
+    every row.
+    """
+    if ts is None:
+        return np.full(n, np.nan)
+    if type(scalar) is not list:
+        return np.full(n, float(scalar))
+    types = set(map(type, ts))
+    # A non-finite sum means a NaN/inf entry or an overflow; the slow path tells which.
+    if types <= _NUMBER_TYPESET and math.isfinite(sum(ts)):
+        return np.fromiter(ts, np.float64, n)
+    return _column_row_by_row(ts, _ts_problem, RejectReason.BAD_TS, np.nan, bad)
+
+
+def _column_row_by_row(
+    col: list, problem: Any, reason: RejectReason, missing: Any, bad: dict[int, Rejection]
+) -> np.ndarray:
+    """Check a seq or ts column entry by entry; nil and bad entries (in `bad`) get `missing`."""
+    out = np.full(len(col), missing)
+    for i, value in enumerate(col):
+        if (text := problem(value)) is not None:
+            bad.setdefault(i, Rejection(reason, text))
+        elif value is not None:
+            out[i] = value
+    return out
+
+
+def _flag_column(name: str, col: list | None, n: int, bad: dict[int, Rejection]) -> np.ndarray:
+    """Return a batch's reset or end column as bool; note bad entries in `bad`."""
+    if col is None:
+        return np.zeros(n, np.bool_)
+    if not set(map(type, col)) <= {bool}:
+        for i, f in enumerate(col):
+            if (text := _flag_problem(name, f)) is not None:
+                bad.setdefault(i, Rejection(RejectReason.BAD_FLAG, text))
+    return np.fromiter((f is True for f in col), np.bool_, n)
 
 
 # --------------------------------------------------------------------------- intake encoding
@@ -701,8 +808,8 @@ def encode_prediction(
 
 def prediction_messages(
     streams: Sequence[str],
-    seq: Sequence[int | None],
-    ts: Sequence[float | None],
+    seq: Sequence[int | None] | np.ndarray,
+    ts: Sequence[float | None] | np.ndarray,
     predictions: np.ndarray,
     scores: np.ndarray | None,
 ) -> Iterator[tuple[bytes, bytes]]:
@@ -734,8 +841,8 @@ def prediction_messages(
 
 def encode_prediction_batch(
     streams: Sequence[str],
-    seq: Sequence[int | None],
-    ts: Sequence[float | None],
+    seq: Sequence[int | None] | np.ndarray,
+    ts: Sequence[float | None] | np.ndarray,
     predictions: np.ndarray,
     scores: np.ndarray | None,
 ) -> bytes:
@@ -769,9 +876,17 @@ _PLAIN_TYPES = {int: frozenset((int, type(None))), float: frozenset((float, type
 
 
 def _plain_column(values: Any, kind: type) -> list:
-    """Return values as a list of `kind` or None; lists already in that form pass unchanged."""
+    """Return values as a list of `kind` or None; lists already in that form pass unchanged.
+
+    An array is a `Readings` column: NO_SEQ (ints) or NaN (floats) stand for None.
+    """
     if isinstance(values, np.ndarray):
-        return values.astype(kind).tolist()
+        out = values.astype(kind).tolist()
+        missing = values < 0 if kind is int else np.isnan(values)
+        if missing.any():
+            for i in np.flatnonzero(missing).tolist():
+                out[i] = None
+        return out
     if type(values) is not list:
         values = list(values)
     if set(map(type, values)) <= _PLAIN_TYPES[kind]:

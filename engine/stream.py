@@ -18,6 +18,7 @@ import numpy as np
 from engine.alerts import A_THRESHOLD, ALERT_SLAB, AlertPolicy
 from engine.anomaly import AnomalyScorer, AnomalySpec
 from engine.kernels import cells
+from engine.kernels.sequence import NO_SEQ, check_sequence
 from engine.model import Model
 from engine.packed import PackedModel
 from engine.state import StateTable, check_stream_id
@@ -25,6 +26,7 @@ from engine.state import StateTable, check_stream_id
 SNAPSHOT_FORMAT = "rnnstream-snapshot"
 SNAPSHOT_VERSION = 1
 _SWEEP_INTERVAL = 1.0  # seconds between idle-eviction sweeps
+SEQ_SLAB = "seq"  # each stream's last sequence number + 1 (0: none), see kernels.sequence
 
 
 @dataclass
@@ -43,6 +45,10 @@ class StepResult:
     peaks: np.ndarray | None = None  # (n,) float64: for events, the incident's peak score
     lengths: np.ndarray | None = None  # (n,) float64: for events, its length in readings
     opened: np.ndarray | None = None  # (n,) float64: for events, ts of its opening reading
+    # With `seq`: the rows of the call that were stepped (result row i is reading kept[i]),
+    # None when all were; and the number of forward jumps in the streams' seqs.
+    kept: np.ndarray | None = None
+    gaps: int = 0
 
     @classmethod
     def empty(cls, n: int, n_outputs: int, scoring: bool) -> StepResult:
@@ -62,10 +68,13 @@ class StepResult:
 
     def put(self, rows: np.ndarray, part: StepResult) -> None:
         """Copy `part`'s rows into rows `rows` of this result."""
-        for name in self.__dataclass_fields__:
+        for name in _ROW_FIELDS:
             mine = getattr(self, name)
             if mine is not None:
                 mine[rows] = getattr(part, name)
+
+
+_ROW_FIELDS = ("outputs", "scores", "surprise", "expected", "events", "peaks", "lengths", "opened")
 
 
 class StreamEngine:
@@ -74,7 +83,7 @@ class StreamEngine:
     `step(stream, x)` advances one stream; `step_many(streams, X)` advances many in one call and
     returns exactly what a loop of `step` over the rows would. A stream's state starts at zeros with
     its first reading. Memory per stream: `bytes_per_stream` (4 bytes * layers * hidden, twice for
-    LSTM, plus 8; more for a scoring model) in the slabs, plus the id and about 100 bytes of dict
+    LSTM, plus 16; more for a scoring model) in the slabs, plus the id and about 100 bytes of dict
     entry.
 
     A model whose metadata has an "anomaly" section (the built-in default model) is a next-step
@@ -97,7 +106,10 @@ class StreamEngine:
         self.model = model
         self._packed = PackedModel(model)
         p = self._packed
-        specs: dict[str, tuple[tuple[int, ...], type]] = {"h": ((p.layers, p.hidden), np.float32)}
+        specs: dict[str, tuple[tuple[int, ...], type]] = {
+            "h": ((p.layers, p.hidden), np.float32),
+            SEQ_SLAB: ((), np.int64),
+        }
         if model.cell == "lstm":
             specs["c"] = ((p.layers, p.hidden), np.float32)
         self.anomaly = _anomaly_spec(model)
@@ -170,11 +182,15 @@ class StreamEngine:
         """
         return self.process(streams, X).outputs
 
-    def process(self, streams: Sequence[str], X: Any, ts: Any = None) -> StepResult:
+    def process(
+        self, streams: Sequence[str], X: Any, ts: Any = None, seq: Any = None
+    ) -> StepResult:
         """Advance each streams[i] by X[i] like `step_many`; return outputs, scores and alerts.
 
         ts (n,) are the readings' timestamps (epoch seconds, NaN or None if unknown); they only
-        date alerts.
+        date alerts. seq (n,) are per-stream sequence numbers (`NO_SEQ` where a reading has
+        none): a reading whose seq is not after its stream's last is a re-sent duplicate and is
+        not stepped (`kernels.sequence`); the result then covers only `result.kept`.
         """
         X = np.ascontiguousarray(X, dtype=np.float32)
         n = len(streams)
@@ -207,6 +223,19 @@ class StreamEngine:
             stale = slots[table.last_used[slots] < now - table.idle_timeout]
             for slot in np.unique(stale).tolist():  # a stream listed twice expires once
                 table.expire(slot)
+        kept = None
+        gaps = 0
+        if seq is not None:
+            keep = np.empty(n, np.bool_)
+            duplicates, gaps = check_sequence(
+                slots, np.asarray(seq, np.int64).reshape(n), table.slabs[SEQ_SLAB], keep
+            )
+            if duplicates:
+                kept = np.flatnonzero(keep)
+                n = kept.size
+                slots, X = slots[kept], X[kept]
+                if ts is not None:
+                    ts = np.asarray(ts, np.float64).reshape(-1)[kept]
         if self._seen.shape[0] < table.capacity:
             self._seen = np.zeros(table.capacity, np.int32)
         self._ensure_batch(n)
@@ -216,6 +245,7 @@ class StreamEngine:
         if scoring:
             stamps = np.full(n, np.nan) if ts is None else np.asarray(ts, np.float64).reshape(n)
         result = StepResult.empty(n, self._packed.outputs, scoring)
+        result.kept, result.gaps = kept, gaps
         if waves == 1:
             self._advance_wave(slots, X, stamps if scoring else None, result)
         else:
@@ -344,7 +374,8 @@ class StreamEngine:
         return list(self._table.slot_of)
 
     def state_of(self, stream: str) -> dict[str, np.ndarray]:
-        """Return copies of a stream's state arrays ("h", and "c" for LSTM), each (layers, H)."""
+        """Return copies of a stream's state arrays: "h", and "c" for LSTM, each (layers, H);
+        "seq", its last sequence number + 1 (0: none); a scoring model's statistics."""
         slot = self._table.slot_of[stream]
         return {name: slab[slot].copy() for name, slab in self._table.slabs.items()}
 
@@ -460,6 +491,8 @@ class StreamEngine:
         ids = header["streams"]
         for name, (shape, dtype) in table.specs.items():
             got = arrays.get(f"slab_{name}")
+            if got is None and name == SEQ_SLAB:
+                continue  # a snapshot from before streams kept their seq: none seen yet
             if got is None or got.shape != (len(ids), *shape) or got.dtype != dtype:
                 raise ValueError(f"snapshot {path} is corrupt: state array {name!r} is malformed")
         idle = arrays.get("idle_seconds")
@@ -470,7 +503,9 @@ class StreamEngine:
                 f"snapshot {path} holds {len(ids)} streams, more than max_streams="
                 f"{table.max_streams}"
             )
-        table.load(ids, {name: arrays[f"slab_{name}"] for name in table.specs})
+        table.load(
+            ids, {name: arrays[key] for name in table.specs if (key := f"slab_{name}") in arrays}
+        )
         now = engine._clock()
         for stream, seconds in zip(ids, idle.tolist(), strict=True):
             table.last_used[table.slot_of[stream]] = now - seconds
@@ -500,7 +535,7 @@ class StreamEngine:
         probe = "\x00warm-up"
         x = np.zeros(self._x_shape, np.float32)
         self.step(probe, x)
-        self.step_many([probe, probe], np.zeros((2, *self._x_shape), np.float32))
+        self.process([probe, probe], np.zeros((2, *self._x_shape), np.float32), seq=[1, NO_SEQ])
         self.drop(probe)
 
 

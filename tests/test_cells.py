@@ -137,7 +137,7 @@ def test_final_state_matches_pytorch_h_n_and_c_n(golden_case: GoldenCase) -> Non
     if golden_case.model.cell == "lstm":
         np.testing.assert_allclose(state["c"], arrays[f"{golden_case.name}.c_n"], rtol=0, atol=ATOL)
     else:
-        assert set(state) == {"h"}
+        assert set(state) == {"h", "seq"}
 
 
 @pytest.mark.parametrize(("cell", "nonlinearity"), CELL_SPECS, ids=CELL_IDS)

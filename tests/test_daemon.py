@@ -540,9 +540,6 @@ def test_stats_count_readings_frames_and_predictions(daemon):
     assert after["frames_in"] - before["frames_in"] == 3
     assert after["model_fingerprint"] == before["model_fingerprint"]
     assert after["latency_seconds"]["count"] > before["latency_seconds"]["count"]
-    # the new stream and the fence's are remembered for their seqs, and no more than live ones
-    assert after["sequence_entries"] >= before["sequence_entries"] + 1
-    assert after["sequence_entries"] <= 2 * after["streams"] + 1024
 
 
 def test_streams_lists_live_streams_up_to_the_limit(daemon):

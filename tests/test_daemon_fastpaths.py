@@ -1,4 +1,4 @@
-"""The daemon's cheaper publication and timestamp paths send and compute what the plain ones do.
+"""The daemon's cheaper publication paths send what the plain ones do; seqs live with streams.
 
 These run the daemon's methods in-process on a fake publisher; the end-to-end behaviour over real
 sockets is covered by tests/test_daemon.py.
@@ -7,7 +7,6 @@ sockets is covered by tests/test_daemon.py.
 from __future__ import annotations
 
 import logging
-import math
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ import zmq
 
 from engine import protocol as P
 from engine.config import ServeConfig
-from engine.daemon import Daemon, _fast_send, _stamps
+from engine.daemon import Daemon, _fast_send
 from engine.default_model import load_default_model
 from engine.model import Model
 from engine.protocol import Readings
@@ -54,10 +53,10 @@ def readings(model: Model, streams: list[str], seed: int = 0) -> Readings:
     return Readings(
         list(streams),
         rng.standard_normal((n, model.input_size)).astype(np.float32),
-        [i + 2 if i % 3 else None for i in range(n)],
-        [1.7e9 + i if i % 4 else None for i in range(n)],
-        [False] * n,
-        [False] * n,
+        np.array([i + 2 if i % 3 else P.NO_SEQ for i in range(n)], np.int64),
+        np.array([1.7e9 + i if i % 4 else np.nan for i in range(n)]),
+        np.zeros(n, np.bool_),
+        np.zeros(n, np.bool_),
     )
 
 
@@ -68,8 +67,8 @@ def expected_predictions(batch: Readings, result) -> list[list[bytes]]:
             P.prediction_topic(batch.streams[i]),
             P.encode_prediction(
                 batch.streams[i],
-                batch.seq[i],
-                batch.ts[i],
+                batch.seq_of(i),
+                batch.ts_of(i),
                 result.outputs[i].tolist(),
                 None if result.scores is None else result.scores[i],
             ),
@@ -86,9 +85,8 @@ def test_each_publication_sends_one_topic_and_payload_per_reading_as_encode_pred
     daemon = in_process_daemon(tmp_path, model, "each")
     # A stream listed twice, so its two predictions must come out in row order.
     batch = readings(model, ["a", "b", "é", "a", "c"])
-    stamps = _stamps(batch.ts)
-    result = daemon.engine.process(batch.streams, batch.values, stamps)
-    daemon._publish(batch, result, stamps)
+    result = daemon.engine.process(batch.streams, batch.values, batch.ts)
+    daemon._publish(batch, result)
     preds = [m for m in daemon.publisher.messages if m[0].startswith(P.PREDICTION_PREFIX)]
     assert preds == expected_predictions(batch, result)
     assert daemon.metrics.predictions_out == 5 and daemon.metrics.readings_in == 5
@@ -98,9 +96,8 @@ def test_both_publication_sends_the_rows_then_one_batch_message(tmp_path):
     model = Model.random("gru", 2, 8, output_size=3)
     daemon = in_process_daemon(tmp_path, model, "both")
     batch = readings(model, ["x", "y", "z"])
-    stamps = _stamps(batch.ts)
-    result = daemon.engine.process(batch.streams, batch.values, stamps)
-    daemon._publish(batch, result, stamps)
+    result = daemon.engine.process(batch.streams, batch.values, batch.ts)
+    daemon._publish(batch, result)
     messages = daemon.publisher.messages
     assert messages[:3] == expected_predictions(batch, result)
     assert messages[3] == [
@@ -134,33 +131,26 @@ def test_fast_send_of_something_else_is_its_own_send():
     assert _fast_send(sock) == sock.send
 
 
-def test_stamps_are_float64_with_nan_where_no_ts_was_given():
-    ts = [1.5, None, 1_700_000_000.25, None, -3.0]
-    got = _stamps(ts)
-    assert got.dtype == np.float64
-    assert [None if math.isnan(v) else v for v in got.tolist()] == ts
-    assert _stamps([]).shape == (0,)
-    assert np.isnan(_stamps([None, None])).all()
-
-
-def test_seq_table_is_pruned_to_live_streams_when_evictions_leave_it_too_large(tmp_path):
-    from engine.daemon import _SEQ_SLACK
-
+def test_a_streams_last_seq_lives_and_goes_with_its_state(tmp_path):
+    # A daemon runs for weeks with a churn of stream ids: what it remembers of seqs must be
+    # bounded by the live streams, so it lives in their slots and leaves with them.
     model = Model.random("gru", 2, 4, seed=0)
     daemon = in_process_daemon(tmp_path, model, "batch")
     daemon.engine = StreamEngine(model, max_streams=100)
     rng = np.random.default_rng(0)
-    for k in range(-(-(_SEQ_SLACK + 400) // 100)):
-        streams = [f"s{k}-{i}" for i in range(100)]
-        X = rng.standard_normal((100, model.input_size)).astype(np.float32)
-        daemon._process(Readings(streams, X, [5] * 100, [None] * 100, [False] * 100, [False] * 100))
-    assert len(daemon.engine) == 100 and len(daemon._last_seq) > 2 * 100 + _SEQ_SLACK
-    live = dict(daemon._last_seq)
-    daemon._forget_departed_streams()
-    assert daemon._last_seq == {s: q for s, q in live.items() if s in daemon.engine}
-    assert len(daemon._last_seq) == 100
-    # a live stream's next reading is still checked against its last seq: 5 again is a duplicate
-    stream = daemon.engine.streams()[0]
-    X = np.zeros((1, model.input_size), np.float32)
-    daemon._process(Readings([stream], X, [5], [None], [False], [False]))
+
+    def send(streams: list[str], seq: int) -> None:
+        n = len(streams)
+        X = rng.standard_normal((n, model.input_size)).astype(np.float32)
+        seqs = np.full(n, seq, np.int64)
+        daemon._process(Readings(streams, X, seqs, np.full(n, np.nan), *[np.zeros(n, bool)] * 2))
+
+    for k in range(15):
+        send([f"s{k}-{i}" for i in range(100)], 5)
+    assert len(daemon.engine) == 100 and daemon.engine.stats()["capacity"] == 100
+    assert daemon.metrics.duplicates == 0
+    send(["s14-0"], 5)  # live: 5 again is a duplicate
     assert daemon.metrics.duplicates == 1
+    send(["s0-0"], 5)  # evicted long ago: starts afresh, so 5 is served
+    assert daemon.metrics.duplicates == 1
+    assert daemon.metrics.predictions_out == 1501

@@ -82,8 +82,8 @@ def test_producer_send_many_gives_per_row_consecutive_seqs(pull, context):
         readings, rejections = protocol.decode_ingest(receive(sock), 2)
         assert producer.last_seq("a") == 3 and producer.sent_readings == 5
     assert rejections == []
-    assert readings.streams == ["a", "b", "a", "c"] and readings.seq == [2, 1, 3, 1]
-    assert readings.ts == [1.0, 2.0, 3.0, 4.0]
+    assert readings.streams == ["a", "b", "a", "c"] and readings.seq_list() == [2, 1, 3, 1]
+    assert readings.ts_list() == [1.0, 2.0, 3.0, 4.0]
     np.testing.assert_array_equal(readings.values, x)
 
 

@@ -48,16 +48,16 @@ def test_single_reading_round_trips_with_all_fields():
     assert readings.streams == ["pump-7"]
     assert readings.values.dtype == np.float32 and readings.values.flags.c_contiguous
     np.testing.assert_array_equal(readings.values, [[1.5, -2.0]])
-    assert readings.seq == [3]
-    assert readings.ts == [1700000000.25]
-    assert readings.reset == [True] and readings.end == [True]
+    assert readings.seq_list() == [3]
+    assert readings.ts_list() == [1700000000.25]
+    assert readings.reset.tolist() == [True] and readings.end.tolist() == [True]
 
 
 def test_single_reading_without_optional_fields_gets_defaults():
     readings, rejections = P.decode_ingest(pack({"stream": "a", "values": [1]}), 1)
     assert rejections == []
-    assert readings.seq == [None] and readings.ts == [None]
-    assert readings.reset == [False] and readings.end == [False]
+    assert readings.seq_list() == [None] and readings.ts_list() == [None]
+    assert readings.reset.tolist() == [False] and readings.end.tolist() == [False]
 
 
 def test_single_reading_accepts_numpy_values_and_float32_bytes():
@@ -91,19 +91,19 @@ def test_batch_round_trips_with_per_row_columns():
     assert readings.streams == streams
     np.testing.assert_array_equal(readings.values, x)
     assert readings.values.flags.c_contiguous and readings.values.flags.writeable
-    assert readings.seq == [1, 1, 2, None, 9]
-    assert readings.ts == [1.0, 2.0, 3.0, None, 5.5]
-    assert all(type(t) is float for t in readings.ts if t is not None)
-    assert readings.reset == [False, True, False, False, False]
-    assert readings.end == [False, False, False, False, True]
+    assert readings.seq_list() == [1, 1, 2, None, 9]
+    assert readings.ts_list() == [1.0, 2.0, 3.0, None, 5.5]
+    assert all(type(t) is float for t in readings.ts_list() if t is not None)
+    assert readings.reset.tolist() == [False, True, False, False, False]
+    assert readings.end.tolist() == [False, False, False, False, True]
 
 
 def test_batch_scalar_ts_and_flags_apply_to_every_row():
     frame = pack({"streams": ["a", "b"], "values": [[1.0], [2.0]], "ts": 7, "reset": True})
     readings, rejections = P.decode_ingest(frame, 1)
     assert rejections == []
-    assert readings.ts == [7.0, 7.0] and readings.reset == [True, True]
-    assert readings.end == [False, False] and readings.seq == [None, None]
+    assert readings.ts_list() == [7.0, 7.0] and readings.reset.tolist() == [True, True]
+    assert readings.end.tolist() == [False, False] and readings.seq_list() == [None, None]
 
 
 def test_batch_values_as_list_of_rows_decode_like_bytes():
@@ -126,7 +126,7 @@ def test_large_bytes_batch_decodes_every_row():
     readings, rejections = P.decode_ingest(frame, 8)
     assert rejections == [] and len(readings) == n
     np.testing.assert_array_equal(readings.values, x)
-    assert readings.seq[-1] == n and readings.ts[0] == 1.5
+    assert readings.seq_list()[-1] == n and readings.ts_list()[0] == 1.5
 
 
 def test_prediction_round_trips_and_nan_score_becomes_none():
@@ -360,8 +360,8 @@ def test_batch_with_bad_rows_keeps_the_good_rows_in_order():
     readings, rejections = P.decode_ingest(pack(msg), 2)
     assert readings.streams == ["ok0", "ok4", "ok10"]
     np.testing.assert_array_equal(readings.values, [[0, 0], [4, 4], [10, 10]])
-    assert readings.seq == [1, 5, 11] and readings.ts == [0.0, 4.0, 10.0]
-    assert readings.end == [False, False, True]
+    assert readings.seq_list() == [1, 5, 11] and readings.ts_list() == [0.0, 4.0, 10.0]
+    assert readings.end.tolist() == [False, False, True]
     got = [(r.row, r.reason) for r in rejections]
     assert got == [
         (1, R.BAD_STREAM),
@@ -381,7 +381,7 @@ def test_bytes_batch_drops_only_the_non_finite_rows():
     x[1, 2] = np.inf
     x[3, 0] = np.nan
     readings, rejections = P.decode_ingest(P.encode_batch(list("abcd"), x, seq=[1, 2, 3, 4]), 3)
-    assert readings.streams == ["a", "c"] and readings.seq == [1, 3]
+    assert readings.streams == ["a", "c"] and readings.seq_list() == [1, 3]
     np.testing.assert_array_equal(readings.values, x[[0, 2]])
     assert [(r.row, r.reason, r.stream) for r in rejections] == [
         (1, R.NON_FINITE, "b"),
@@ -403,11 +403,13 @@ def _check_consistent(readings: P.Readings, rejections: list, n_inputs: int) -> 
     assert readings.values.shape == (n, n_inputs)
     assert readings.values.dtype == np.float32 and readings.values.flags.c_contiguous
     assert np.isfinite(readings.values).all()
-    assert len(readings.seq) == len(readings.ts) == len(readings.reset) == len(readings.end) == n
+    for column in (readings.seq, readings.ts, readings.reset, readings.end):
+        assert column.shape == (n,)
+    assert readings.seq.dtype == np.int64 and readings.ts.dtype == np.float64
     assert all(type(s) is str and s for s in readings.streams)
-    assert all(s is None or (type(s) is int and s >= 0) for s in readings.seq)
-    assert all(t is None or (type(t) is float and math.isfinite(t)) for t in readings.ts)
-    assert all(type(f) is bool for f in readings.reset + readings.end)
+    assert all(s is None or (type(s) is int and s >= 0) for s in readings.seq_list())
+    assert all(t is None or (type(t) is float and math.isfinite(t)) for t in readings.ts_list())
+    assert all(type(f) is bool for f in readings.reset.tolist() + readings.end.tolist())
     assert all(isinstance(r.reason, P.RejectReason) for r in rejections)
     assert R.INTERNAL not in [r.reason for r in rejections]
 

@@ -117,11 +117,11 @@ def assert_same_as_reference(frames: list[bytes], n_inputs: int = N_INPUTS) -> P
     assert readings.values.shape == (len(rows), n_inputs)
     want = np.array([np.asarray(r[1], np.float32) for r in rows], np.float32)
     assert np.array_equal(readings.values, want.reshape(len(rows), n_inputs))
-    assert readings.seq == [r[2] for r in rows]
-    assert [type(t) for t in readings.ts] == [type(r[3]) for r in rows]
-    assert readings.ts == [r[3] for r in rows]
-    assert readings.reset == [r[4] for r in rows]
-    assert readings.end == [r[5] for r in rows]
+    assert readings.seq_list() == [r[2] for r in rows]
+    assert [type(t) for t in readings.ts_list()] == [type(r[3]) for r in rows]
+    assert readings.ts_list() == [r[3] for r in rows]
+    assert readings.reset.tolist() == [r[4] for r in rows]
+    assert readings.end.tolist() == [r[5] for r in rows]
     return readings
 
 

@@ -54,7 +54,7 @@ def test_state_of_a_new_engine_stream_is_zero_before_and_nonzero_after(lstm2: Mo
     engine.step("a", random_rows(2, 1)[0])
     state = engine.state_of("a")
 
-    assert set(state) == {"h", "c"}
+    assert set(state) == {"h", "c", "seq"}
     assert state["h"].shape == state["c"].shape == (2, 8)
     assert np.abs(state["h"]).max() > 0
     with pytest.raises(KeyError):
@@ -130,7 +130,12 @@ def test_slab_growth_past_initial_capacity_keeps_every_state(lstm2: Model, batch
 
 @pytest.mark.parametrize(
     ("cell", "layers", "hidden", "expected"),
-    [("lstm", 2, 8, 2 * 2 * 8 * 4 + 8), ("gru", 1, 5, 5 * 4 + 8), ("rnn", 3, 33, 3 * 33 * 4 + 8)],
+    # + 8 bytes of last-used time and 8 of last seq
+    [
+        ("lstm", 2, 8, 2 * 2 * 8 * 4 + 16),
+        ("gru", 1, 5, 5 * 4 + 16),
+        ("rnn", 3, 33, 3 * 33 * 4 + 16),
+    ],
 )
 def test_bytes_per_stream_counts_state_slabs_and_timestamp(
     cell: str, layers: int, hidden: int, expected: int

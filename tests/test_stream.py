@@ -622,5 +622,5 @@ def test_snapshot_is_a_zip_of_plain_arrays(busy: StreamEngine, tmp_path: Path) -
     with np.load(tmp_path / "s.npz", allow_pickle=False) as data:
         dtypes = {name: data[name].dtype for name in data.files}
 
-    assert names == ["header.npy", "idle_seconds.npy", "slab_c.npy", "slab_h.npy"]
-    assert all(dtype.kind in "fu" for dtype in dtypes.values())
+    assert names == ["header.npy", "idle_seconds.npy", "slab_c.npy", "slab_h.npy", "slab_seq.npy"]
+    assert all(dtype.kind in "fiu" for dtype in dtypes.values())
