@@ -15,7 +15,7 @@ from other processes hits both alike:
 
 One core: BLAS, OpenMP and Numba are limited to one thread. The environment variables only act
 if set before numpy is imported, so `rnnstream bench` sets them (engine/cli.py) before importing
-this module; imported otherwise, it limits OpenBLAS at run time with threadpoolctl, if installed;
+this module; imported otherwise, it limits OpenBLAS at run time with threadpoolctl;
 the report states the BLAS thread count it saw. PyTorch gets `torch.set_num_threads(1)`.
 PyTorch is optional: without it the torch columns read "n/a".
 """
@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from engine.cli import ONE_THREAD_VARS, UserError
 
@@ -223,23 +224,12 @@ def _import_torch() -> Any:
 
 @contextlib.contextmanager
 def _one_thread() -> Iterator[None]:
-    """Limit BLAS / OpenMP pools to one thread for the block (no-op without threadpoolctl)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        yield
-        return
+    """Limit BLAS / OpenMP pools to one thread for the block."""
     with threadpool_limits(limits=1):
         yield
 
 
 def _blas_threads() -> str:
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return "unknown (no threadpoolctl); OPENBLAS_NUM_THREADS=" + str(
-            os.environ.get("OPENBLAS_NUM_THREADS")
-        )
     pools = [f"{p['internal_api']} {p['num_threads']}" for p in threadpool_info()]
     return ", ".join(pools) or "no pool found"
 
@@ -568,10 +558,6 @@ def machine_info(torch: Any = None) -> dict[str, str]:
 
 
 def _blas_description() -> str:
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return "unknown (threadpoolctl not installed)"
     pools = [
         f"{p['internal_api']} {p.get('version')} ({p.get('architecture')})"
         for p in threadpool_info()

@@ -32,9 +32,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-# Commands that run best with single-threaded BLAS and Numba: the daemon shares the machine with
-# producers and subscribers, and the benchmark measures one core. BLAS reads these variables
-# once, when numpy loads it, so they are set before the command's module is imported.
+# Commands that start with single-threaded BLAS and Numba: the daemon shares the machine with
+# producers and subscribers (it raises BLAS threads for big batches only, engine/blas.py), and the
+# benchmark measures one core. BLAS reads these variables once, when numpy loads it, so they are
+# set before the command's module is imported.
 SINGLE_THREADED = frozenset({"serve", "bench"})
 ONE_THREAD_VARS = (
     "OPENBLAS_NUM_THREADS",
@@ -83,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     if name in SINGLE_THREADED:
         for var in ONE_THREAD_VARS:
             os.environ.setdefault(var, "1")
+        # OpenBLAS threads sleep at once after a product (2**4 cycles) instead of spinning
+        # for ~0.1 s, so an idle BLAS thread leaves the core to producers and subscribers.
+        os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
     module = importlib.import_module(COMMANDS[name][0])
     parser = argparse.ArgumentParser(
         prog=f"rnnstream {name}",

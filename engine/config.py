@@ -32,6 +32,7 @@ class ServeConfig:
     publish_mode: str = "each"
     max_batch: int = 1024
     max_wait_us: int = 200
+    blas_threads: int = 2
     max_streams: int = 0
     idle_timeout: float = 0.0
     ingest_hwm: int = 100_000
@@ -57,7 +58,7 @@ class ServeConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}")
-        for name in ("max_batch", "max_message_bytes", "ingest_hwm", "publish_hwm"):
+        for name in ("max_batch", "max_message_bytes", "ingest_hwm", "publish_hwm", "blas_threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         for name in ("checkpoint_every", "idle_timeout", "max_streams", "max_wait_us"):
@@ -95,6 +96,8 @@ _HELP = {
     "batch.pred message per processed batch; both",
     "max_batch": "most intake messages drained into one engine call",
     "max_wait_us": "under load, microseconds to wait for more messages before stepping",
+    "blas_threads": "BLAS threads for the matrix products of batches of 512 readings or more "
+    "(smaller ones use one: waking a thread costs more than it saves)",
     "max_streams": "evict the least recently used stream beyond this many (0: no limit)",
     "idle_timeout": "evict streams idle for this many seconds (0: never)",
     "ingest_hwm": "intake queue high-water mark, in messages",

@@ -27,6 +27,7 @@ import zmq
 
 from engine import protocol
 from engine.alerts import EVENT_CLOSE, EVENT_OPEN, AlertPolicy
+from engine.blas import BlasThreads
 from engine.config import ServeConfig, add_config_arguments, config_from_args
 from engine.logs import RateLimitedLog, log, setup_logging
 from engine.metrics import Metrics, registry_for
@@ -73,6 +74,7 @@ class Daemon:
         self._signals = 0
         self._context: zmq.Context | None = None
         self._busy = False
+        self._blas = BlasThreads(config.blas_threads)
         self._metrics_server: Any = None
         self._auth: Any = None
         self.state_path = Path(config.state_dir) / SNAPSHOT_NAME
@@ -342,6 +344,7 @@ class Daemon:
             for start in range(0, len(batch), _ENGINE_ROWS):
                 self._step_and_publish(batch.take(slice(start, start + _ENGINE_ROWS)))
             return
+        self._blas.use_for(len(batch))
         began = time.perf_counter()
         try:
             result = self.engine.process(batch.streams, batch.values, batch.ts, batch.seq)
