@@ -22,7 +22,7 @@ Publication (daemon PUB -> consumer SUB) is multipart `[topic, payload]`:
 - `alert.<stream>`: `{"stream", "seq", "ts", "event": "open" | "close", "score", "value",
   "expected", "feature", "severity", ...}`
 - `error`: `{"reason", "detail", "stream"?, "row"?}`
-- `batch.pred`: `{"streams": [...], "seq": [...], "ts": [...], "prediction": bytes,
+- `batch.pred`: `{"streams": [...], "seq": [...], "ts": float | [...], "prediction": bytes,
   "n_outputs": int, "score": bytes}` where `prediction` is LE float32 row-major `(n, n_outputs)`
   and `score` LE float32 `(n,)` with NaN meaning "no score".
 
@@ -40,6 +40,7 @@ import math
 import os
 import re
 import threading
+from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -645,14 +646,18 @@ def _seq_column(seq: list | None, n: int, bad: dict[int, Rejection]) -> np.ndarr
     """Return a batch's seq column as int64 (NO_SEQ: none); note bad entries in `bad`."""
     if seq is None:
         return np.full(n, NO_SEQ, np.int64)
-    if set(map(type, seq)) <= _INT_TYPESET:  # no bools or floats, which fromiter would take
-        try:
-            column = np.fromiter(seq, np.int64, n)
-        except OverflowError:
-            pass
-        else:
-            if not n or (column.min() >= 0 and column.max() <= MAX_SEQ):
-                return column
+    try:
+        # array refuses floats, None and str; it takes bools as 0 and 1, so a column holding
+        # a 0 or 1 also gets its types checked. Seqs past the first of a stream skip that pass.
+        column = np.frombuffer(array("q", seq), np.int64)
+    except (TypeError, OverflowError):
+        pass
+    else:
+        if not n or (
+            column.max() <= MAX_SEQ
+            and (column.min() > 1 or (column.min() >= 0 and set(map(type, seq)) <= _INT_TYPESET))
+        ):
+            return column
     return _column_row_by_row(seq, _seq_problem, RejectReason.BAD_SEQ, NO_SEQ, bad)
 
 
@@ -753,12 +758,12 @@ def encode_batch(
         raise ValueError(f"values of shape {arr.shape} do not match {len(streams)} streams")
     msg: dict[str, Any] = {"streams": streams, "values": arr.tobytes()}
     if seq is not None:
-        msg["seq"] = [None if s is None else int(s) for s in seq]
+        msg["seq"] = _plain_column(seq, int)
     if ts is not None:
         if isinstance(ts, int | float | np.generic):
             msg["ts"] = float(ts)
         else:
-            msg["ts"] = [None if t is None else float(t) for t in ts]
+            msg["ts"] = _plain_column(ts, float)
     if reset is not None:
         msg["reset"] = [bool(f) for f in reset]
     if end is not None:
@@ -864,12 +869,26 @@ def encode_prediction_batch(
         {
             "streams": streams,
             "seq": _plain_column(seq, int),
-            "ts": _plain_column(ts, float),
+            "ts": _common_ts(ts) or _plain_column(ts, float),
             "prediction": pred.tobytes(),
             "n_outputs": int(pred.shape[1]),
             "score": score.tobytes(),
         }
     )
+
+
+def _common_ts(ts: Any) -> float | None:
+    """Return the one ts of every row of a Readings ts column, if they share one (else None).
+
+    A producer's batch usually carries one ts for all rows; publishing it once saves packing
+    and unpacking a float per row.
+    """
+    if not isinstance(ts, np.ndarray) or ts.size == 0:
+        return None
+    first = float(ts[0])
+    if first != first or not (ts == first).all():  # NaN: no ts
+        return None
+    return first
 
 
 _PLAIN_TYPES = {int: frozenset((int, type(None))), float: frozenset((float, type(None)))}
@@ -948,6 +967,8 @@ def decode_publication(topic: bytes, payload: bytes) -> tuple[str, dict]:
             score = np.frombuffer(msg["score"], _F32_LE)
             if pred.size != n * n_out or score.size != n:
                 raise ValueError("array sizes do not match the number of streams")
+            if type(msg["ts"]) is float:  # one ts for every row
+                msg["ts"] = [msg["ts"]] * n
             if len(msg["seq"]) != n or len(msg["ts"]) != n:
                 raise ValueError("seq / ts lengths do not match the number of streams")
         except (KeyError, TypeError, ValueError) as exc:

@@ -115,7 +115,13 @@ class Producer:
         whose last row here has `end` is forgotten afterwards, as in `send`.
         """
         streams = list(streams)
-        seqs = [self._next_seq(s) for s in streams]
+        if len(set(streams)) == len(streams):
+            # each stream once: one lookup per row and one C-level update (~2x the loop's speed)
+            last = self._seq.get
+            seqs = [last(s, 0) + 1 for s in streams]
+            self._seq.update(zip(streams, seqs, strict=True))
+        else:
+            seqs = [self._next_seq(s) for s in streams]
         frame = protocol.encode_batch(
             streams,
             np.asarray(X),

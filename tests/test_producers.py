@@ -81,6 +81,8 @@ def test_producer_send_many_gives_per_row_consecutive_seqs(pull, context):
         readings, rejections = protocol.decode_ingest(receive(sock), 2)
         readings, rejections = protocol.decode_ingest(receive(sock), 2)
         assert producer.last_seq("a") == 3 and producer.sent_readings == 5
+        assert producer.send_many(["c", "d", "a"], x[:3]) == [2, 1, 4]  # each stream once
+        assert [producer.last_seq(s) for s in "abcd"] == [4, 1, 2, 1]
     assert rejections == []
     assert readings.streams == ["a", "b", "a", "c"] and readings.seq_list() == [2, 1, 3, 1]
     assert readings.ts_list() == [1.0, 2.0, 3.0, 4.0]

@@ -465,3 +465,33 @@ def test_decode_ingest_never_raises_on_arbitrary_msgpack_objects(obj, n_inputs):
         assert kept_plus_rejected == len(obj["streams"]) or (
             len(readings) == 0 and len(rejections) == 1
         )
+
+
+@pytest.mark.parametrize(
+    ("seq", "bad_rows"),
+    [([0, 3], []), ([2, True], [1]), ([False, 9], [0]), ([5, 1.0], [1]), ([4, 2**63 - 1], [1])],
+)
+def test_batch_seq_columns_refuse_bools_floats_and_overflow_row_by_row(seq, bad_rows):
+    frame = pack({"streams": ["a", "b"], "values": [[1.0], [2.0]], "seq": seq})
+    readings, rejections = P.decode_ingest(frame, 1)
+    assert [r.row for r in rejections] == bad_rows
+    assert all(r.reason == R.BAD_SEQ for r in rejections)
+    assert readings.seq_list() == [s for i, s in enumerate(seq) if i not in bad_rows]
+
+
+@pytest.mark.parametrize(
+    ("ts", "packed"),
+    [
+        ([7.5, 7.5, 7.5], 7.5),
+        ([7.5, 8.0, 7.5], [7.5, 8.0, 7.5]),
+        ([np.nan, np.nan, np.nan], [None, None, None]),
+        ([7.5, np.nan, 7.5], [7.5, None, 7.5]),
+    ],
+)
+def test_batch_publication_sends_a_shared_ts_once_and_decodes_it_per_row(ts, packed):
+    payload = P.encode_prediction_batch(
+        ["a", "b", "c"], np.array([1, 2, 3]), np.array(ts), np.zeros((3, 1), np.float32), None
+    )
+    assert msgpack.unpackb(payload)["ts"] == packed
+    _, msg = P.decode_publication(P.BATCH_TOPIC, payload)
+    assert msg["ts"] == [None if t != t else t for t in ts]
