@@ -96,8 +96,8 @@ _HELP = {
     "batch.pred message per processed batch; both",
     "max_batch": "most intake messages drained into one engine call",
     "max_wait_us": "under load, microseconds to wait for more messages before stepping",
-    "blas_threads": "BLAS threads for the matrix products of batches of 512 readings or more "
-    "(smaller ones use one: waking a thread costs more than it saves)",
+    "blas_threads": "BLAS threads for big matrix products (an LSTM H=64's gates from 512 readings "
+    "on); smaller ones use one, as waking a thread costs more than it saves",
     "max_streams": "evict the least recently used stream beyond this many (0: no limit)",
     "idle_timeout": "evict streams idle for this many seconds (0: never)",
     "ingest_hwm": "intake queue high-water mark, in messages",

@@ -27,7 +27,6 @@ import zmq
 
 from engine import protocol
 from engine.alerts import EVENT_CLOSE, EVENT_OPEN, AlertPolicy
-from engine.blas import BlasThreads
 from engine.config import ServeConfig, add_config_arguments, config_from_args
 from engine.logs import RateLimitedLog, log, setup_logging
 from engine.metrics import Metrics, registry_for
@@ -74,7 +73,6 @@ class Daemon:
         self._signals = 0
         self._context: zmq.Context | None = None
         self._busy = False
-        self._blas = BlasThreads(config.blas_threads)
         self._metrics_server: Any = None
         self._auth: Any = None
         self.state_path = Path(config.state_dir) / SNAPSHOT_NAME
@@ -122,6 +120,7 @@ class Daemon:
         return {
             "max_streams": cfg.max_streams or None,
             "idle_timeout": cfg.idle_timeout or None,
+            "blas_threads": cfg.blas_threads,
             "alerts": AlertPolicy(
                 open_level=cfg.alert_threshold,
                 close_level=cfg.alert_close,
@@ -344,7 +343,6 @@ class Daemon:
             for start in range(0, len(batch), _ENGINE_ROWS):
                 self._step_and_publish(batch.take(slice(start, start + _ENGINE_ROWS)))
             return
-        self._blas.use_for(len(batch))
         began = time.perf_counter()
         try:
             result = self.engine.process(batch.streams, batch.values, batch.ts, batch.seq)

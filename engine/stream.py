@@ -17,6 +17,7 @@ import numpy as np
 
 from engine.alerts import A_THRESHOLD, ALERT_SLAB, AlertPolicy
 from engine.anomaly import AnomalyScorer, AnomalySpec
+from engine.blas import BlasThreads
 from engine.kernels import cells
 from engine.kernels.sequence import NO_SEQ, check_sequence
 from engine.model import Model
@@ -102,8 +103,13 @@ class StreamEngine:
         capacity: int = 1024,
         clock: Callable[[], float] = time.monotonic,
         alerts: AlertPolicy | None = None,
+        blas_threads: int = 1,
     ) -> None:
         self.model = model
+        # More than one: big matrix products of step_many / process use that many BLAS threads
+        # and small ones one (engine/blas.py); one leaves the BLAS pools alone.
+        self.blas_threads = blas_threads
+        self._blas = BlasThreads(blas_threads) if blas_threads > 1 else None
         self._packed = PackedModel(model)
         p = self._packed
         specs: dict[str, tuple[tuple[int, ...], type]] = {
@@ -293,12 +299,17 @@ class StreamEngine:
         z = self._layer_inputs[0][:n]
         cells.gather_first_layer(X, slots, h, p.input_mean, p.input_inv_std, z)
         gates = self._gates[:n]
+        blas = self._blas
+        if blas is not None:
+            blas.use_for(gates.size)
         for k in range(p.layers):
             np.matmul(z, p.layer_wt[k], out=gates)
             dest = self._layer_inputs[k + 1][:n] if k + 1 < p.layers else self._top[:n]
             cells.apply_gates_batch(p.cell_code, gates, slots, h, c, k, dest)
             z = dest
         if p.has_head:
+            if blas is not None:
+                blas.use_for(out.size)
             np.matmul(self._top[:n], p.head, out=out)
         elif p.output_mean is not None:
             np.multiply(self._top[:n, : p.hidden], p.output_std, out=out)
@@ -429,6 +440,7 @@ class StreamEngine:
             capacity=old.capacity,
             clock=self._clock,
             alerts=self.alerts,
+            blas_threads=self.blas_threads,
         )
         new = replacement._table
         if same_shape and not reset:
