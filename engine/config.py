@@ -31,7 +31,7 @@ class ServeConfig:
     metrics_host: str = "127.0.0.1"
     publish_mode: str = "each"
     max_batch: int = 1024
-    max_wait_us: int = 200
+    max_wait_us: int = 0
     blas_threads: int = 2
     max_streams: int = 0
     idle_timeout: float = 0.0
@@ -95,7 +95,8 @@ _HELP = {
     "publish_mode": "each: one pred.<stream> message per reading; batch: one columnar "
     "batch.pred message per processed batch; both",
     "max_batch": "most intake messages drained into one engine call",
-    "max_wait_us": "under load, microseconds to wait for more messages before stepping",
+    "max_wait_us": "under load, microseconds to wait for more messages before stepping (0: step "
+    "what is queued at once; a wait saves CPU at moderate load and adds to every latency)",
     "blas_threads": "BLAS threads for big matrix products (an LSTM H=64's gates from 512 readings "
     "on); smaller ones use one, as waking a thread costs more than it saves",
     "max_streams": "evict the least recently used stream beyond this many (0: no limit)",

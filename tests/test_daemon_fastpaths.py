@@ -7,6 +7,7 @@ sockets is covered by tests/test_daemon.py.
 from __future__ import annotations
 
 import logging
+import threading
 
 import numpy as np
 import pytest
@@ -38,8 +39,10 @@ class RecordingSocket:
         self.messages.append([bytes(p) for p in parts])
 
 
-def in_process_daemon(tmp_path, model: Model, publish_mode: str) -> Daemon:
-    config = ServeConfig(state_dir=str(tmp_path), publish_mode=publish_mode, checkpoint_every=0)
+def in_process_daemon(tmp_path, model: Model, publish_mode: str, **settings) -> Daemon:
+    config = ServeConfig(
+        state_dir=str(tmp_path), publish_mode=publish_mode, checkpoint_every=0, **settings
+    )
     daemon = Daemon(config, logging.getLogger("test"))
     daemon.model = model
     daemon.engine = StreamEngine(model)
@@ -154,3 +157,28 @@ def test_a_streams_last_seq_lives_and_goes_with_its_state(tmp_path):
     send(["s0-0"], 5)  # evicted long ago: starts afresh, so 5 is served
     assert daemon.metrics.duplicates == 1
     assert daemon.metrics.predictions_out == 1501
+
+
+@pytest.mark.parametrize(("max_wait_us", "rows"), [(0, 1), (100_000, 2)])
+def test_a_busy_daemon_waits_max_wait_us_for_more_readings_only_when_told(
+    tmp_path, max_wait_us, rows
+):
+    model = Model.random("gru", 2, 4, seed=0)
+    daemon = in_process_daemon(tmp_path, model, "each", max_wait_us=max_wait_us)
+    ctx = zmq.Context()
+    daemon.ingest = ctx.socket(zmq.PULL)
+    push = ctx.socket(zmq.PUSH)
+    try:
+        port = daemon.ingest.bind_to_random_port("tcp://127.0.0.1")
+        push.connect(f"tcp://127.0.0.1:{port}")
+        push.send(P.encode_reading("a", [1.0, 2.0], seq=1))
+        assert daemon.ingest.poll(5000)
+        daemon._busy = True  # the previous pass found several readings
+        later = threading.Timer(0.01, push.send, [P.encode_reading("b", [1.0, 2.0], seq=1)])
+        later.start()
+        assert daemon._intake_pass() == rows
+        later.join()
+    finally:
+        push.close(linger=0)
+        daemon.ingest.close(linger=0)
+        ctx.term()
