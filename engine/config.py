@@ -17,6 +17,13 @@ def _default_state_dir() -> str:
     return str(Path(base) / "rnnstream")
 
 
+def _default_blas_threads() -> int:
+    # Two threads pay for big batches; on a machine (or cpuset) with one core they would only
+    # take turns.
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return min(2, cores or 1)
+
+
 @dataclass(frozen=True)
 class ServeConfig:
     """Everything `rnnstream serve` can be told; see `rnnstream serve --help` for each default."""
@@ -32,7 +39,7 @@ class ServeConfig:
     publish_mode: str = "each"
     max_batch: int = 1024
     max_wait_us: int = 0
-    blas_threads: int = 2
+    blas_threads: int = dataclasses.field(default_factory=_default_blas_threads)
     max_streams: int = 0
     idle_timeout: float = 0.0
     ingest_hwm: int = 100_000
