@@ -286,9 +286,9 @@ class Daemon:
         Readings that arrive while a pass runs share the next pass's engine call. With
         max_wait_us, under load (the previous pass found more than one reading) an empty queue
         gets one more look after that long: fewer, bigger calls for less CPU, at the cost of
-        that wait in every reading's latency (measured at 78k readings/s on 2 cores: p50
-        0.67-0.98 ms without a wait, 1.04-1.60 ms with 200 us). The wait sleeps rather than
-        spins: producers and subscribers need the CPU.
+        that wait in every reading's latency (bench/README.md, "The daemon with batches and at
+        moderate load"). The wait sleeps rather than spins: producers and subscribers need the
+        CPU.
         """
         cfg = self.config
         frames: list[bytes] = []
