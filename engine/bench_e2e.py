@@ -517,6 +517,11 @@ class Settings:
     baseline: bool
     serve_args: tuple[str, ...] = ()
     max_runs: int = 3
+    # Offered rates (readings/s) for the latency phases of single / batch messages, instead of
+    # `loads` fractions of the run's own maximum: runs of different code then compare at the
+    # same load.
+    single_rates: tuple[float, ...] = ()
+    batch_rates: tuple[float, ...] = ()
 
 
 def _measure(
@@ -553,16 +558,23 @@ def _measure(
             results.append(run)
             return results
         runs.append(run)
-    top = sorted(runs, key=lambda r: r.throughput)[len(runs) // 2]
-    top.flat_out_runs = tuple(r.throughput for r in runs)
-    results.append(top)
-    for load in settings.loads:
-        rate = load * top.throughput
+    fixed = settings.single_rates if mode == "single" else settings.batch_rates
+    if fixed:
+        phases = [(f"{rate:,.0f}/s", rate) for rate in fixed]
+    else:
+        phases = []
+    if runs:
+        top = sorted(runs, key=lambda r: r.throughput)[len(runs) // 2]
+        top.flat_out_runs = tuple(r.throughput for r in runs)
+        results.append(top)
+        if not fixed:
+            phases = [(f"{load:.0%}", load * top.throughput) for load in settings.loads]
+    for load, rate in phases:
         n = max(int(rate * settings.latency_seconds), settings.producers)
         if mode != "single":
             n = max(n, size)
         info, rec = harness.phase(mode, n, rate, size, server_pid=server_pid, stats=stats)
-        r = _result(engine, label, f"{load:.0%}", rate, info, rec)
+        r = _result(engine, label, load, rate, info, rec)
         results.append(r)
         say(_summary(r))
         if not r.complete:
@@ -743,13 +755,19 @@ def markdown_report(
         "subscriber receive time - producer send `ts` (echoed by the server)",
         "- CPU = CPU seconds per wall second of each process (1.00 = one core busy); step = "
         "share of the daemon's CPU spent in `StreamEngine.step_many`",
-        f"- max = the median of {settings.max_runs} flat-out runs (readings/s of each: "
-        + "; ".join(
-            f"{r.engine} {r.messages} " + ", ".join(f"{x:,.0f}" for x in r.flat_out_runs)
-            for r in results
-            if r.flat_out_runs
-        )
-        + "); the load phases offer fractions of it",
+        *(
+            [
+                f"- max = the median of {settings.max_runs} flat-out runs (readings/s of each: "
+                + "; ".join(
+                    f"{r.engine} {r.messages} " + ", ".join(f"{x:,.0f}" for x in r.flat_out_runs)
+                    for r in results
+                    if r.flat_out_runs
+                )
+                + "); load phases given as a percentage offer that fraction of it"
+            ]
+            if settings.max_runs
+            else []
+        ),
         "",
         "| engine | messages | load | offered /s | delivered | all delivered | readings/s | "
         "p50 ms | p99 ms | p99.9 ms | CPU server | CPU producers | CPU subscriber | "
@@ -836,7 +854,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-runs",
         type=int,
         default=3,
-        help="flat-out runs per message kind; the median one is the maximum the loads refer to",
+        help="flat-out runs per message kind; the median one is the maximum the loads refer to "
+        "(0: none, with --single-rates / --batch-rates)",
+    )
+    parser.add_argument(
+        "--single-rates",
+        default="",
+        help="comma-separated readings/s for the single-message latency phases (rnnstream and "
+        "the torch loop) instead of --loads fractions of the run's maximum: runs of different "
+        "code or settings then compare at the same offered load",
+    )
+    parser.add_argument(
+        "--batch-rates",
+        default="",
+        help="the same for the columnar batch latency phases",
     )
     parser.add_argument(
         "--quick",
@@ -856,22 +887,26 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     """Validate the options and return the run's settings."""
     from engine.cli import UserError
 
-    try:
-        loads = tuple(float(x) for x in args.loads.split(",") if x.strip())
-    except ValueError:
-        raise UserError(f"--loads must be comma-separated numbers, got {args.loads!r}") from None
+    loads = _numbers(args.loads, "--loads")
     if not all(0 < x <= 1 for x in loads):
         raise UserError("--loads must be fractions in (0, 1]")
+    single_rates = _numbers(args.single_rates, "--single-rates")
+    batch_rates = _numbers(args.batch_rates, "--batch-rates")
+    if not all(x > 0 for x in single_rates + batch_rates):
+        raise UserError("--single-rates and --batch-rates must be positive readings/s")
+    if args.max_runs == 0 and not (single_rates and batch_rates):
+        raise UserError("--max-runs 0 needs --single-rates and --batch-rates (nothing to measure)")
     for name in (
         "streams",
         "producers",
         "batch_size",
         "single_readings",
         "batch_readings",
-        "max_runs",
     ):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.max_runs < 0:
+        raise UserError("--max-runs must not be negative")
     if args.producers > args.streams:
         raise UserError("--producers must not exceed --streams (each stream has one producer)")
     if not args.latency_seconds > 0 or not args.idle_timeout > 0:
@@ -893,7 +928,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             min(batch, 300_000),
             min(base, 20_000),
             min(seconds, 1.0),
-            1,
+            min(max_runs, 1),
         )
     return Settings(
         streams=args.streams,
@@ -911,7 +946,18 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         baseline=baseline,
         serve_args=tuple(shlex.split(args.serve_args)),
         max_runs=max_runs,
+        single_rates=single_rates,
+        batch_rates=batch_rates,
     )
+
+
+def _numbers(text: str, option: str) -> tuple[float, ...]:
+    from engine.cli import UserError
+
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise UserError(f"{option} must be comma-separated numbers, got {text!r}") from None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -341,6 +341,30 @@ def test_bench_e2e_tiny_run_reports_every_phase_with_nothing_lost(tmp_path, caps
         assert len(runs) == 3 and int(row[6].strip().replace(",", "")) == runs[1]
 
 
+def test_bench_e2e_fixed_rates_replace_the_loads_and_may_skip_the_flat_out_runs(tmp_path, capsys):
+    from engine import bench_e2e
+    from engine.cli import UserError
+
+    parser = argparse.ArgumentParser()
+    bench_e2e.add_arguments(parser)
+    args = parser.parse_args(
+        ["--streams", "40", "--single-readings", "400", "--batch-readings", "2000"]
+        + ["--batch-size", "64", "--latency-seconds", "0.2", "--baseline", "off"]
+        + ["--max-runs", "0", "--single-rates", "500,1000", "--batch-rates", "3000"]
+    )
+    assert bench_e2e.run(args) == 0
+    printed = capsys.readouterr().out
+    rows = [line.split("|")[1:-1] for line in printed.splitlines() if line.startswith("| rnn")]
+    assert [(r[1].strip(), r[2].strip(), r[3].strip()) for r in rows] == [
+        ("single", "500/s", "500"),
+        ("single", "1,000/s", "1,000"),
+        ("batch 64", "3,000/s", "3,000"),
+    ]
+    assert all(r[5].strip() == "yes" for r in rows) and "flat-out runs" not in printed
+    with pytest.raises(UserError, match="--max-runs 0 needs"):
+        bench_e2e.settings_from_args(parser.parse_args(["--max-runs", "0"]))
+
+
 def test_bench_e2e_result_flags_a_missing_or_duplicated_prediction():
     from engine.bench_e2e import Settings, _result, markdown_report
 
