@@ -367,13 +367,7 @@ def _decode_many(
                             return None
                         parts.append(part)
                         pending, unchecked, streams, seqs, stamps, resets, ends = (
-                            [],
-                            [],
-                            [],
-                            [],
-                            [],
-                            [],
-                            [],
+                            [] for _ in range(7)
                         )
                     parts.append(readings)
                 continue
