@@ -65,6 +65,19 @@ class AlertPolicy:
         if self.error_gate < 0:
             raise ValueError("error_gate must be >= 0")
 
+    def kernel_params(self) -> np.ndarray:
+        """Return the policy as the float64 array `anomaly.finish_batch` takes, in its order."""
+        return np.array(
+            [
+                self.open_level,
+                self.close_level,
+                float(self.min_duration),
+                float(self.cooldown),
+                float(self.warmup),
+                self.error_gate,
+            ]
+        )
+
     @staticmethod
     def slab_specs() -> dict[str, tuple[tuple[int, ...], type]]:
         """Return `{name: (shape, dtype)}` of the per-stream alert state (zeros = fresh)."""

@@ -278,16 +278,7 @@ class StreamEngine:
         policy = self.alerts
         if policy is not self._alert_policy:
             self._alert_policy = policy
-            self._alert_params = np.array(
-                [
-                    policy.open_level,
-                    policy.close_level,
-                    float(policy.min_duration),
-                    float(policy.cooldown),
-                    float(policy.warmup),
-                    policy.error_gate,
-                ]
-            )
+            self._alert_params = policy.kernel_params()
         self._scorer.finish(slots, z, normalised, ts, self._alert_params, result)
 
     def _advance(self, slots: np.ndarray, X: np.ndarray, out: np.ndarray) -> None:

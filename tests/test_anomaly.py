@@ -501,16 +501,7 @@ def test_finish_batch_equals_the_separate_kernels_bit_for_bit(features: int) -> 
 
     spec = AnomalySpec(features=features, probation=20, long_window=100.0, alarm=0.3, cooldown=5)
     policy = AlertPolicy(open_level=0.2, close_level=0.1, min_duration=2, cooldown=3, warmup=4)
-    params = np.array(
-        [
-            policy.open_level,
-            policy.close_level,
-            float(policy.min_duration),
-            float(policy.cooldown),
-            float(policy.warmup),
-            policy.error_gate,
-        ]
-    )
+    params = policy.kernel_params()
     capacity, n = 40, 16
     scorers = [AnomalyScorer(spec, capacity) for _ in range(2)]
     forecasts = [scorer.views()[FORECAST] for scorer in scorers]
