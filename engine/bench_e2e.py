@@ -559,10 +559,7 @@ def _measure(
             return results
         runs.append(run)
     fixed = settings.single_rates if mode == "single" else settings.batch_rates
-    if fixed:
-        phases = [(f"{rate:,.0f}/s", rate) for rate in fixed]
-    else:
-        phases = []
+    phases = [(f"{rate:,.0f}/s", rate) for rate in fixed]
     if runs:
         top = sorted(runs, key=lambda r: r.throughput)[len(runs) // 2]
         top.flat_out_runs = tuple(r.throughput for r in runs)

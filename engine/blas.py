@@ -5,9 +5,9 @@ whole gate product (~100 us on one core), while a 1024-row one drops from ~395 t
 threads (measured on the 2-core machine of bench/README.md). A head's product is thin (n x 8
 outputs): split over two threads it paid the wake-up and gained nothing. So products of at least
 `min_outputs` output elements (512 rows of an LSTM H=64's 256 gate columns) get `threads`
-threads and smaller ones one. The worker threads must go to sleep as soon as
-a product ends, or they spin for ~0.1 s and take the core from producers and subscribers: the
-CLI sets OPENBLAS_THREAD_TIMEOUT for `serve` before numpy loads OpenBLAS (engine/cli.py).
+threads and smaller ones one. The worker threads must go to sleep as soon as a product ends,
+or they spin for ~0.1 s and take the core from producers and subscribers: the CLI sets
+OPENBLAS_THREAD_TIMEOUT for `serve` before numpy loads OpenBLAS (engine/cli.py).
 """
 
 from __future__ import annotations
