@@ -7,6 +7,7 @@ here and a custom collector hands them to prometheus_client for the exposition f
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Iterator
 
@@ -30,11 +31,13 @@ class Histogram:
 
     def __init__(self, buckets: tuple[float, ...]) -> None:
         self.bounds = np.asarray(buckets, np.float64)
+        self._bound_list = [float(b) for b in buckets]
         self.counts = np.zeros(len(buckets) + 1, np.int64)  # last = above every bound
         self.total = 0.0
 
     def observe(self, value: float) -> None:
-        self.counts[np.searchsorted(self.bounds, value, side="left")] += 1
+        # bisect, not np.searchsorted: a scalar costs numpy ~3 us, twice in every daemon pass
+        self.counts[bisect_left(self._bound_list, value)] += 1
         self.total += value
 
     def observe_many(self, values: np.ndarray) -> None:

@@ -1,0 +1,34 @@
+"""The daemon's array-fed histogram: Prometheus bucket rules, one value or many at a time."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from engine.metrics import BATCH_BUCKETS, Histogram
+
+
+def test_a_value_on_a_bound_counts_in_that_bucket_as_prometheus_le_says():
+    h = Histogram((1.0, 2.0))
+    for v in (0.5, 1.0, 1.5, 2.0, 3.0):
+        h.observe(v)
+    assert h.buckets() == [("1.0", 2), ("2.0", 4), ("+Inf", 5)]
+    assert h.total == 8.0 and h.count == 5
+
+
+def test_observing_one_at_a_time_equals_observing_an_array():
+    values = np.random.default_rng(0).integers(0, 10_000, 500).astype(np.float64)
+    values[: len(BATCH_BUCKETS)] = BATCH_BUCKETS  # on the bounds themselves
+    one, many = Histogram(BATCH_BUCKETS), Histogram(BATCH_BUCKETS)
+    for v in values.tolist():
+        one.observe(v)
+    many.observe_many(values)
+    assert one.counts.tolist() == many.counts.tolist()
+    assert one.total == many.total
+
+
+def test_observe_many_skips_non_finite_values_and_quantile_gives_bucket_bounds():
+    h = Histogram((1.0, 2.0, 4.0))
+    assert h.quantile(0.5) is None
+    h.observe_many(np.array([0.5, np.nan, 1.5, 1.6, 3.0, np.inf]))
+    assert h.count == 4
+    assert h.quantile(0.5) == 2.0 and h.quantile(0.99) == 4.0
