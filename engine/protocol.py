@@ -60,6 +60,7 @@ DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024
 _PLAIN_FRAME_BYTES = 320
 
 PREDICTION_PREFIX = b"pred."
+_PREDICTION_PREFIX_BYTES = np.frombuffer(PREDICTION_PREFIX, np.uint8)
 ALERT_PREFIX = b"alert."
 ERROR_TOPIC = b"error"
 BATCH_TOPIC = b"batch.pred"
@@ -871,6 +872,12 @@ def prediction_messages(
     n = len(streams)
     if n == 0:
         return
+    packed = _packed_predictions(streams, seq, ts, predictions, scores)
+    if packed is not None:
+        data, bounds = packed
+        for i in range(0, 2 * n, 2):
+            yield data[bounds[i] : bounds[i + 1]], data[bounds[i + 1] : bounds[i + 2]]
+        return
     rows = np.asarray(predictions).reshape(n, -1).tolist()  # float32 widens exactly
     if scores is None:
         score_col: list = [None] * n
@@ -885,6 +892,53 @@ def prediction_messages(
     ):
         payload = (("stream", stream), ("seq", s), ("ts", t), ("prediction", row), ("score", score))
         yield PREDICTION_PREFIX + stream.encode("utf-8"), pack(payload)
+
+
+def _packed_predictions(
+    streams: Sequence[str], seq: Any, ts: Any, predictions: np.ndarray, scores: Any
+) -> tuple[bytes, list[int]] | None:
+    """Every row's topic and payload in one buffer, by one jitted call, with their bounds.
+
+    For `Readings` columns (seq int64, ts float64), float32 predictions and float64 scores or
+    none: what the daemon publishes. None for anything else, or when an id holds the NUL that
+    separates ids in the buffer. About 3x faster than packing row by row in Python.
+    """
+    if not (
+        type(seq) is np.ndarray
+        and seq.dtype == np.int64
+        and type(ts) is np.ndarray
+        and ts.dtype == np.float64
+        and type(predictions) is np.ndarray
+        and predictions.dtype == np.float32
+        and predictions.ndim == 2
+        and (scores is None or (type(scores) is np.ndarray and scores.dtype == np.float64))
+    ):
+        return None
+    joined = "\x00".join(streams)
+    n = len(streams)
+    if joined.count("\x00") != n - 1:
+        return None
+    from engine.kernels import wire  # here: clients of the wire format never load Numba
+
+    ids = np.frombuffer((joined + "\x00").encode("utf-8"), np.uint8)
+    n_outputs = predictions.shape[1]
+    out = np.empty(2 * ids.size + n * (len(PREDICTION_PREFIX) + 80 + 9 * n_outputs), np.uint8)
+    bounds = np.empty(2 * n + 1, np.int64)
+    scratch, as_f64, _ = _float_scratch()
+    used = wire.pack_predictions(
+        ids,
+        seq.reshape(n),
+        ts.reshape(n),
+        np.ascontiguousarray(predictions),
+        ts if scores is None else scores.reshape(n),  # any float64 array when not scored
+        scores is not None,
+        _PREDICTION_PREFIX_BYTES,
+        out,
+        bounds,
+        scratch,
+        as_f64,
+    )
+    return out[:used].tobytes(), bounds.tolist()
 
 
 def encode_prediction_batch(

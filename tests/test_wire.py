@@ -249,3 +249,57 @@ def single_frames(draw):
 @given(single_frames())
 def test_single_readings_good_and_bad_decode_like_the_reference(frames):
     assert_same_as_reference(frames)
+
+
+# ----------------------------------------------------------------------------- publication
+
+_SEQS = [P.NO_SEQ, 0, 127, 128, 255, 256, 65535, 65536, 2**32 - 1, 2**32, P.MAX_SEQ]
+
+
+@st.composite
+def prediction_columns(draw):
+    n = draw(st.integers(1, 6))
+    n_outputs = draw(st.sampled_from([1, 3, 15, 16, 20]))
+    streams = [draw(_good_id.filter(lambda s: "\x00" not in s)) for _ in range(n)]
+    seq = np.array([draw(st.one_of(st.sampled_from(_SEQS), st.integers(0, P.MAX_SEQ)))
+                    for _ in range(n)], np.int64)  # fmt: skip
+    ts = np.array([draw(st.one_of(st.just(math.nan), st.floats(allow_nan=False)))
+                   for _ in range(n)], np.float64)  # fmt: skip
+    outputs = np.array(
+        draw(st.lists(st.floats(width=32), min_size=n * n_outputs, max_size=n * n_outputs)),
+        np.float32,
+    ).reshape(n, n_outputs)
+    scores = None
+    if draw(st.booleans()):
+        scores = np.array([draw(st.one_of(st.just(math.nan), st.floats(0, 1)))
+                           for _ in range(n)], np.float64)  # fmt: skip
+    return streams, seq, ts, outputs, scores
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(prediction_columns())
+def test_jitted_prediction_messages_are_byte_identical_to_encode_prediction(columns):
+    streams, seq, ts, outputs, scores = columns
+    assert P._packed_predictions(streams, seq, ts, outputs, scores) is not None
+    got = list(P.prediction_messages(streams, seq, ts, outputs, scores))
+    want = []
+    for i, stream in enumerate(streams):
+        score = None if scores is None or math.isnan(scores[i]) else float(scores[i])
+        payload = P.encode_prediction(
+            stream,
+            None if seq[i] == P.NO_SEQ else int(seq[i]),
+            None if math.isnan(ts[i]) else float(ts[i]),
+            outputs[i],
+            score,
+        )
+        want.append((P.prediction_topic(stream), payload))
+    assert got == want
+
+
+def test_an_id_holding_a_nul_is_published_by_the_python_packer():
+    streams = ["a", "nul\x00inside"]
+    columns = (np.array([1, 2]), np.array([1.5, math.nan]), np.zeros((2, 2), np.float32), None)
+    assert P._packed_predictions(streams, *columns) is None
+    got = list(P.prediction_messages(streams, *columns))
+    assert got[1][0] == b"pred.nul\x00inside"
+    assert P.decode_publication(*got[1])[1]["stream"] == "nul\x00inside"

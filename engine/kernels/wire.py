@@ -1,4 +1,4 @@
-"""Jitted decoding of plain single-reading intake frames, many at a time.
+"""Jitted msgpack for the daemon's hot paths: intake of single readings, their predictions.
 
 A daemon fed single readings spends more time decoding msgpack maps in Python (~2.7 us a frame on
 the 2-core machine of bench/README.md) than stepping them. `parse_single_readings` reads the
@@ -29,6 +29,9 @@ NOT_PLAIN = -1
 _STREAM, _VALUES, _SEQ, _TS, _RESET, _END, _OTHER = 0, 1, 2, 3, 4, 5, 6
 _KEY_BYTES = np.frombuffer(b"streamvaluesseqtsresetend", np.uint8)
 _KEY_STARTS = np.array([0, 6, 12, 15, 17, 22, 25], np.int64)  # field f: bytes [f, f + 1)
+# A prediction's keys as msgpack fixstr: stream, seq, ts, prediction, score.
+_PREDICTION_KEYS = np.frombuffer(b"\xa6stream\xa3seq\xa2ts\xaaprediction\xa5score", np.uint8)
+_PREDICTION_KEY_ENDS = np.array([7, 11, 14, 25, 31], np.int64)
 
 
 @inline_kernel
@@ -242,3 +245,110 @@ def parse_single_readings(
         ids[used + id_len] = 0
         used += id_len + 1
     return used
+
+
+@inline_kernel
+def _put_big_endian(out, q, v, n):
+    """Write the n low bytes of the uint64 v at out[q], big-endian; return q + n."""
+    for k in range(n):
+        out[q + k] = np.uint8((v >> np.uint64(8 * (n - 1 - k))) & np.uint64(0xFF))
+    return q + n
+
+
+@inline_kernel
+def _put_float(out, q, v, scratch, as_f64):
+    """Write v as msgpack float64 (what msgpack-python makes of a Python float)."""
+    as_f64[0] = v
+    out[q] = 0xCB
+    for k in range(8):
+        out[q + 1 + k] = scratch[7 - k]
+    return q + 9
+
+
+@inline_kernel
+def _put_float_or_nil(out, q, v, scratch, as_f64):
+    if np.isnan(v):
+        out[q] = 0xC0
+        return q + 1
+    return _put_float(out, q, v, scratch, as_f64)
+
+
+@inline_kernel
+def _put_bytes(out, q, src, first, n):
+    """Copy src[first:first + n] to out[q]; return q + n."""
+    for k in range(n):
+        out[q + k] = src[first + k]
+    return q + n
+
+
+@inline_kernel
+def _put_key(out, q, field):
+    first = _PREDICTION_KEY_ENDS[field - 1]
+    return _put_bytes(out, q, _PREDICTION_KEYS, first, _PREDICTION_KEY_ENDS[field] - first)
+
+
+@kernel
+def pack_predictions(ids, seq, ts, outputs, scores, scored, prefix, out, bounds, scratch, as_f64):
+    """Write each row's prediction topic and payload into `out`, as `protocol.encode_prediction`.
+
+    Row i's stream id is the i-th run of `ids` between 0 bytes (one after each id), seq[i] is
+    its seq (-1: nil), ts[i] its ts (NaN: nil), outputs[i] its prediction and, when `scored`,
+    scores[i] its score (NaN: nil). Topic i (`prefix` + id) is out[bounds[2i]:bounds[2i + 1]],
+    its payload out[bounds[2i + 1]:bounds[2i + 2]]. Return the bytes used; `out` must hold
+    2 * len(ids) + rows * (len(prefix) + 80 + 9 * n_outputs).
+    """
+    n, n_outputs = outputs.shape
+    q = 0
+    first = 0
+    for i in range(n):
+        n_id = 0
+        while ids[first + n_id] != 0:
+            n_id += 1
+        bounds[2 * i] = q
+        q = _put_bytes(out, q, prefix, 0, prefix.shape[0])
+        q = _put_bytes(out, q, ids, first, n_id)
+        bounds[2 * i + 1] = q
+        out[q] = 0x85  # a map of 5, keys in encode_prediction's order
+        q = _put_bytes(out, q + 1, _PREDICTION_KEYS, 0, _PREDICTION_KEY_ENDS[0])
+        if n_id < 32:
+            out[q] = 0xA0 | n_id
+            q += 1
+        elif n_id < 256:
+            out[q] = 0xD9
+            q = _put_big_endian(out, q + 1, np.uint64(n_id), 1)
+        else:
+            out[q] = 0xDA
+            q = _put_big_endian(out, q + 1, np.uint64(n_id), 2)
+        q = _put_bytes(out, q, ids, first, n_id)
+        first += n_id + 1
+
+        q = _put_key(out, q, 1)
+        s = seq[i]
+        if s < 0:
+            out[q] = 0xC0
+            q += 1
+        elif s < 128:
+            out[q] = s
+            q += 1
+        else:  # msgpack-python's choice: the narrowest unsigned int
+            size = 1 if s < 256 else 2 if s < 65536 else 4 if s < 4294967296 else 8
+            out[q] = 0xCC if size == 1 else 0xCD if size == 2 else 0xCE if size == 4 else 0xCF
+            q = _put_big_endian(out, q + 1, np.uint64(s), size)
+
+        q = _put_key(out, q, 2)
+        q = _put_float_or_nil(out, q, ts[i], scratch, as_f64)
+
+        q = _put_key(out, q, 3)
+        if n_outputs < 16:
+            out[q] = 0x90 | n_outputs
+            q += 1
+        else:
+            out[q] = 0xDC
+            q = _put_big_endian(out, q + 1, np.uint64(n_outputs), 2)
+        for j in range(n_outputs):
+            q = _put_float(out, q, np.float64(outputs[i, j]), scratch, as_f64)
+
+        q = _put_key(out, q, 4)
+        q = _put_float_or_nil(out, q, scores[i] if scored else np.nan, scratch, as_f64)
+    bounds[2 * n] = q
+    return q
