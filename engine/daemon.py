@@ -84,6 +84,7 @@ class Daemon:
         self.model = self._load_model(cfg.model)
         self._check_state_dir()
         self.engine = self._restore_or_new(self.model)
+        protocol.compile_jitted_paths(self.model.input_size)
         self._bind()
         if cfg.metrics_port:
             self._start_metrics()

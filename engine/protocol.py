@@ -56,8 +56,6 @@ NO_SEQ = -1  # Readings.seq of a reading sent without one (the engine's kernels.
 MAX_SEQ = 2**63 - 2  # so seq + 1 fits int64
 MAX_STREAM_ID_BYTES = 256
 DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024
-# A single reading's map without its values: a 256-byte id, the six keys, a 9-byte seq and ts.
-_PLAIN_FRAME_BYTES = 320
 
 PREDICTION_PREFIX = b"pred."
 _PREDICTION_PREFIX_BYTES = np.frombuffer(PREDICTION_PREFIX, np.uint8)
@@ -208,15 +206,6 @@ def _packer() -> msgpack.Packer:
     return packer
 
 
-def _float_scratch() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """8 bytes and their float64 and float32 views, for `kernels.wire` (one set per thread)."""
-    scratch = getattr(_local, "scratch", None)
-    if scratch is None:
-        raw = np.zeros(8, np.uint8)
-        scratch = _local.scratch = (raw, raw.view(np.float64), raw[:4].view(np.float32))
-    return scratch
-
-
 def _refuse_ext(code: int, data: bytes) -> Any:
     raise ValueError(f"msgpack ext type {code} is not allowed")
 
@@ -331,7 +320,7 @@ def decode_ingest_many(
     readings are gathered into one array at the end: a daemon draining hundreds of small
     messages pays for one numpy array, not one per message.
     """
-    plain = _plain_single_readings(frames, n_inputs, max_frame_bytes)
+    plain = _plain_readings(frames, n_inputs, max_frame_bytes)
     if plain is not None:
         return plain, []
     # For a few frames the block check's fixed cost (~2 us) outweighs what it saves.
@@ -343,39 +332,54 @@ def decode_ingest_many(
     return decoded
 
 
-def _plain_single_readings(
+def _plain_readings(
     frames: Sequence[bytes], n_inputs: int, max_frame_bytes: int
 ) -> Readings | None:
-    """Decode frames that are all plain single readings in one jitted call; else None.
+    """Decode frames that are all plain (what producers send) in one jitted call; else None.
 
-    `kernels.wire` says what "plain" is: what producers send, a subset of what `_decode_many`
-    accepts, decoded to the same readings (tests/test_wire.py checks both ways).
+    `kernels.wire` says what "plain" is: a subset of what `_decode_many` accepts, decoded to
+    the same readings (tests/test_wire.py checks both ways).
     """
     n = len(frames)
-    # A plain reading is at most ~300 + 9 * n_inputs bytes: bigger frames are batches (or
-    # garbage), not worth copying into one buffer only to be turned down.
-    if n == 0 or max(map(len, frames)) > _PLAIN_FRAME_BYTES + 9 * n_inputs:
+    if n == 0 or max(map(len, frames)) > max_frame_bytes:
         return None
     from engine.kernels import wire  # here: clients of the wire format never load Numba
 
     starts = np.fromiter(accumulate(map(len, frames), initial=0), np.int64, n + 1)
     buf = np.frombuffer(b"".join(frames), np.uint8)
-    values = np.empty((n, n_inputs), np.float32)
-    seq = np.empty(n, np.int64)
-    ts = np.empty(n, np.float64)
-    reset = np.empty(n, np.bool_)
-    end = np.empty(n, np.bool_)
+    # A reading takes a frame, or in a batch at least a 1-byte id with its header and its
+    # float32 values: no more rows than this.
+    capacity = n + buf.size // (2 + 4 * n_inputs)
+    values = np.empty((capacity, n_inputs), np.float32)
+    seq = np.empty(capacity, np.int64)
+    ts = np.empty(capacity, np.float64)
+    reset = np.empty(capacity, np.bool_)
+    end = np.empty(capacity, np.bool_)
     ids = np.empty(buf.size + 1, np.uint8)
-    used = wire.parse_single_readings(
-        buf, starts, max_frame_bytes, values, seq, ts, reset, end, ids, *_float_scratch()
-    )
-    if used == wire.NOT_PLAIN:
+    rows, used = wire.parse_readings(buf, starts, max_frame_bytes, values, seq, ts, reset, end, ids)
+    if rows == wire.NOT_PLAIN:
         return None
+    if rows == 0:
+        return Readings.empty(n_inputs)
     try:
         streams = ids[: used - 1].tobytes().decode("utf-8").split("\x00")
     except UnicodeDecodeError:  # the slow path says which reading it was
         return None
-    return Readings(streams, values, seq, ts, reset, end)
+    return Readings(streams, values[:rows], seq[:rows], ts[:rows], reset[:rows], end[:rows])
+
+
+def compile_jitted_paths(n_inputs: int) -> None:
+    """Compile (or load from Numba's cache) the jitted decoder and packers, so a daemon does
+    it before it is ready rather than on its first readings (~8 s without a cache)."""
+    frames = [
+        encode_reading("\x01", [0.0] * n_inputs, seq=1, ts=0.5),
+        encode_batch(["\x01"], np.zeros((1, n_inputs), np.float32), seq=[2], ts=0.5),
+    ]
+    readings = _plain_readings(frames, n_inputs, DEFAULT_MAX_FRAME_BYTES)
+    if readings is None:
+        raise RuntimeError("the jitted decoder turned down plain readings")
+    list(prediction_messages(readings.streams, readings.seq, readings.ts, readings.values, None))
+    encode_prediction_batch(readings.streams, readings.seq, readings.ts, readings.values, None)
 
 
 def _decode_many(
@@ -924,7 +928,6 @@ def _packed_predictions(
     n_outputs = predictions.shape[1]
     out = np.empty(2 * ids.size + n * (len(PREDICTION_PREFIX) + 80 + 9 * n_outputs), np.uint8)
     bounds = np.empty(2 * n + 1, np.int64)
-    scratch, as_f64, _ = _float_scratch()
     used = wire.pack_predictions(
         ids,
         seq.reshape(n),
@@ -935,8 +938,6 @@ def _packed_predictions(
         _PREDICTION_PREFIX_BYTES,
         out,
         bounds,
-        scratch,
-        as_f64,
     )
     return out[:used].tobytes(), bounds.tolist()
 
@@ -962,6 +963,9 @@ def encode_prediction_batch(
         score = np.ascontiguousarray(scores, dtype=_F32_LE).reshape(-1)
         if score.shape != (n,):
             raise ValueError(f"scores of shape {score.shape} do not match {n} streams")
+    packed = _packed_prediction_batch(streams, seq, ts, pred, score)
+    if packed is not None:
+        return packed
     return _packer().pack(
         {
             "streams": streams,
@@ -971,6 +975,43 @@ def encode_prediction_batch(
             "n_outputs": int(pred.shape[1]),
             "score": score.tobytes(),
         }
+    )
+
+
+def _packed_prediction_batch(
+    streams: list[str], seq: Any, ts: Any, pred: np.ndarray, score: np.ndarray
+) -> bytes | None:
+    """The batch payload with its seq column packed by one jitted call; None if seq is not
+    an int64 `Readings` column or ts not one ts for every row (the usual batch).
+
+    Turning 4096 seqs into Python ints and packing them took ~100 us, the jitted call ~10.
+    The map is written as its parts, in `encode_prediction_batch`'s key order.
+    """
+    common_ts = _common_ts(ts)
+    if not (common_ts and type(seq) is np.ndarray and seq.dtype == np.int64):
+        return None
+    from engine.kernels import wire  # here: clients of the wire format never load Numba
+
+    seq = seq.reshape(-1)
+    packed_seq = np.empty(5 + 9 * seq.size, np.uint8)
+    used = wire.pack_seq_array(seq, packed_seq)
+    pack = _packer().pack
+    return b"".join(
+        (
+            b"\x86",  # a map of 6
+            pack("streams"),
+            pack(streams),
+            pack("seq"),
+            packed_seq[:used].tobytes(),
+            pack("ts"),
+            pack(common_ts),
+            pack("prediction"),
+            pack(pred.tobytes()),
+            pack("n_outputs"),
+            pack(int(pred.shape[1])),
+            pack("score"),
+            pack(score.tobytes()),
+        )
     )
 
 

@@ -32,7 +32,7 @@ from tests.test_protocol_fastpaths import (
 
 
 def jitted(frames: list[bytes]) -> P.Readings | None:
-    return P._plain_single_readings(frames, N_INPUTS, P.DEFAULT_MAX_FRAME_BYTES)
+    return P._plain_readings(frames, N_INPUTS, P.DEFAULT_MAX_FRAME_BYTES)
 
 
 def assert_jitted_and_right(frames: list[bytes]) -> P.Readings:
@@ -40,9 +40,9 @@ def assert_jitted_and_right(frames: list[bytes]) -> P.Readings:
     return assert_same_as_reference(frames)
 
 
-def assert_turned_down_and_right(frames: list[bytes]) -> None:
+def assert_turned_down(frames: list[bytes]) -> None:
+    """The whole pass goes to the Python decoder (tested in test_protocol_fastpaths.py)."""
     assert jitted(frames) is None
-    assert_same_as_reference(frames)
 
 
 # ----------------------------------------------------------------------- msgpack by hand
@@ -88,14 +88,31 @@ def str_codes(s: str) -> list[int]:
     return ([0] if n < 32 else []) + ([0xD9] if n < 256 else []) + [0xDA]
 
 
-def m_array(items: list[bytes], wide: bool) -> bytes:
-    head = b"\xdc" + struct.pack(">H", len(items)) if wide else bytes([0x90 | len(items)])
-    return head + b"".join(items)
+def _container(n: int, fix: int, code16: int, width: int) -> bytes:
+    """The header of a map or array of n in the given width (0: fix, 16 or 32 bits)."""
+    if width == 0:
+        return bytes([fix | n])
+    return (
+        bytes([code16]) + struct.pack(">H", n)
+        if width == 16
+        else bytes([code16 + 1]) + struct.pack(">I", n)
+    )
 
 
-def m_map(pairs: list[tuple[bytes, bytes]], wide: bool) -> bytes:
-    head = b"\xde" + struct.pack(">H", len(pairs)) if wide else bytes([0x80 | len(pairs)])
-    return head + b"".join(k + v for k, v in pairs)
+def m_array(items: list[bytes], width: int) -> bytes:
+    return _container(len(items), 0x90, 0xDC, width) + b"".join(items)
+
+
+def m_map(pairs: list[tuple[bytes, bytes]], width: int) -> bytes:
+    return _container(len(pairs), 0x80, 0xDE, width) + b"".join(k + v for k, v in pairs)
+
+
+def m_bin(data: bytes, code: int) -> bytes:
+    size = {0xC4: ">B", 0xC5: ">H", 0xC6: ">I"}[code]
+    return bytes([code]) + struct.pack(size, len(data)) + data
+
+
+_widths = st.sampled_from([0, 16, 32])
 
 
 def key(name: str) -> bytes:
@@ -113,6 +130,37 @@ def test_what_producers_send_takes_the_jitted_path():
     assert readings.streams == [*GOOD_IDS, "bare"]
 
 
+def _rows(n: int, nan_at: int | None = None) -> bytes:
+    values = np.arange(n * N_INPUTS, dtype="<f4")
+    if nan_at is not None:
+        values[nan_at] = np.nan
+    return values.tobytes()
+
+
+def test_what_producers_send_in_batches_takes_the_jitted_path():
+    frames = [
+        P.encode_batch(["a", "b", "a"], np.ones((3, N_INPUTS)), seq=[1, 2, 3], ts=1.7e9),
+        P.encode_reading("c", [1.0, 2.0, 3.0], seq=4, ts=1.7e9 + 1),
+        P.encode_batch(
+            ["d"] * 2,
+            np.zeros((2, N_INPUTS)),
+            seq=[5, None],
+            ts=[1.5, None],
+            reset=[True, False],
+            end=[False, True],
+        ),  # fmt: skip
+        P.encode_batch([], np.zeros((0, N_INPUTS))),
+        P.encode_batch(GOOD_IDS, np.ones((len(GOOD_IDS), N_INPUTS))),
+    ]
+    readings = assert_jitted_and_right(frames)
+    assert readings.streams == ["a", "b", "a", "c", "d", "d", *GOOD_IDS]
+
+
+def test_an_empty_batch_alone_gives_no_readings():
+    frames = [P.encode_batch([], np.zeros((0, N_INPUTS)))]
+    assert len(assert_jitted_and_right(frames)) == 0
+
+
 def test_plain_fields_in_every_form_match_the_reference():
     frames = [
         single("a", seq=1, ts=1.5),
@@ -123,6 +171,8 @@ def test_plain_fields_in_every_form_match_the_reference():
         single("z" * 256, ts=None, seq=None, reset=None, end=None),
         single("e", [-(2**63), 2**64 - 1, -33], seq=P.MAX_SEQ, ts=-(2**63)),
         single("f", later_version_field=3, note=None, flag=True, weight=0.5),  # ignored keys
+        pack({"streams": ["a", "b"], "values": _rows(2), "seq": None, "ts": 5, "reset": True}),
+        pack({"streams": ["a", "b"], "values": _rows(2), "end": [None, True], "x": 1}),
     ]
     assert_jitted_and_right(frames)
 
@@ -138,16 +188,19 @@ def test_plain_fields_in_every_form_match_the_reference():
         b"\x82" + key("stream") + m_str("a", 0) + key("stream") + m_str("b", 0),  # duplicate
         b"\x82" + key("stream") + m_str("a", 0) + key("values") + b"\x93\x01\x02\xc3",  # a bool
         b"\x82" + key("stream") + b"\xa2\xc3\x28" + key("values") + b"\x93\x01\x02\x03",  # UTF-8
-        b"\xdf\x00\x00\x00\x02"
-        + key("stream")
-        + m_str("a", 0)
-        + key("values")
-        + b"\x93\x01\x02\x03",
-        b"\x82"
-        + key("stream")
-        + m_str("a", 0)
-        + key("values")
-        + b"\xdd\x00\x00\x00\x03\x01\x02\x03",
+        pack({"streams": ["a", "b"], "values": _rows(2), "seq": 1}),  # one seq for a batch
+        pack({"streams": ["a", "b"], "values": _rows(2), "seq": [1]}),  # a list too short
+        pack({"streams": ["a", "b"], "values": _rows(2), "end": [True, False, True]}),
+        pack({"streams": ["a", "b"], "values": _rows(1)}),
+        pack({"streams": ["a", "b"], "values": _rows(2, nan_at=4)}),
+        pack({"streams": ["a", ""], "values": _rows(2)}),
+        pack({"streams": ["a", "nul\x00inside"], "values": _rows(2)}),
+        pack({"streams": ["a", 7], "values": _rows(2)}),
+        pack({"streams": "a", "values": _rows(1)}),
+        pack({"streams": ["a"], "stream": "a", "values": _rows(1)}),  # both kinds at once
+        single("a", seq=[1]),  # a list where one value belongs
+        single("a", ts=[1.5]),
+        single("a", np.arange(2 * N_INPUTS, dtype="<f4").tobytes()),  # two rows for one
         single("a", [1.0, 2.0]),  # wrong length
         single("a", [1.0, 2.0, math.nan]),
         single("a", seq=-1),
@@ -164,13 +217,13 @@ def test_plain_fields_in_every_form_match_the_reference():
     ],
 )
 def test_anything_else_is_left_to_the_python_decoder(odd):
-    assert_turned_down_and_right([single("ok", seq=1), odd, single("ok", seq=2)])
+    assert_turned_down([single("ok", seq=1), odd, single("ok", seq=2)])
 
 
 def test_a_frame_over_the_size_limit_is_left_to_the_python_decoder():
     frame = single("a")
-    assert P._plain_single_readings([frame], N_INPUTS, len(frame)) is not None
-    assert P._plain_single_readings([frame], N_INPUTS, len(frame) - 1) is None
+    assert P._plain_readings([frame], N_INPUTS, len(frame)) is not None
+    assert P._plain_readings([frame], N_INPUTS, len(frame) - 1) is None
 
 
 # ----------------------------------------------------------------------------- fuzzing
@@ -190,11 +243,11 @@ def hand_encoded(draw):
             else:
                 single_precision = draw(st.booleans()) and abs(v) < 3e38
                 items.append(m_float(v, single_precision))
-        values = m_array(items, wide=draw(st.booleans()))
+        values = m_array(items, draw(_widths))
     else:
         row = draw(st.lists(st.floats(width=32, allow_nan=False, allow_infinity=False),
                             min_size=N_INPUTS, max_size=N_INPUTS))  # fmt: skip
-        values = b"\xc4" + bytes([4 * N_INPUTS]) + np.array(row, "<f4").tobytes()
+        values = m_bin(np.array(row, "<f4").tobytes(), draw(st.sampled_from([0xC4, 0xC5, 0xC6])))
     pairs.append((key("values"), values))
     if draw(st.booleans()):
         seq = draw(st.integers(0, P.MAX_SEQ))
@@ -217,7 +270,69 @@ def hand_encoded(draw):
             )
         )
     order = draw(st.permutations(range(len(pairs))))
-    return m_map([pairs[i] for i in order], wide=draw(st.booleans()))
+    return m_map([pairs[i] for i in order], draw(_widths))
+
+
+def _any_int(draw, v: int) -> bytes:
+    return m_int(v, draw(st.sampled_from(int_codes(v))))
+
+
+def _any_number(draw, v: int | float) -> bytes:
+    if type(v) is int:
+        return _any_int(draw, v)
+    return m_float(v, draw(st.booleans()) and abs(v) < 3e38)
+
+
+@st.composite
+def hand_encoded_batch(draw):
+    """A valid columnar batch, each part in a msgpack format drawn from those that hold it."""
+    n = draw(st.integers(0, 6))
+    streams = [draw(_good_id.filter(lambda s: "\x00" not in s)) for _ in range(n)]
+    ids = [m_str(s, draw(st.sampled_from(str_codes(s)))) for s in streams]
+    rows = draw(st.lists(st.floats(width=32, allow_nan=False, allow_infinity=False),
+                         min_size=n * N_INPUTS, max_size=n * N_INPUTS))  # fmt: skip
+    bin_code = draw(st.sampled_from([0xC4, 0xC5, 0xC6]))
+    pairs = [
+        (key("streams"), m_array(ids, draw(_widths))),
+        (key("values"), m_bin(np.array(rows, "<f4").tobytes(), bin_code)),
+    ]
+    nil_or = lambda strategy: st.one_of(st.none(), strategy)  # noqa: E731
+    columns = {
+        "seq": (st.integers(0, P.MAX_SEQ), False),
+        "ts": (
+            st.one_of(
+                st.floats(allow_nan=False, allow_infinity=False), st.integers(-(2**63), 2**64 - 1)
+            ),
+            True,
+        ),  # fmt: skip
+        "reset": (st.booleans(), True),
+        "end": (st.booleans(), True),
+    }
+    for name, (strategy, one_for_all) in columns.items():
+        form = draw(st.sampled_from(["absent", "nil", "one", "list"] if one_for_all else
+                                    ["absent", "nil", "list"]))  # fmt: skip
+        if form == "nil":
+            pairs.append((key(name), b"\xc0"))
+        elif form == "one" or form == "list":
+            entries = (
+                [draw(strategy)] if form == "one" else [draw(nil_or(strategy)) for _ in range(n)]
+            )
+            encoded = [
+                b"\xc0" if v is None else b"\xc3" if v is True else b"\xc2" if v is False
+                else _any_number(draw, v)
+                for v in entries
+            ]  # fmt: skip
+            pairs.append(
+                (key(name), encoded[0] if form == "one" else m_array(encoded, draw(_widths)))
+            )
+    order = draw(st.permutations(range(len(pairs))))
+    return m_map([pairs[i] for i in order], draw(_widths))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(hand_encoded(), hand_encoded_batch()), min_size=1, max_size=6))
+def test_every_encoding_of_valid_batches_and_readings_decodes_like_the_reference(frames):
+    assert_jitted_and_right(frames)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -303,3 +418,34 @@ def test_an_id_holding_a_nul_is_published_by_the_python_packer():
     got = list(P.prediction_messages(streams, *columns))
     assert got[1][0] == b"pred.nul\x00inside"
     assert P.decode_publication(*got[1])[1]["stream"] == "nul\x00inside"
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(prediction_columns(), st.integers(0, 40), st.floats(allow_nan=False).filter(bool))
+def test_batch_payload_with_a_jitted_seq_column_is_byte_identical(columns, extra_rows, shared_ts):
+    streams, seq, _, outputs, scores = columns
+    # more rows than a fixarray holds, too
+    streams = streams + [f"s{i}" for i in range(extra_rows)]
+    seq = np.concatenate([seq, np.arange(extra_rows, dtype=np.int64) * 99_991])
+    outputs = np.resize(outputs, (len(streams), outputs.shape[1]))
+    scores = None if scores is None else np.resize(scores, len(streams))
+    ts = np.full(len(streams), shared_ts)
+    score_bytes = np.full(len(streams), np.nan, "<f4") if scores is None else scores.astype("<f4")
+    assert P._packed_prediction_batch(streams, seq, ts, outputs, score_bytes) is not None
+    want = msgpack.packb(
+        {
+            "streams": streams,
+            "seq": [None if s == P.NO_SEQ else int(s) for s in seq],
+            "ts": shared_ts,
+            "prediction": outputs.astype("<f4").tobytes(),
+            "n_outputs": outputs.shape[1],
+            "score": score_bytes.tobytes(),
+        },
+        use_bin_type=True,
+    )
+    assert P.encode_prediction_batch(streams, seq, ts, outputs, scores) == want
+
+
+def test_compiling_the_jitted_paths_ahead_runs_each_of_them():
+    P.compile_jitted_paths(N_INPUTS)
+    P.compile_jitted_paths(1)

@@ -1,18 +1,22 @@
-"""Jitted msgpack for the daemon's hot paths: intake of single readings, their predictions.
+"""Jitted msgpack for the daemon's hot paths: intake, and the predictions it publishes.
 
-A daemon fed single readings spends more time decoding msgpack maps in Python (~2.7 us a frame on
-the 2-core machine of bench/README.md) than stepping them. `parse_single_readings` reads the
-frames of a whole pass in one call, but only frames in the shape producers send: a map of at most
-15 keys, keys as short strings, "stream" a non-empty string of at most 256 bytes without a NUL,
-"values" n_inputs ints and floats (or float32 bytes) within float32 range, "seq" a non-negative
-int, "ts" a finite number, "reset" / "end" bools, nil for any optional field, and other keys with
-scalar values (ignored). Any other frame, valid or not, stops the call: the Python decoder then
-handles the pass and gives the same readings, or says what is wrong (`engine.protocol`). So this
-kernel accepts a subset of what the Python decoder accepts and never rejects anything itself.
+Decoding msgpack maps in Python cost a daemon fed single readings ~2.7 us a frame on the 2-core
+machine of bench/README.md, more than stepping them, and a 1024-row batch ~140 us.
+`parse_readings` reads the frames of a whole pass in one call, but only frames in the shape
+producers send ("plain"): a map with string keys of at most 31 bytes; either one reading
+("stream": a string, "values": n_inputs ints and floats within float32 range, or their float32
+bytes; "seq" an int from 0 to MAX_SEQ, "ts" a finite number, "reset" / "end" bools) or a batch
+("streams": a list of strings, "values": float32 bytes of a row per stream, "seq" a list, "ts",
+"reset" and "end" one value or a list, lists of one entry per stream, nil entries for none).
+Stream ids are 1 to 256 bytes without a NUL; nil stands for a missing optional field; other
+keys with scalar values are ignored. Any other frame, valid or not, stops the call: the Python
+decoder then handles the pass and gives the same readings, or says what is wrong
+(`engine.protocol`). So this kernel accepts a subset of what the Python decoder accepts and
+never rejects anything itself.
 
-msgpack is big-endian; floats are rebuilt through `scratch` (8 bytes) and its float64 and
-float32 views, since a kernel cannot reinterpret bits any other way without allocating.
-"""
+`pack_predictions` writes the topic and payload of every prediction of a pass, and
+`pack_seq_array` a batch publication's seq column, byte for byte as msgpack-python would.
+msgpack is big-endian; floats are read and written as their bits (a scalar `.view`)."""
 
 from __future__ import annotations
 
@@ -26,9 +30,9 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 NOT_PLAIN = -1
 
 # The fields, in the order of their bits in a frame's `seen` mask; _OTHER: any other key.
-_STREAM, _VALUES, _SEQ, _TS, _RESET, _END, _OTHER = 0, 1, 2, 3, 4, 5, 6
-_KEY_BYTES = np.frombuffer(b"streamvaluesseqtsresetend", np.uint8)
-_KEY_STARTS = np.array([0, 6, 12, 15, 17, 22, 25], np.int64)  # field f: bytes [f, f + 1)
+_STREAM, _VALUES, _SEQ, _TS, _RESET, _END, _STREAMS, _OTHER = 0, 1, 2, 3, 4, 5, 6, 7
+_KEY_BYTES = np.frombuffer(b"streamvaluesseqtsresetendstreams", np.uint8)
+_KEY_STARTS = np.array([0, 6, 12, 15, 17, 22, 25, 32], np.int64)  # field f: [f, f + 1)
 # A prediction's keys as msgpack fixstr: stream, seq, ts, prediction, score.
 _PREDICTION_KEYS = np.frombuffer(b"\xa6stream\xa3seq\xa2ts\xaaprediction\xa5score", np.uint8)
 _PREDICTION_KEY_ENDS = np.array([7, 11, 14, 25, 31], np.int64)
@@ -61,7 +65,7 @@ def _key(buf, p, n):
 
 
 @inline_kernel
-def _number(buf, p, end, scratch, as_f64, as_f32):
+def _number(buf, p, end):
     """Decode the int or float at buf[p]: (value as float64, bytes used, is_int); 0 bytes if
     it is not a number (or runs past `end`)."""
     b = np.int64(buf[p])
@@ -69,13 +73,14 @@ def _number(buf, p, end, scratch, as_f64, as_f32):
         return float(b), 1, True
     if b >= 0xE0:
         return float(b - 256), 1, True
-    if b == 0xCB or b == 0xCA:
-        size = 8 if b == 0xCB else 4
-        if p + 1 + size > end:
+    if b == 0xCB:
+        if p + 9 > end:
             return 0.0, 0, False
-        for k in range(size):
-            scratch[k] = buf[p + size - k]  # big-endian to the host's little-endian
-        return (as_f64[0] if size == 8 else float(as_f32[0])), 1 + size, False
+        return np.uint64(_big_endian(buf, p + 1, 8)).view(np.float64), 9, False
+    if b == 0xCA:
+        if p + 5 > end:
+            return 0.0, 0, False
+        return float(np.uint32(_big_endian(buf, p + 1, 4)).view(np.float32)), 5, False
     if 0xCC <= b <= 0xCF:  # uint 8/16/32/64
         size = np.int64(1) << (b - 0xCC)
         if p + 1 + size > end:
@@ -113,138 +118,253 @@ def _seq(buf, p, end):
     return np.int64(0), 0
 
 
-@kernel
-def parse_single_readings(
-    buf, starts, max_frame_bytes, values, seq, ts, reset, end, ids, scratch, as_f64, as_f32
-):
-    """Decode frame i = buf[starts[i]:starts[i + 1]] into row i of values, seq, ts, reset, end.
+@inline_kernel
+def _container(buf, p, stop, fix, fix_mask, code16):
+    """Length and header size of the fix*, *16 or *32 container at buf[p] (0 size: not one)."""
+    b = np.int64(buf[p])
+    if fix <= b <= fix + fix_mask:
+        return b & fix_mask, 1
+    if b == code16 and p + 3 <= stop:
+        return np.int64(_big_endian(buf, p + 1, 2)), 3
+    if b == code16 + 1 and p + 5 <= stop:
+        return np.int64(_big_endian(buf, p + 1, 4)), 5
+    return 0, 0
 
-    Stream ids go to `ids` in frame order, each followed by a 0 byte. Return the bytes of `ids`
-    used, or NOT_PLAIN as soon as a frame is not a plain single reading (module docstring).
-    seq is -1 and ts NaN where a reading has none.
+
+@inline_kernel
+def _stream_id(buf, p, stop, ids, used):
+    """Copy the plain stream id at buf[p] to ids[used:] with its 0; (new p, new used) or -1."""
+    b = np.int64(buf[p])
+    if 0xA0 <= b <= 0xBF:
+        n, head = b & 0x1F, 1
+    elif b == 0xD9 and p + 2 <= stop:
+        n, head = np.int64(buf[p + 1]), 2
+    elif b == 0xDA and p + 3 <= stop:
+        n, head = np.int64(_big_endian(buf, p + 1, 2)), 3
+    else:
+        return -1, used
+    p += head
+    if n == 0 or n > MAX_ID_BYTES or p + n > stop:
+        return -1, used
+    for k in range(n):
+        c = buf[p + k]
+        if c == 0:
+            return -1, used  # 0 separates ids in `ids`
+        ids[used + k] = c
+    ids[used + n] = 0
+    return p + n, used + n + 1
+
+
+@inline_kernel
+def _float32_rows(buf, p, stop, row0, values):
+    """Copy the bin of whole little-endian float32 rows at buf[p] to values[row0:], all finite.
+
+    Return (new p, rows) or (-1, 0).
+    """
+    b = np.int64(buf[p])
+    if not 0xC4 <= b <= 0xC6:
+        return -1, 0
+    head = 1 + (1 << (b - 0xC4))
+    if p + head > stop:
+        return -1, 0
+    n = np.int64(_big_endian(buf, p + 1, head - 1))
+    p += head
+    n_inputs = values.shape[1]
+    width = 4 * n_inputs
+    rows = n // width
+    if p + n > stop or rows * width != n or row0 + rows > values.shape[0]:
+        return -1, 0
+    for r in range(rows):
+        for j in range(n_inputs):
+            little_endian = np.uint64(buf[p]) | np.uint64(buf[p + 1]) << np.uint64(8)
+            little_endian |= np.uint64(buf[p + 2]) << np.uint64(16)
+            little_endian |= np.uint64(buf[p + 3]) << np.uint64(24)
+            v = np.uint32(little_endian).view(np.float32)
+            if not np.isfinite(v):
+                return -1, 0
+            values[row0 + r, j] = v
+            p += 4
+    return p, rows
+
+
+@inline_kernel
+def _entry(field, buf, p, stop):
+    """One non-nil seq, ts, reset or end value at buf[p]: (bytes, seq, ts, flag); 0 bytes if
+    it is not a plain one."""
+    if field == _SEQ:
+        s, size = _seq(buf, p, stop)
+        return size, s, np.nan, False
+    if field == _TS:
+        v, size, _ = _number(buf, p, stop)
+        if not np.isfinite(v):
+            size = 0
+        return size, np.int64(-1), v, False
+    b = buf[p]
+    return (1 if b == 0xC2 or b == 0xC3 else 0), np.int64(-1), np.nan, b == 0xC3
+
+
+@kernel
+def parse_readings(buf, starts, max_frame_bytes, values, seq, ts, reset, end, ids):
+    """Decode the readings of frame i = buf[starts[i]:starts[i + 1]], in frame and row order.
+
+    Rows go to values, seq (-1: none), ts (NaN: none), reset and end, stream ids to `ids`,
+    each followed by a 0 byte. Return (rows, bytes of `ids` used), or (NOT_PLAIN, 0) as soon
+    as a frame is not plain (module docstring) or its rows would not fit the arrays.
     """
     n_inputs = values.shape[1]
+    capacity = values.shape[0]
+    rows = 0
     used = 0
     for i in range(starts.shape[0] - 1):
         p = starts[i]
         stop = starts[i + 1]
         if stop - p > max_frame_bytes or stop <= p:
-            return NOT_PLAIN
-        b = np.int64(buf[p])
-        if 0x80 <= b <= 0x8F:
-            n_keys = b & 0x0F
-            p += 1
-        elif b == 0xDE and p + 3 <= stop:
-            n_keys = np.int64(_big_endian(buf, p + 1, 2))
-            p += 3
-            if n_keys > 15:
-                return NOT_PLAIN
-        else:
-            return NOT_PLAIN
+            return NOT_PLAIN, 0
+        n_keys, head = _container(buf, p, stop, 0x80, 0x0F, 0xDE)
+        if head == 0:
+            return NOT_PLAIN, 0
+        p += head
         seen = 0
-        id_len = 0
-        seq[i] = -1
-        ts[i] = np.nan
-        reset[i] = False
-        end[i] = False
+        n_rows = -1  # 1 for "stream", the list's length for "streams"
+        n_values = -1
+        values_are_bytes = False
+        # Per column: a list's length, or -1 for one value for all rows (or none: the default).
+        seq_list = ts_list = reset_list = end_list = -1
+        one_seq = np.int64(-1)
+        one_ts = np.nan
+        one_reset = False
+        one_end = False
         for _ in range(n_keys):
             if p >= stop or buf[p] & 0xE0 != 0xA0:  # keys: fixstr only
-                return NOT_PLAIN
+                return NOT_PLAIN, 0
             key_len = np.int64(buf[p]) & 0x1F
             p += 1
             if p + key_len >= stop:  # the value needs at least one byte
-                return NOT_PLAIN
+                return NOT_PLAIN, 0
             field = _key(buf, p, key_len)
-            if field < 0 or (field != _OTHER and seen & (1 << field)):
-                return NOT_PLAIN  # duplicate keys: msgpack keeps the last, the slow path too
-            seen |= 1 << field
+            if field < 0:
+                return NOT_PLAIN, 0
+            if field != _OTHER:
+                if seen & (1 << field):
+                    return NOT_PLAIN, 0  # msgpack keeps a repeated key's last value
+                seen |= 1 << field
             p += key_len
             b = np.int64(buf[p])
-            if b == 0xC0 and field != _STREAM and field != _VALUES:
-                p += 1  # nil: the field's default
-            elif field == _STREAM:
-                if 0xA0 <= b <= 0xBF:
-                    n, head = b & 0x1F, 1
-                elif b == 0xD9 and p + 2 <= stop:
-                    n, head = np.int64(buf[p + 1]), 2
-                elif b == 0xDA and p + 3 <= stop:
-                    n, head = np.int64(_big_endian(buf, p + 1, 2)), 3
-                else:
-                    return NOT_PLAIN
-                p += head
-                if n == 0 or n > MAX_ID_BYTES or p + n > stop:
-                    return NOT_PLAIN
-                for k in range(n):
-                    c = buf[p + k]
-                    if c == 0:
-                        return NOT_PLAIN  # 0 separates ids in `ids`
-                    ids[used + k] = c
-                id_len = n
-                p += n
-            elif field == _VALUES:
-                if 0x90 <= b <= 0x9F:
-                    n, head = b & 0x0F, 1
-                elif b == 0xDC and p + 3 <= stop:
-                    n, head = np.int64(_big_endian(buf, p + 1, 2)), 3
-                elif b == 0xC4 and p + 2 <= stop:  # bin 8: little-endian float32 bytes
-                    if np.int64(buf[p + 1]) != 4 * n_inputs or p + 2 + 4 * n_inputs > stop:
-                        return NOT_PLAIN
-                    p += 2
-                    for j in range(n_inputs):
-                        for k in range(4):
-                            scratch[k] = buf[p + 4 * j + k]
-                        v = as_f32[0]
-                        if not np.isfinite(v):
-                            return NOT_PLAIN
-                        values[i, j] = v
-                    p += 4 * n_inputs
+            if field == _OTHER:  # ignored; skipped when its value is a scalar
+                if b == 0xC0 or b == 0xC2 or b == 0xC3:
+                    p += 1
                     continue
-                else:
-                    return NOT_PLAIN
-                if n != n_inputs:
-                    return NOT_PLAIN
+                _, size, _ = _number(buf, p, stop)
+                if size == 0:
+                    return NOT_PLAIN, 0
+                p += size
+            elif field == _STREAM:
+                p, used = _stream_id(buf, p, stop, ids, used)
+                if p < 0:
+                    return NOT_PLAIN, 0
+                n_rows = 1
+            elif field == _STREAMS:
+                n_rows, head = _container(buf, p, stop, 0x90, 0x0F, 0xDC)
+                if head == 0 or rows + n_rows > capacity:
+                    return NOT_PLAIN, 0
+                p += head
+                for _ in range(n_rows):
+                    if p >= stop:
+                        return NOT_PLAIN, 0
+                    p, used = _stream_id(buf, p, stop, ids, used)
+                    if p < 0:
+                        return NOT_PLAIN, 0
+            elif field == _VALUES:
+                if 0xC4 <= b <= 0xC6:
+                    p, n_values = _float32_rows(buf, p, stop, rows, values)
+                    if p < 0:
+                        return NOT_PLAIN, 0
+                    values_are_bytes = True
+                    continue
+                # One reading's numbers (a batch's list of rows is left to the slow path).
+                n, head = _container(buf, p, stop, 0x90, 0x0F, 0xDC)
+                if head == 0 or n != n_inputs or rows >= capacity:
+                    return NOT_PLAIN, 0
                 p += head
                 for j in range(n_inputs):
                     if p >= stop:
-                        return NOT_PLAIN
-                    v, size, _ = _number(buf, p, stop, scratch, as_f64, as_f32)
+                        return NOT_PLAIN, 0
+                    v, size, _ = _number(buf, p, stop)
                     if size == 0 or not abs(v) <= FLOAT32_MAX:  # also refuses NaN
-                        return NOT_PLAIN
-                    values[i, j] = np.float32(v)
+                        return NOT_PLAIN, 0
+                    values[rows, j] = np.float32(v)
                     p += size
-            elif field == _SEQ:
-                s, size = _seq(buf, p, stop)
-                if size == 0:
-                    return NOT_PLAIN
-                seq[i] = s
-                p += size
-            elif field == _TS:
-                v, size, _ = _number(buf, p, stop, scratch, as_f64, as_f32)
-                if size == 0 or not np.isfinite(v):
-                    return NOT_PLAIN
-                ts[i] = v
-                p += size
-            elif field == _RESET or field == _END:
-                if b != 0xC2 and b != 0xC3:
-                    return NOT_PLAIN
-                if field == _RESET:
-                    reset[i] = b == 0xC3
-                else:
-                    end[i] = b == 0xC3
+                n_values = 1
+            elif b == 0xC0:  # seq, ts, reset or end given as nil: the default
                 p += 1
-            else:  # another key: skipped when its value is a scalar
-                if b == 0xC2 or b == 0xC3:
-                    p += 1
-                else:
-                    _, size, _ = _number(buf, p, stop, scratch, as_f64, as_f32)
+            else:
+                n, head = _container(buf, p, stop, 0x90, 0x0F, 0xDC)
+                if head == 0:  # one value
+                    size, s, v, flag = _entry(field, buf, p, stop)
                     if size == 0:
-                        return NOT_PLAIN
+                        return NOT_PLAIN, 0
                     p += size
-        if p != stop or seen & 3 != 3:  # trailing bytes, or no stream or values
-            return NOT_PLAIN
-        ids[used + id_len] = 0
-        used += id_len + 1
-    return used
+                    if field == _SEQ:
+                        one_seq = s
+                    elif field == _TS:
+                        one_ts = v
+                    elif field == _RESET:
+                        one_reset = flag
+                    else:
+                        one_end = flag
+                    continue
+                if rows + n > capacity:  # a list: one entry per row, nil for none
+                    return NOT_PLAIN, 0
+                p += head
+                for r in range(rows, rows + n):
+                    if p >= stop:
+                        return NOT_PLAIN, 0
+                    if buf[p] == 0xC0:
+                        size, s, v, flag = 1, np.int64(-1), np.nan, False
+                    else:
+                        size, s, v, flag = _entry(field, buf, p, stop)
+                        if size == 0:
+                            return NOT_PLAIN, 0
+                    p += size
+                    if field == _SEQ:
+                        seq[r] = s
+                    elif field == _TS:
+                        ts[r] = v
+                    elif field == _RESET:
+                        reset[r] = flag
+                    else:
+                        end[r] = flag
+                if field == _SEQ:
+                    seq_list = n
+                elif field == _TS:
+                    ts_list = n
+                elif field == _RESET:
+                    reset_list = n
+                else:
+                    end_list = n
+        if p != stop or n_rows < 0 or n_values != n_rows or rows + n_rows > capacity:
+            return NOT_PLAIN, 0  # trailing bytes, no stream(s), or not one values row per row
+        if seen & (1 << _STREAMS):
+            # A batch: float32 bytes, its seqs as a list (a ts or flag may be one for all),
+            # and every list as long as "streams". Both "stream" and "streams": slow path.
+            if seen & (1 << _STREAM) or not values_are_bytes or one_seq != -1:
+                return NOT_PLAIN, 0
+            for length in (seq_list, ts_list, reset_list, end_list):
+                if length != -1 and length != n_rows:
+                    return NOT_PLAIN, 0
+        elif seq_list != -1 or ts_list != -1 or reset_list != -1 or end_list != -1:
+            return NOT_PLAIN, 0  # one reading with a list where a value belongs
+        for r in range(rows, rows + n_rows):
+            if seq_list == -1:
+                seq[r] = one_seq
+            if ts_list == -1:
+                ts[r] = one_ts
+            if reset_list == -1:
+                reset[r] = one_reset
+            if end_list == -1:
+                end[r] = one_end
+        rows += n_rows
+    return rows, used
 
 
 @inline_kernel
@@ -256,21 +376,18 @@ def _put_big_endian(out, q, v, n):
 
 
 @inline_kernel
-def _put_float(out, q, v, scratch, as_f64):
+def _put_float(out, q, v):
     """Write v as msgpack float64 (what msgpack-python makes of a Python float)."""
-    as_f64[0] = v
     out[q] = 0xCB
-    for k in range(8):
-        out[q + 1 + k] = scratch[7 - k]
-    return q + 9
+    return _put_big_endian(out, q + 1, np.float64(v).view(np.uint64), 8)
 
 
 @inline_kernel
-def _put_float_or_nil(out, q, v, scratch, as_f64):
+def _put_float_or_nil(out, q, v):
     if np.isnan(v):
         out[q] = 0xC0
         return q + 1
-    return _put_float(out, q, v, scratch, as_f64)
+    return _put_float(out, q, v)
 
 
 @inline_kernel
@@ -282,13 +399,14 @@ def _put_bytes(out, q, src, first, n):
 
 
 @inline_kernel
-def _put_key(out, q, field):
-    first = _PREDICTION_KEY_ENDS[field - 1]
-    return _put_bytes(out, q, _PREDICTION_KEYS, first, _PREDICTION_KEY_ENDS[field] - first)
+def _put_key(out, q, keys, key_ends, field):
+    """Copy key number `field` of `keys` (msgpack fixstr, key i ending at key_ends[i])."""
+    first = 0 if field == 0 else key_ends[field - 1]
+    return _put_bytes(out, q, keys, first, key_ends[field] - first)
 
 
 @kernel
-def pack_predictions(ids, seq, ts, outputs, scores, scored, prefix, out, bounds, scratch, as_f64):
+def pack_predictions(ids, seq, ts, outputs, scores, scored, prefix, out, bounds):
     """Write each row's prediction topic and payload into `out`, as `protocol.encode_prediction`.
 
     Row i's stream id is the i-th run of `ids` between 0 bytes (one after each id), seq[i] is
@@ -301,54 +419,92 @@ def pack_predictions(ids, seq, ts, outputs, scores, scored, prefix, out, bounds,
     q = 0
     first = 0
     for i in range(n):
-        n_id = 0
-        while ids[first + n_id] != 0:
-            n_id += 1
+        n_id = _id_length(ids, first)
         bounds[2 * i] = q
         q = _put_bytes(out, q, prefix, 0, prefix.shape[0])
         q = _put_bytes(out, q, ids, first, n_id)
         bounds[2 * i + 1] = q
         out[q] = 0x85  # a map of 5, keys in encode_prediction's order
-        q = _put_bytes(out, q + 1, _PREDICTION_KEYS, 0, _PREDICTION_KEY_ENDS[0])
-        if n_id < 32:
-            out[q] = 0xA0 | n_id
-            q += 1
-        elif n_id < 256:
-            out[q] = 0xD9
-            q = _put_big_endian(out, q + 1, np.uint64(n_id), 1)
-        else:
-            out[q] = 0xDA
-            q = _put_big_endian(out, q + 1, np.uint64(n_id), 2)
+        q = _put_key(out, q + 1, _PREDICTION_KEYS, _PREDICTION_KEY_ENDS, 0)
+        q = _put_str_header(out, q, n_id)
         q = _put_bytes(out, q, ids, first, n_id)
         first += n_id + 1
 
-        q = _put_key(out, q, 1)
-        s = seq[i]
-        if s < 0:
+        q = _put_key(out, q, _PREDICTION_KEYS, _PREDICTION_KEY_ENDS, 1)
+        if seq[i] < 0:
             out[q] = 0xC0
             q += 1
-        elif s < 128:
-            out[q] = s
-            q += 1
-        else:  # msgpack-python's choice: the narrowest unsigned int
-            size = 1 if s < 256 else 2 if s < 65536 else 4 if s < 4294967296 else 8
-            out[q] = 0xCC if size == 1 else 0xCD if size == 2 else 0xCE if size == 4 else 0xCF
-            q = _put_big_endian(out, q + 1, np.uint64(s), size)
+        else:
+            q = _put_uint(out, q, seq[i])
 
-        q = _put_key(out, q, 2)
-        q = _put_float_or_nil(out, q, ts[i], scratch, as_f64)
+        q = _put_key(out, q, _PREDICTION_KEYS, _PREDICTION_KEY_ENDS, 2)
+        q = _put_float_or_nil(out, q, ts[i])
 
-        q = _put_key(out, q, 3)
-        if n_outputs < 16:
-            out[q] = 0x90 | n_outputs
+        q = _put_key(out, q, _PREDICTION_KEYS, _PREDICTION_KEY_ENDS, 3)
+        q = _put_array_header(out, q, n_outputs)
+        for j in range(n_outputs):
+            q = _put_float(out, q, np.float64(outputs[i, j]))
+
+        q = _put_key(out, q, _PREDICTION_KEYS, _PREDICTION_KEY_ENDS, 4)
+        q = _put_float_or_nil(out, q, scores[i] if scored else np.nan)
+    bounds[2 * n] = q
+    return q
+
+
+@inline_kernel
+def _put_str_header(out, q, n):
+    """The header of an n-byte str, in msgpack-python's choice of format."""
+    if n < 32:
+        out[q] = 0xA0 | n
+        return q + 1
+    if n < 256:
+        out[q] = 0xD9
+        return _put_big_endian(out, q + 1, np.uint64(n), 1)
+    out[q] = 0xDA if n < 65536 else 0xDB
+    return _put_big_endian(out, q + 1, np.uint64(n), 2 if n < 65536 else 4)
+
+
+@inline_kernel
+def _put_array_header(out, q, n):
+    if n < 16:
+        out[q] = 0x90 | n
+        return q + 1
+    out[q] = 0xDC if n < 65536 else 0xDD
+    return _put_big_endian(out, q + 1, np.uint64(n), 2 if n < 65536 else 4)
+
+
+@inline_kernel
+def _put_uint(out, q, v):
+    """Write the int v >= 0 in the narrowest msgpack format, as msgpack-python does."""
+    if v < 128:
+        out[q] = v
+        return q + 1
+    size = 1 if v < 256 else 2 if v < 65536 else 4 if v < 4294967296 else 8
+    out[q] = 0xCC if size == 1 else 0xCD if size == 2 else 0xCE if size == 4 else 0xCF
+    return _put_big_endian(out, q + 1, np.uint64(v), size)
+
+
+@inline_kernel
+def _id_length(ids, first):
+    """Length of the stream id at ids[first], which ends at a 0 byte."""
+    n = 0
+    while ids[first + n] != 0:
+        n += 1
+    return n
+
+
+@kernel
+def pack_seq_array(seq, out):
+    """Write seq (int64, -1 for nil) as a msgpack array into `out`; return the bytes used.
+
+    Ints in the narrowest format, as msgpack-python writes them; `out` must hold
+    5 + 9 * len(seq).
+    """
+    q = _put_array_header(out, 0, seq.shape[0])
+    for i in range(seq.shape[0]):
+        if seq[i] < 0:
+            out[q] = 0xC0
             q += 1
         else:
-            out[q] = 0xDC
-            q = _put_big_endian(out, q + 1, np.uint64(n_outputs), 2)
-        for j in range(n_outputs):
-            q = _put_float(out, q, np.float64(outputs[i, j]), scratch, as_f64)
-
-        q = _put_key(out, q, 4)
-        q = _put_float_or_nil(out, q, scores[i] if scored else np.nan, scratch, as_f64)
-    bounds[2 * n] = q
+            q = _put_uint(out, q, seq[i])
     return q
