@@ -981,20 +981,30 @@ def encode_prediction_batch(
 def _packed_prediction_batch(
     streams: list[str], seq: Any, ts: Any, pred: np.ndarray, score: np.ndarray
 ) -> bytes | None:
-    """The batch payload with its seq column packed by one jitted call; None if seq is not
-    an int64 `Readings` column or ts not one ts for every row (the usual batch).
+    """The batch payload with its seq and ts columns packed by jitted calls, for `Readings`
+    columns (seq int64, ts float64); else None.
 
     Turning 4096 seqs into Python ints and packing them took ~100 us, the jitted call ~10.
     The map is written as its parts, in `encode_prediction_batch`'s key order.
     """
-    common_ts = _common_ts(ts)
-    if not (common_ts and type(seq) is np.ndarray and seq.dtype == np.int64):
+    if not (
+        type(seq) is np.ndarray
+        and seq.dtype == np.int64
+        and type(ts) is np.ndarray
+        and ts.dtype == np.float64
+    ):
         return None
     from engine.kernels import wire  # here: clients of the wire format never load Numba
 
     seq = seq.reshape(-1)
-    packed_seq = np.empty(5 + 9 * seq.size, np.uint8)
-    used = wire.pack_seq_array(seq, packed_seq)
+    ts = ts.reshape(-1)
+    column = np.empty(5 + 9 * max(seq.size, ts.size), np.uint8)
+    packed_seq = column[: wire.pack_seq_array(seq, column)].tobytes()
+    common_ts = _common_ts(ts)
+    if common_ts:  # as `_common_ts(ts) or ...` there: a shared ts of 0 goes as a list
+        packed_ts = _packer().pack(common_ts)
+    else:
+        packed_ts = column[: wire.pack_ts_array(ts, column)].tobytes()
     pack = _packer().pack
     return b"".join(
         (
@@ -1002,9 +1012,9 @@ def _packed_prediction_batch(
             pack("streams"),
             pack(streams),
             pack("seq"),
-            packed_seq[:used].tobytes(),
+            packed_seq,
             pack("ts"),
-            pack(common_ts),
+            packed_ts,
             pack("prediction"),
             pack(pred.tobytes()),
             pack("n_outputs"),

@@ -421,22 +421,24 @@ def test_an_id_holding_a_nul_is_published_by_the_python_packer():
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(prediction_columns(), st.integers(0, 40), st.floats(allow_nan=False).filter(bool))
-def test_batch_payload_with_a_jitted_seq_column_is_byte_identical(columns, extra_rows, shared_ts):
-    streams, seq, _, outputs, scores = columns
+@given(prediction_columns(), st.integers(0, 40), st.one_of(st.none(), st.floats(allow_nan=False)))
+def test_batch_payload_with_jitted_columns_is_byte_identical(columns, extra_rows, shared_ts):
+    streams, seq, ts, outputs, scores = columns
     # more rows than a fixarray holds, too
     streams = streams + [f"s{i}" for i in range(extra_rows)]
     seq = np.concatenate([seq, np.arange(extra_rows, dtype=np.int64) * 99_991])
+    ts = np.resize(ts, len(streams)) if shared_ts is None else np.full(len(streams), shared_ts)
     outputs = np.resize(outputs, (len(streams), outputs.shape[1]))
     scores = None if scores is None else np.resize(scores, len(streams))
-    ts = np.full(len(streams), shared_ts)
     score_bytes = np.full(len(streams), np.nan, "<f4") if scores is None else scores.astype("<f4")
     assert P._packed_prediction_batch(streams, seq, ts, outputs, score_bytes) is not None
+    # one ts when every row has the same (but 0.0, published as a list)
+    one_ts = float(ts[0]) if len(set(ts.tolist())) == 1 and not math.isnan(ts[0]) else None
     want = msgpack.packb(
         {
             "streams": streams,
             "seq": [None if s == P.NO_SEQ else int(s) for s in seq],
-            "ts": shared_ts,
+            "ts": one_ts or [None if math.isnan(t) else float(t) for t in ts],
             "prediction": outputs.astype("<f4").tobytes(),
             "n_outputs": outputs.shape[1],
             "score": score_bytes.tobytes(),

@@ -508,3 +508,13 @@ def pack_seq_array(seq, out):
         else:
             q = _put_uint(out, q, seq[i])
     return q
+
+
+@kernel
+def pack_ts_array(ts, out):
+    """Write ts (float64, NaN for nil) as a msgpack array of float64 into `out`; return the
+    bytes used. `out` must hold 5 + 9 * len(ts)."""
+    q = _put_array_header(out, 0, ts.shape[0])
+    for i in range(ts.shape[0]):
+        q = _put_float_or_nil(out, q, ts[i])
+    return q
