@@ -260,22 +260,25 @@ OPTIONAL_FIELDS = (
 )
 
 
+def single_reading(draw, rate: float) -> bytes:
+    """A single-reading frame whose fields are each bad with probability `rate`."""
+    fields = {
+        "stream": _maybe_bad(draw, _good_id, _bad_id, rate),
+        "values": [_maybe_bad(draw, _good_value, _bad_value, rate) for _ in range(N_INPUTS)],
+    }
+    for key, good, bad in OPTIONAL_FIELDS:
+        if draw(st.booleans()):
+            fields[key] = _maybe_bad(draw, good, bad, rate)
+    return pack(fields)
+
+
 @st.composite
 def frames(draw):
     rate = draw(st.sampled_from([0.0, 0.0, 0.02, 0.3]))
     out = []
     for _ in range(draw(st.integers(1, 6))):
         if draw(st.booleans()):
-            fields = {
-                "stream": _maybe_bad(draw, _good_id, _bad_id, rate),
-                "values": [
-                    _maybe_bad(draw, _good_value, _bad_value, rate) for _ in range(N_INPUTS)
-                ],
-            }
-            for key, good, bad in OPTIONAL_FIELDS:
-                if draw(st.booleans()):
-                    fields[key] = _maybe_bad(draw, good, bad, rate)
-            out.append(pack(fields))
+            out.append(single_reading(draw, rate))
             continue
         n = draw(st.integers(0, 12))
         msg = {"streams": [_maybe_bad(draw, _good_id, _bad_id, rate) for _ in range(n)]}

@@ -21,13 +21,12 @@ from engine import protocol as P
 from tests.test_protocol_fastpaths import (
     GOOD_IDS,
     N_INPUTS,
-    OPTIONAL_FIELDS,
     _good_id,
     _good_value,
-    _maybe_bad,
     assert_same_as_reference,
     pack,
     single,
+    single_reading,
 )
 
 
@@ -345,19 +344,7 @@ def test_every_encoding_of_a_valid_reading_decodes_like_the_reference(frames):
 def single_frames(draw):
     """Single readings as `msgpack.packb` writes them, a share of them with bad fields."""
     rate = draw(st.sampled_from([0.0, 0.0, 0.02, 0.3]))
-    from tests.test_protocol_fastpaths import _bad_id, _bad_value
-
-    out = []
-    for _ in range(draw(st.integers(1, 8))):
-        fields = {
-            "stream": _maybe_bad(draw, _good_id, _bad_id, rate),
-            "values": [_maybe_bad(draw, _good_value, _bad_value, rate) for _ in range(N_INPUTS)],
-        }
-        for name, good, bad in OPTIONAL_FIELDS:
-            if draw(st.booleans()):
-                fields[name] = _maybe_bad(draw, good, bad, rate)
-        out.append(pack(fields))
-    return out
+    return [single_reading(draw, rate) for _ in range(draw(st.integers(1, 8)))]
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

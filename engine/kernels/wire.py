@@ -31,6 +31,7 @@ NOT_PLAIN = -1
 
 # The fields, in the order of their bits in a frame's `seen` mask; _OTHER: any other key.
 _STREAM, _VALUES, _SEQ, _TS, _RESET, _END, _STREAMS, _OTHER = 0, 1, 2, 3, 4, 5, 6, 7
+_ABSENT, _ONE_VALUE = -1, -2  # how a frame gave seq, ts, reset or end, besides a list's length
 _KEY_BYTES = np.frombuffer(b"streamvaluesseqtsresetendstreams", np.uint8)
 _KEY_STARTS = np.array([0, 6, 12, 15, 17, 22, 25, 32], np.int64)  # field f: [f, f + 1)
 # A prediction's keys as msgpack fixstr: stream, seq, ts, prediction, score.
@@ -203,6 +204,19 @@ def _entry(field, buf, p, stop):
     return (1 if b == 0xC2 or b == 0xC3 else 0), np.int64(-1), np.nan, b == 0xC3
 
 
+@inline_kernel
+def _set_row(field, r, s, v, flag, seq, ts, reset, end):
+    """Write one row's seq, ts, reset or end (whichever `field` is)."""
+    if field == _SEQ:
+        seq[r] = s
+    elif field == _TS:
+        ts[r] = v
+    elif field == _RESET:
+        reset[r] = flag
+    else:
+        end[r] = flag
+
+
 @kernel
 def parse_readings(buf, starts, max_frame_bytes, values, seq, ts, reset, end, ids):
     """Decode the readings of frame i = buf[starts[i]:starts[i + 1]], in frame and row order.
@@ -228,12 +242,8 @@ def parse_readings(buf, starts, max_frame_bytes, values, seq, ts, reset, end, id
         n_rows = -1  # 1 for "stream", the list's length for "streams"
         n_values = -1
         values_are_bytes = False
-        # Per column: a list's length, or -1 for one value for all rows (or none: the default).
-        seq_list = ts_list = reset_list = end_list = -1
-        one_seq = np.int64(-1)
-        one_ts = np.nan
-        one_reset = False
-        one_end = False
+        # Per column: a list's length, _ONE_VALUE (in the frame's first row) or _ABSENT.
+        seq_list = ts_list = reset_list = end_list = _ABSENT
         for _ in range(n_keys):
             if p >= stop or buf[p] & 0xE0 != 0xA0:  # keys: fixstr only
                 return NOT_PLAIN, 0
@@ -297,72 +307,53 @@ def parse_readings(buf, starts, max_frame_bytes, values, seq, ts, reset, end, id
                 n_values = 1
             elif b == 0xC0:  # seq, ts, reset or end given as nil: the default
                 p += 1
-            else:
+            else:  # one value, or a list with an entry per row (nil: that row has none)
                 n, head = _container(buf, p, stop, 0x90, 0x0F, 0xDC)
-                if head == 0:  # one value
-                    size, s, v, flag = _entry(field, buf, p, stop)
-                    if size == 0:
-                        return NOT_PLAIN, 0
-                    p += size
-                    if field == _SEQ:
-                        one_seq = s
-                    elif field == _TS:
-                        one_ts = v
-                    elif field == _RESET:
-                        one_reset = flag
-                    else:
-                        one_end = flag
-                    continue
-                if rows + n > capacity:  # a list: one entry per row, nil for none
+                count = n if head > 0 else 1
+                if rows + count > capacity:
                     return NOT_PLAIN, 0
                 p += head
-                for r in range(rows, rows + n):
+                for r in range(rows, rows + count):
                     if p >= stop:
                         return NOT_PLAIN, 0
-                    if buf[p] == 0xC0:
+                    if head > 0 and buf[p] == 0xC0:
                         size, s, v, flag = 1, np.int64(-1), np.nan, False
                     else:
                         size, s, v, flag = _entry(field, buf, p, stop)
                         if size == 0:
                             return NOT_PLAIN, 0
                     p += size
-                    if field == _SEQ:
-                        seq[r] = s
-                    elif field == _TS:
-                        ts[r] = v
-                    elif field == _RESET:
-                        reset[r] = flag
-                    else:
-                        end[r] = flag
+                    _set_row(field, r, s, v, flag, seq, ts, reset, end)
+                length = n if head > 0 else _ONE_VALUE
                 if field == _SEQ:
-                    seq_list = n
+                    seq_list = length
                 elif field == _TS:
-                    ts_list = n
+                    ts_list = length
                 elif field == _RESET:
-                    reset_list = n
+                    reset_list = length
                 else:
-                    end_list = n
+                    end_list = length
         if p != stop or n_rows < 0 or n_values != n_rows or rows + n_rows > capacity:
             return NOT_PLAIN, 0  # trailing bytes, no stream(s), or not one values row per row
         if seen & (1 << _STREAMS):
             # A batch: float32 bytes, its seqs as a list (a ts or flag may be one for all),
             # and every list as long as "streams". Both "stream" and "streams": slow path.
-            if seen & (1 << _STREAM) or not values_are_bytes or one_seq != -1:
+            if seen & (1 << _STREAM) or not values_are_bytes or seq_list == _ONE_VALUE:
                 return NOT_PLAIN, 0
             for length in (seq_list, ts_list, reset_list, end_list):
-                if length != -1 and length != n_rows:
+                if length >= 0 and length != n_rows:
                     return NOT_PLAIN, 0
-        elif seq_list != -1 or ts_list != -1 or reset_list != -1 or end_list != -1:
+        elif seq_list >= 0 or ts_list >= 0 or reset_list >= 0 or end_list >= 0:
             return NOT_PLAIN, 0  # one reading with a list where a value belongs
-        for r in range(rows, rows + n_rows):
-            if seq_list == -1:
-                seq[r] = one_seq
-            if ts_list == -1:
-                ts[r] = one_ts
-            if reset_list == -1:
-                reset[r] = one_reset
-            if end_list == -1:
-                end[r] = one_end
+        for r in range(rows, rows + n_rows):  # defaults, and one value for every row
+            if seq_list < 0:
+                seq[r] = -1 if seq_list == _ABSENT else seq[rows]
+            if ts_list < 0:
+                ts[r] = np.nan if ts_list == _ABSENT else ts[rows]
+            if reset_list < 0:
+                reset[r] = False if reset_list == _ABSENT else reset[rows]
+            if end_list < 0:
+                end[r] = False if end_list == _ABSENT else end[rows]
         rows += n_rows
     return rows, used
 
