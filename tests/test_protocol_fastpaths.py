@@ -182,16 +182,19 @@ def test_non_finite_rows_of_a_bytes_batch_are_the_ones_dropped():
     assert readings.streams == ["a", "c", "e"]
 
 
+# Single readings with every optional field in its plain forms (tests/test_wire.py adds more).
+PLAIN_SINGLES = [
+    single("a", seq=1, ts=1.5),
+    single("b", [0, 1, 2], seq=2, ts=7),  # int values and an int ts
+    single("a", seq=2, reset=True, end=False),
+    single("c", [3.4028234663852886e38, -1.0, 0.0]),  # float32's largest is accepted
+    single("d", np.arange(N_INPUTS, dtype="<f4").tobytes(), seq=0),  # float32 bytes
+    single("z" * 65, ts=None, seq=None),
+]
+
+
 def test_single_readings_with_plain_fields_match_the_reference():
-    frames = [
-        single("a", seq=1, ts=1.5),
-        single("b", [0, 1, 2], seq=2, ts=7),  # int values and an int ts
-        single("a", seq=2, reset=True, end=False),
-        single("c", [3.4028234663852886e38, -1.0, 0.0]),  # float32's largest is accepted
-        single("d", np.arange(N_INPUTS, dtype="<f4").tobytes(), seq=0),
-        single("z" * 65, ts=None, seq=None),
-    ]
-    readings = assert_same_as_reference(frames)
+    readings = assert_same_as_reference(PLAIN_SINGLES)
     assert readings.streams == ["a", "b", "a", "c", "d", "z" * 65]
 
 

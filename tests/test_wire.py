@@ -21,6 +21,7 @@ from engine import protocol as P
 from tests.test_protocol_fastpaths import (
     GOOD_IDS,
     N_INPUTS,
+    PLAIN_SINGLES,
     _good_id,
     _good_value,
     assert_same_as_reference,
@@ -162,11 +163,7 @@ def test_an_empty_batch_alone_gives_no_readings():
 
 def test_plain_fields_in_every_form_match_the_reference():
     frames = [
-        single("a", seq=1, ts=1.5),
-        single("b", [0, 1, 2], seq=2, ts=7),  # int values and an int ts
-        single("a", seq=2, reset=True, end=False),
-        single("c", [3.4028234663852886e38, -1.0, 0.0]),  # float32's largest is accepted
-        single("d", np.arange(N_INPUTS, dtype="<f4").tobytes(), seq=0),  # float32 bytes
+        *PLAIN_SINGLES,
         single("z" * 256, ts=None, seq=None, reset=None, end=None),
         single("e", [-(2**63), 2**64 - 1, -33], seq=P.MAX_SEQ, ts=-(2**63)),
         single("f", later_version_field=3, note=None, flag=True, weight=0.5),  # ignored keys
