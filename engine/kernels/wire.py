@@ -23,9 +23,8 @@ from __future__ import annotations
 import numpy as np
 
 from engine.kernels._jit import inline_kernel, kernel
+from engine.protocol import MAX_SEQ, MAX_STREAM_ID_BYTES
 
-MAX_SEQ = 2**63 - 2  # engine.protocol.MAX_SEQ
-MAX_ID_BYTES = 256  # engine.protocol.MAX_STREAM_ID_BYTES
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 NOT_PLAIN = -1
 
@@ -67,36 +66,36 @@ def _key(buf, p, n):
 
 @inline_kernel
 def _number(buf, p, end):
-    """Decode the int or float at buf[p]: (value as float64, bytes used, is_int); 0 bytes if
-    it is not a number (or runs past `end`)."""
+    """Decode the int or float at buf[p]: (value as float64, bytes used); 0 bytes if it is not
+    a number (or runs past `end`)."""
     b = np.int64(buf[p])
     if b <= 0x7F:
-        return float(b), 1, True
+        return float(b), 1
     if b >= 0xE0:
-        return float(b - 256), 1, True
+        return float(b - 256), 1
     if b == 0xCB:
         if p + 9 > end:
-            return 0.0, 0, False
-        return np.uint64(_big_endian(buf, p + 1, 8)).view(np.float64), 9, False
+            return 0.0, 0
+        return np.uint64(_big_endian(buf, p + 1, 8)).view(np.float64), 9
     if b == 0xCA:
         if p + 5 > end:
-            return 0.0, 0, False
-        return float(np.uint32(_big_endian(buf, p + 1, 4)).view(np.float32)), 5, False
+            return 0.0, 0
+        return float(np.uint32(_big_endian(buf, p + 1, 4)).view(np.float32)), 5
     if 0xCC <= b <= 0xCF:  # uint 8/16/32/64
         size = np.int64(1) << (b - 0xCC)
         if p + 1 + size > end:
-            return 0.0, 0, False
-        return float(_big_endian(buf, p + 1, size)), 1 + size, True
+            return 0.0, 0
+        return float(_big_endian(buf, p + 1, size)), 1 + size
     if 0xD0 <= b <= 0xD3:  # int 8/16/32/64
         size = np.int64(1) << (b - 0xD0)
         if p + 1 + size > end:
-            return 0.0, 0, False
+            return 0.0, 0
         u = _big_endian(buf, p + 1, size)
         bits = 8 * size
         if bits < 64 and u >= (np.uint64(1) << np.uint64(bits - 1)):
-            return float(np.int64(u) - (np.int64(1) << np.int64(bits))), 1 + size, True
-        return float(np.int64(u)), 1 + size, True
-    return 0.0, 0, False
+            return float(np.int64(u) - (np.int64(1) << np.int64(bits))), 1 + size
+        return float(np.int64(u)), 1 + size
+    return 0.0, 0
 
 
 @inline_kernel
@@ -145,7 +144,7 @@ def _stream_id(buf, p, stop, ids, used):
     else:
         return -1, used
     p += head
-    if n == 0 or n > MAX_ID_BYTES or p + n > stop:
+    if n == 0 or n > MAX_STREAM_ID_BYTES or p + n > stop:
         return -1, used
     for k in range(n):
         c = buf[p + k]
@@ -196,7 +195,7 @@ def _entry(field, buf, p, stop):
         s, size = _seq(buf, p, stop)
         return size, s, np.nan, False
     if field == _TS:
-        v, size, _ = _number(buf, p, stop)
+        v, size = _number(buf, p, stop)
         if not np.isfinite(v):
             size = 0
         return size, np.int64(-1), v, False
@@ -264,7 +263,7 @@ def parse_readings(buf, starts, max_frame_bytes, values, seq, ts, reset, end, id
                 if b == 0xC0 or b == 0xC2 or b == 0xC3:
                     p += 1
                     continue
-                _, size, _ = _number(buf, p, stop)
+                _, size = _number(buf, p, stop)
                 if size == 0:
                     return NOT_PLAIN, 0
                 p += size
@@ -299,7 +298,7 @@ def parse_readings(buf, starts, max_frame_bytes, values, seq, ts, reset, end, id
                 for j in range(n_inputs):
                     if p >= stop:
                         return NOT_PLAIN, 0
-                    v, size, _ = _number(buf, p, stop)
+                    v, size = _number(buf, p, stop)
                     if size == 0 or not abs(v) <= FLOAT32_MAX:  # also refuses NaN
                         return NOT_PLAIN, 0
                     values[rows, j] = np.float32(v)
