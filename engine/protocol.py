@@ -335,6 +335,23 @@ def decode_ingest_many(
     return decoded
 
 
+def _wire_kernels() -> Any:
+    """engine.kernels.wire, imported on first use: clients of the wire format never load Numba."""
+    from engine.kernels import wire
+
+    return wire
+
+
+def _readings_columns(seq: Any, ts: Any) -> bool:
+    """True for a `Readings` seq and ts column (int64, float64), what the jitted packers take."""
+    return (
+        type(seq) is np.ndarray
+        and seq.dtype == np.int64
+        and type(ts) is np.ndarray
+        and ts.dtype == np.float64
+    )
+
+
 def _plain_readings(
     frames: Sequence[bytes], n_inputs: int, max_frame_bytes: int
 ) -> Readings | None:
@@ -346,8 +363,7 @@ def _plain_readings(
     n = len(frames)
     if n == 0 or max(map(len, frames)) > max_frame_bytes:
         return None
-    from engine.kernels import wire  # here: clients of the wire format never load Numba
-
+    wire = _wire_kernels()
     starts = np.fromiter(accumulate(map(len, frames), initial=0), np.int64, n + 1)
     buf = np.frombuffer(b"".join(frames), np.uint8)
     # A reading takes a frame, or in a batch at least a 1-byte id with its header and its
@@ -911,10 +927,7 @@ def _packed_predictions(
     separates ids in the buffer. About 3x faster than packing row by row in Python.
     """
     if not (
-        type(seq) is np.ndarray
-        and seq.dtype == np.int64
-        and type(ts) is np.ndarray
-        and ts.dtype == np.float64
+        _readings_columns(seq, ts)
         and type(predictions) is np.ndarray
         and predictions.dtype == np.float32
         and predictions.ndim == 2
@@ -925,8 +938,7 @@ def _packed_predictions(
     n = len(streams)
     if joined.count("\x00") != n - 1:
         return None
-    from engine.kernels import wire  # here: clients of the wire format never load Numba
-
+    wire = _wire_kernels()
     ids = np.frombuffer((joined + "\x00").encode("utf-8"), np.uint8)
     n_outputs = predictions.shape[1]
     out = np.empty(2 * ids.size + n * (len(PREDICTION_PREFIX) + 80 + 9 * n_outputs), np.uint8)
@@ -990,15 +1002,9 @@ def _packed_prediction_batch(
     Turning 4096 seqs into Python ints and packing them took ~100 us, the jitted call ~10.
     The map is written as its parts, in `encode_prediction_batch`'s key order.
     """
-    if not (
-        type(seq) is np.ndarray
-        and seq.dtype == np.int64
-        and type(ts) is np.ndarray
-        and ts.dtype == np.float64
-    ):
+    if not _readings_columns(seq, ts):
         return None
-    from engine.kernels import wire  # here: clients of the wire format never load Numba
-
+    wire = _wire_kernels()
     seq = seq.reshape(-1)
     ts = ts.reshape(-1)
     column = np.empty(5 + 9 * max(seq.size, ts.size), np.uint8)
