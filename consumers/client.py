@@ -11,6 +11,7 @@ import zmq
 
 from engine import protocol
 from engine.keys import KeyLike, apply_curve_client
+from engine.socket_io import context_with_batch_io_threads
 
 DEFAULT_PUBLISH_ENDPOINT = "tcp://127.0.0.1:5556"
 
@@ -45,7 +46,7 @@ class Subscriber:
         self.exact_streams = None if exact_streams is None else frozenset(exact_streams)
         self.malformed = 0
         self._own_context = context is None
-        self._context = context if context is not None else zmq.Context()
+        self._context = context if context is not None else context_with_batch_io_threads()
         prefixes = [t.encode("utf-8") if isinstance(t, str) else bytes(t) for t in topics]
         self.subscriptions = self._narrow(prefixes)
         socket = self._context.socket(zmq.SUB)

@@ -169,7 +169,9 @@ def _subscriber_main(conn: Any, endpoint: str) -> None:
     import msgpack
     import zmq
 
-    ctx = zmq.Context()
+    from engine.socket_io import context_with_batch_io_threads
+
+    ctx = context_with_batch_io_threads()  # as consumers.Subscriber's
     sock = ctx.socket(zmq.SUB)
     sock.rcvhwm = 0  # never drop: a lost prediction must mean the daemon lost it
     sock.linger = 0

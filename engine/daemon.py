@@ -16,7 +16,6 @@ import math
 import os
 import signal
 import time
-import types
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -32,6 +31,7 @@ from engine.logs import RateLimitedLog, log, setup_logging
 from engine.metrics import Metrics, registry_for
 from engine.model import Model
 from engine.protocol import Readings, Rejection, RejectReason
+from engine.socket_io import FrameReceiver, MessageSender, context_with_batch_io_threads
 from engine.stream import StepResult, StreamEngine
 
 SNAPSHOT_NAME = "state.npz"
@@ -39,9 +39,7 @@ _POLL_MS = 100
 # Rows per engine call: bigger batches no longer amortise anything and their buffers leave the
 # cache (a 75,000-row LSTM batch made step_many ~2x slower per reading than 1,024-row ones).
 _ENGINE_ROWS = 4096
-# plain ints: zmq's Flag enum costs about a microsecond per call
-_SNDMORE = int(zmq.SNDMORE)
-_NOBLOCK = int(zmq.NOBLOCK)
+_NOBLOCK = int(zmq.NOBLOCK)  # a plain int: zmq's Flag enum costs about a microsecond per call
 _DRAIN_QUIET_S = 0.05  # at shutdown, intake counts as drained after this long without a message
 # ...or after this long in all, so producers that keep sending cannot hold the stop off forever
 # (readings queued at the signal are first in line, so they are served well before this).
@@ -171,7 +169,7 @@ class Daemon:
 
     def _bind(self) -> None:
         cfg = self.config
-        ctx = self._context = zmq.Context()
+        ctx = self._context = context_with_batch_io_threads()
         if cfg.curve_secret_key is not None:
             self._start_curve(ctx)
         self.ingest = ctx.socket(zmq.PULL)
@@ -200,6 +198,9 @@ class Daemon:
                     f"cannot bind the {name} socket to {endpoint}: {exc.strerror}{hint}; "
                     f"choose another with --{name}"
                 ) from None
+        # Compiled (or loaded from Numba's cache) here, before the daemon says it is ready.
+        self.intake = FrameReceiver(self.ingest, cfg.max_message_bytes)
+        self.predictions = MessageSender(self.publisher)
 
     def _start_curve(self, ctx: zmq.Context) -> None:
         from zmq.auth.thread import ThreadAuthenticator
@@ -282,7 +283,8 @@ class Daemon:
         self._shutdown()
 
     def _intake_pass(self, wait: bool = True) -> int:
-        """Receive what is queued (up to max_batch messages), step it, publish; return rows.
+        """Receive what is queued (up to max_batch messages or socket_io.PASS_BUDGET_BYTES),
+        step it, publish; return rows.
 
         Readings that arrive while a pass runs share the next pass's engine call. With
         max_wait_us, under load (the previous pass found more than one reading) an empty queue
@@ -292,20 +294,17 @@ class Daemon:
         CPU.
         """
         cfg = self.config
-        frames: list[bytes] = []
-        recv = self.ingest.recv
-        waited = not (wait and self._busy and cfg.max_wait_us)
-        while len(frames) < cfg.max_batch:
-            try:
-                frames.append(recv(_NOBLOCK))
-            except zmq.Again:
-                if waited:
-                    break
-                waited = True
-                time.sleep(cfg.max_wait_us * 1e-6)
-        self.metrics.frames_in += len(frames)
-        readings, rejections = protocol.decode_ingest_many(
-            frames, self.engine.model.input_size, max_frame_bytes=cfg.max_message_bytes
+        n = self.intake.receive(cfg.max_batch)
+        if n < cfg.max_batch and wait and self._busy and cfg.max_wait_us:
+            time.sleep(cfg.max_wait_us * 1e-6)
+            n = self.intake.receive(cfg.max_batch, n)
+        if not n:
+            self._busy = False
+            return 0
+        self.metrics.frames_in += n
+        buf, starts = self.intake.frames(n)
+        readings, rejections = protocol.decode_frames(
+            buf, starts, self.engine.model.input_size, max_frame_bytes=cfg.max_message_bytes
         )
         for rejection in rejections:
             self._reject(rejection)
@@ -389,25 +388,23 @@ class Daemon:
     def _publish(self, batch: Readings, result: StepResult) -> None:
         n = len(batch)
         mode = self.config.publish_mode
-        send = _fast_send(self.publisher)
         if mode in ("each", "both"):
-            # Two sends, not send_multipart: its Python loop costs more than the second call.
-            for topic, payload in protocol.prediction_messages(
-                batch.streams, batch.seq, batch.ts, result.outputs, result.scores
-            ):
-                send(topic, _SNDMORE)
-                send(payload)
+            self.predictions.send_messages(
+                *protocol.pack_prediction_messages(
+                    batch.streams, batch.seq, batch.ts, result.outputs, result.scores
+                )
+            )
         if mode in ("batch", "both"):
             payload = protocol.encode_prediction_batch(
                 batch.streams, batch.seq, batch.ts, result.outputs, result.scores
             )
-            send(protocol.BATCH_TOPIC, _SNDMORE)
-            send(payload)
+            self.publisher.send_multipart((protocol.BATCH_TOPIC, payload))
         if result.events is not None:
             for i in np.flatnonzero(result.events).tolist():
                 alert = self._alert(batch, result, i)
-                send(protocol.alert_topic(alert["stream"]), _SNDMORE)
-                send(protocol.encode_alert(alert))
+                self.publisher.send_multipart(
+                    (protocol.alert_topic(alert["stream"]), protocol.encode_alert(alert))
+                )
                 self.metrics.alerts[alert["event"]] += 1
         self.metrics.readings_in += n
         self.metrics.predictions_out += n
@@ -617,18 +614,6 @@ class Daemon:
             self._metrics_server.shutdown()
         if self._context is not None:
             self._context.term()
-
-
-def _fast_send(sock: Any) -> Any:
-    """Return `sock.send`, bound past pyzmq's Python wrapper when `sock` is a real socket.
-
-    The wrapper only adds routing_id / group for draft socket types; skipping it saves ~0.2 us
-    per frame, and "each" publication sends two frames per reading.
-    """
-    base = getattr(zmq.backend, "Socket", None)
-    if base is not None and isinstance(sock, base):
-        return types.MethodType(base.send, sock)
-    return sock.send
 
 
 def _severity(surprise: float) -> str:

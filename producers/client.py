@@ -11,6 +11,7 @@ import zmq
 
 from engine import protocol
 from engine.keys import KeyLike, apply_curve_client
+from engine.socket_io import context_with_batch_io_threads
 
 DEFAULT_INGEST_ENDPOINT = "tcp://127.0.0.1:5555"
 
@@ -37,7 +38,7 @@ class Producer:
     ) -> None:
         self.endpoint = endpoint
         self._own_context = context is None
-        self._context = context if context is not None else zmq.Context()
+        self._context = context if context is not None else context_with_batch_io_threads()
         self._seq: dict[str, int] = {}
         self.sent_messages = 0
         self.sent_readings = 0

@@ -1,7 +1,8 @@
 """The daemon's cheaper publication paths send what the plain ones do; seqs live with streams.
 
-These run the daemon's methods in-process on a fake publisher; the end-to-end behaviour over real
-sockets is covered by tests/test_daemon.py.
+These run the daemon's methods in-process on a recording publisher (through pyzmq's calls, as
+`socket_io` does where libzmq cannot be called directly); the end-to-end behaviour over real
+sockets is covered by tests/test_daemon.py, and the direct calls by tests/test_socket_io.py.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ import zmq
 
 from engine import protocol as P
 from engine.config import ServeConfig
-from engine.daemon import Daemon, _fast_send
+from engine.daemon import Daemon
 from engine.default_model import load_default_model
 from engine.model import Model
 from engine.protocol import Readings
+from engine.socket_io import FrameReceiver, MessageSender
 from engine.stream import StreamEngine
 
 
@@ -47,6 +49,7 @@ def in_process_daemon(tmp_path, model: Model, publish_mode: str, **settings) -> 
     daemon.model = model
     daemon.engine = StreamEngine(model)
     daemon.publisher = RecordingSocket()
+    daemon.predictions = MessageSender(daemon.publisher, direct=False)
     return daemon
 
 
@@ -110,30 +113,6 @@ def test_both_publication_sends_the_rows_then_one_batch_message(tmp_path):
     assert len(messages) == 4
 
 
-def test_fast_send_delivers_multipart_messages_on_a_real_socket():
-    ctx = zmq.Context()
-    pull = ctx.socket(zmq.PULL)
-    push = ctx.socket(zmq.PUSH)
-    try:
-        pull.rcvtimeo = 5000
-        port = pull.bind_to_random_port("tcp://127.0.0.1")
-        push.connect(f"tcp://127.0.0.1:{port}")
-        send = _fast_send(push)
-        assert send.__func__ is zmq.backend.Socket.send
-        send(b"pred.a", zmq.SNDMORE)
-        send(b"payload")
-        assert pull.recv_multipart() == [b"pred.a", b"payload"]
-    finally:
-        push.close(linger=0)
-        pull.close(linger=0)
-        ctx.term()
-
-
-def test_fast_send_of_something_else_is_its_own_send():
-    sock = RecordingSocket()
-    assert _fast_send(sock) == sock.send
-
-
 def test_a_streams_last_seq_lives_and_goes_with_its_state(tmp_path):
     # A daemon runs for weeks with a churn of stream ids: what it remembers of seqs must be
     # bounded by the live streams, so it lives in their slots and leaves with them.
@@ -170,6 +149,7 @@ def test_a_busy_daemon_waits_max_wait_us_for_more_readings_only_when_told(
     push = ctx.socket(zmq.PUSH)
     try:
         port = daemon.ingest.bind_to_random_port("tcp://127.0.0.1")
+        daemon.intake = FrameReceiver(daemon.ingest, daemon.config.max_message_bytes)
         push.connect(f"tcp://127.0.0.1:{port}")
         push.send(P.encode_reading("a", [1.0, 2.0], seq=1))
         assert daemon.ingest.poll(5000)

@@ -31,8 +31,14 @@ from tests.test_protocol_fastpaths import (
 )
 
 
-def jitted(frames: list[bytes]) -> P.Readings | None:
-    return P._plain_readings(frames, N_INPUTS, P.DEFAULT_MAX_FRAME_BYTES)
+def laid_out(frames: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """The frames in one buffer with their bounds, as the daemon receives them."""
+    starts = np.cumsum([0, *map(len, frames)]).astype(np.int64)
+    return np.frombuffer(b"".join(frames), np.uint8), starts
+
+
+def jitted(frames: list[bytes], max_frame_bytes: int = P.DEFAULT_MAX_FRAME_BYTES):
+    return P._plain_readings(*laid_out(frames), N_INPUTS, max_frame_bytes)
 
 
 def assert_jitted_and_right(frames: list[bytes]) -> P.Readings:
@@ -218,8 +224,8 @@ def test_anything_else_is_left_to_the_python_decoder(odd):
 
 def test_a_frame_over_the_size_limit_is_left_to_the_python_decoder():
     frame = single("a")
-    assert P._plain_readings([frame], N_INPUTS, len(frame)) is not None
-    assert P._plain_readings([frame], N_INPUTS, len(frame) - 1) is None
+    assert jitted([frame], len(frame)) is not None
+    assert jitted([frame], len(frame) - 1) is None
 
 
 # ----------------------------------------------------------------------------- fuzzing

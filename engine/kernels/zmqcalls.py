@@ -1,0 +1,92 @@
+"""Jitted loops over libzmq's own `zmq_recv` and `zmq_send`: a pass's frames in one call.
+
+pyzmq costs about half a microsecond to a microsecond of Python per frame, and a daemon fed
+single readings receives one frame per reading and sends two per prediction: at 100k readings/s
+that was a third of its main thread (bench/README.md, "Frames by the pass"). These kernels call
+the libzmq that pyzmq itself loaded, on the socket pyzmq opened (`Socket.underlying`), so the
+socket's options, CURVE and the poller all stay pyzmq's.
+
+Importing this module raises ImportError when that libzmq cannot be found (it is looked up in
+the process's memory map, so on Linux only); `engine.socket_io` then uses pyzmq's calls. The
+symbols are made known to LLVM before any kernel is compiled or loaded from the cache, which
+resolves them by name.
+"""
+
+from __future__ import annotations
+
+import os
+
+import llvmlite.binding
+import zmq
+from numba import types
+
+from engine.kernels._jit import kernel
+
+
+def _loaded_libzmq() -> str:
+    """Path of the libzmq shared library mapped into this process (by importing zmq)."""
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                path = line.split()[-1]
+                if os.path.basename(path).startswith("libzmq"):
+                    return path
+    except OSError:
+        pass
+    raise ImportError("libzmq is not mapped into this process: pyzmq's calls will be used")
+
+
+llvmlite.binding.load_library_permanently(_loaded_libzmq())
+
+_zmq_send = types.ExternalFunction(
+    "zmq_send", types.intc(types.voidptr, types.voidptr, types.size_t, types.intc)
+)
+_zmq_recv = types.ExternalFunction(
+    "zmq_recv", types.intc(types.voidptr, types.voidptr, types.size_t, types.intc)
+)
+_zmq_errno = types.ExternalFunction("zmq_errno", types.intc())
+
+_DONTWAIT = int(zmq.DONTWAIT)
+_SNDMORE = int(zmq.SNDMORE)
+
+
+@kernel
+def recv_frames(socket, buf, starts, first, max_frames, budget):
+    """Receive frames into `buf` without waiting; return (frames, errno of the last call).
+
+    Frame k lands at buf[starts[k]:starts[k + 1]]; receiving starts at frame `first` (starts
+    [first] set) and stops at `max_frames` frames, once `budget` bytes are used, or when the
+    queue is empty (errno EAGAIN). The caller keeps room for a whole frame past `budget`; a
+    frame longer than the room left comes truncated to it (libzmq says how long it was).
+    """
+    base = buf.ctypes.data
+    used = starts[first]
+    n = first
+    while n < max_frames and used < budget:
+        room = buf.size - used
+        size = _zmq_recv(socket, base + used, room, _DONTWAIT)
+        if size < 0:
+            return n, _zmq_errno()
+        used += min(size, room)
+        n += 1
+        starts[n] = used
+    return n, 0
+
+
+@kernel
+def send_messages(socket, data, bounds):
+    """Send two-frame messages: message i is data[bounds[2i]:bounds[2i+1]] then
+    data[bounds[2i+1]:bounds[2i+2]]. Return (messages sent, errno of the call that failed or 0).
+
+    Without waiting: a PUB socket drops at its high-water mark rather than block."""
+    base = data.ctypes.data
+    n = (bounds.size - 1) // 2
+    for i in range(n):
+        head = bounds[2 * i]
+        body = bounds[2 * i + 1]
+        stop = bounds[2 * i + 2]
+        if _zmq_send(socket, base + head, body - head, _DONTWAIT | _SNDMORE) < 0:
+            return i, _zmq_errno()
+        if _zmq_send(socket, base + body, stop - body, _DONTWAIT) < 0:
+            return i, _zmq_errno()
+    return n, 0

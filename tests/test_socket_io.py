@@ -1,0 +1,144 @@
+"""`socket_io` moves a pass's frames in one call: the same frames as pyzmq's calls, on real
+sockets over loopback, through libzmq directly (the daemon's way on Linux) and through pyzmq."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pytest
+import zmq
+
+from engine import socket_io
+from engine.socket_io import FrameReceiver, MessageSender, context_with_batch_io_threads
+
+MAX_FRAME = 100_000
+
+
+@pytest.fixture
+def pair():
+    """A connected PUSH -> PULL pair on loopback tcp."""
+    ctx = zmq.Context()
+    pull = ctx.socket(zmq.PULL)
+    push = ctx.socket(zmq.PUSH)
+    pull.rcvtimeo = 5000
+    port = pull.bind_to_random_port("tcp://127.0.0.1")
+    push.connect(f"tcp://127.0.0.1:{port}")
+    yield push, pull
+    push.close(linger=0)
+    pull.close(linger=0)
+    ctx.term()
+
+
+def wait_for(sock: zmq.Socket) -> None:
+    assert sock.poll(5000), "nothing arrived within 5 s"
+    time.sleep(0.05)  # let the rest of what was sent arrive too
+
+
+def received(receiver: FrameReceiver, n: int) -> list[bytes]:
+    buf, starts = receiver.frames(n)
+    raw = buf.tobytes()
+    return [raw[a:b] for a, b in zip(starts[:-1].tolist(), starts[1:].tolist(), strict=True)]
+
+
+def test_libzmq_is_called_directly_here():
+    # The daemon's fast path must be the one these tests (and bench e2e) exercise on Linux.
+    assert socket_io._zmqcalls() is not None
+
+
+@pytest.mark.parametrize("direct", [True, False])
+def test_frames_arrive_whole_and_in_order(pair, direct):
+    push, pull = pair
+    rng = np.random.default_rng(0)
+    sizes = rng.integers(1, 5000, 60)
+    frames = [b"", b"a", *(rng.bytes(int(k)) for k in sizes), rng.bytes(MAX_FRAME)]
+    for frame in frames:
+        push.send(frame)
+    receiver = FrameReceiver(pull, MAX_FRAME, direct=direct)
+    assert receiver.direct is direct
+    wait_for(pull)
+    n = receiver.receive(1000)
+    assert received(receiver, n) == frames
+    assert receiver.receive(1000) == 0  # nothing left: no wait, no error
+
+
+@pytest.mark.parametrize("direct", [True, False])
+def test_a_pass_stops_at_max_frames_and_goes_on_from_there(pair, direct):
+    push, pull = pair
+    frames = [f"frame {i}".encode() for i in range(10)]
+    for frame in frames:
+        push.send(frame)
+    receiver = FrameReceiver(pull, MAX_FRAME, direct=direct)
+    wait_for(pull)
+    assert receiver.receive(4) == 4
+    assert receiver.receive(7, first=4) == 7
+    assert received(receiver, 7) == frames[:7]
+    assert receiver.receive(100) == 3
+    assert received(receiver, 3) == frames[7:]
+
+
+@pytest.mark.parametrize("direct", [True, False])
+def test_a_pass_stops_once_its_byte_budget_is_used(pair, direct):
+    push, pull = pair
+    receiver = FrameReceiver(pull, MAX_FRAME, budget_bytes=1000, direct=direct)
+    frames = [bytes([i]) * 300 for i in range(6)]
+    for frame in frames:
+        push.send(frame)
+    wait_for(pull)
+    assert receiver.receive(100) == 4  # 1200 bytes: the fourth frame crossed the budget
+    assert received(receiver, 4) == frames[:4]
+    assert receiver.receive(100) == 2
+
+
+@pytest.mark.parametrize("direct", [True, False])
+def test_a_frame_over_the_limit_comes_cut_but_still_over_it(pair, direct):
+    # The daemon sets MAXMSGSIZE, so such a frame does not get through tcp or ipc; if one ever
+    # did, what arrives is still over the limit, and the decoder rejects it as oversized.
+    push, pull = pair
+    receiver = FrameReceiver(pull, 100, budget_bytes=10, direct=direct)
+    push.send(b"x" * 5000)
+    push.send(b"next")
+    wait_for(pull)
+    assert receiver.receive(100) == 1
+    [cut] = received(receiver, 1)
+    assert 100 < len(cut) < 5000 and cut == b"x" * len(cut)
+    assert receiver.receive(100) == 1
+    assert received(receiver, 1) == [b"next"]
+
+
+@pytest.mark.parametrize("direct", [True, False])
+def test_messages_go_out_as_topic_and_payload_pairs(pair, direct):
+    push, pull = pair
+    sender = MessageSender(push, direct=direct)
+    assert sender.direct is direct
+    messages = [(f"pred.s{i}".encode(), bytes([i % 256]) * (i * 7)) for i in range(50)]
+    parts = [p for message in messages for p in message]
+    bounds = np.cumsum([0, *map(len, parts)]).astype(np.int64)
+    sender.send_messages(np.frombuffer(b"".join(parts), np.uint8), bounds)
+    sender.send_messages(np.empty(0, np.uint8), np.zeros(1, np.int64))  # nothing to send
+    got = [tuple(pull.recv_multipart()) for _ in messages]
+    assert got == messages
+    assert not pull.poll(100)
+
+
+def zmq_io_threads() -> set[int]:
+    tids = set()
+    for tid in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{tid}/comm") as comm:
+            if comm.read().startswith("ZMQbg/IO/"):
+                tids.add(int(tid))
+    return tids
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="Linux scheduling policy")
+def test_the_io_threads_of_such_a_context_are_sched_batch():
+    before = zmq_io_threads()  # other tests' contexts may still be alive
+    ctx = context_with_batch_io_threads()
+    sock = ctx.socket(zmq.PUB)  # libzmq starts its threads with the first socket
+    try:
+        started = zmq_io_threads() - before
+        assert started and {os.sched_getscheduler(tid) for tid in started} == {os.SCHED_BATCH}
+    finally:
+        sock.close(linger=0)
+        ctx.term()
