@@ -11,7 +11,12 @@ import pytest
 import zmq
 
 from engine import socket_io
-from engine.socket_io import FrameReceiver, MessageSender, context_with_batch_io_threads
+from engine.socket_io import (
+    FrameReceiver,
+    MessageSender,
+    context_with_batch_io_threads,
+    direct_send,
+)
 
 MAX_FRAME = 100_000
 
@@ -142,3 +147,21 @@ def test_the_io_threads_of_such_a_context_are_sched_batch():
     finally:
         sock.close(linger=0)
         ctx.term()
+
+
+def test_direct_send_sends_multipart_messages(pair):
+    push, pull = pair
+    send = direct_send(push)
+    assert send.__func__ is zmq.backend.Socket.send
+    send(b"pred.a", zmq.SNDMORE)
+    send(b"payload")
+    assert pull.recv_multipart() == [b"pred.a", b"payload"]
+
+
+def test_direct_send_of_something_else_is_its_own_send():
+    class Recorder:
+        def send(self, data: bytes, flags: int = 0) -> None:
+            pass
+
+    recorder = Recorder()
+    assert direct_send(recorder) == recorder.send
