@@ -321,8 +321,16 @@ def decode_ingest_many(
     messages pays for one numpy array, not one per message.
     """
     starts = np.fromiter(accumulate(map(len, frames), initial=0), np.int64, len(frames) + 1)
-    buf = np.frombuffer(b"".join(frames), np.uint8)
-    return decode_frames(buf, starts, n_inputs, max_frame_bytes=max_frame_bytes)
+    return decode_frames(_writable(frames), starts, n_inputs, max_frame_bytes=max_frame_bytes)
+
+
+def _writable(frames: Sequence[bytes]) -> np.ndarray:
+    """The frames joined into a writable uint8 array, as `socket_io.FrameReceiver` gives them.
+
+    Numba compiles a kernel again for a read-only array (what np.frombuffer of bytes is): the
+    daemon would then compile on its first readings instead of before it says ready.
+    """
+    return np.frombuffer(bytearray().join(frames), np.uint8)
 
 
 def decode_frames(
@@ -408,11 +416,10 @@ def compile_jitted_paths(n_inputs: int) -> None:
     it before it is ready rather than on its first readings (~8 s without a cache)."""
     frames = [
         encode_reading("\x01", [0.0] * n_inputs, seq=1, ts=0.5),
-        encode_batch(["\x01"], np.zeros((1, n_inputs), np.float32), seq=[2], ts=0.5),
+        encode_batch(["\x01"], np.zeros((1, n_inputs), np.float32), seq=[2], ts=0.75),
     ]
     starts = np.array([0, len(frames[0]), len(frames[0]) + len(frames[1])], np.int64)
-    buf = np.frombuffer(b"".join(frames), np.uint8)
-    readings = _plain_readings(buf, starts, n_inputs, DEFAULT_MAX_FRAME_BYTES)
+    readings = _plain_readings(_writable(frames), starts, n_inputs, DEFAULT_MAX_FRAME_BYTES)
     if readings is None:
         raise RuntimeError("the jitted decoder turned down plain readings")
     list(prediction_messages(readings.streams, readings.seq, readings.ts, readings.values, None))
@@ -950,7 +957,7 @@ def pack_prediction_messages(
         payload = (("stream", stream), ("seq", s), ("ts", t), ("prediction", row), ("score", score))
         frames += (PREDICTION_PREFIX + stream.encode("utf-8"), pack(payload))
     bounds = np.fromiter(accumulate(map(len, frames), initial=0), np.int64, 2 * n + 1)
-    return np.frombuffer(b"".join(frames), np.uint8), bounds
+    return _writable(frames), bounds
 
 
 def _packed_predictions(

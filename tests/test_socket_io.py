@@ -165,3 +165,51 @@ def test_direct_send_of_something_else_is_its_own_send():
 
     recorder = Recorder()
     assert direct_send(recorder) == recorder.send
+
+
+WARM_PASS = """
+import numpy as np, zmq
+from engine import protocol as P
+from engine.kernels import wire, zmqcalls
+from engine.socket_io import FrameReceiver, MessageSender
+
+kernels = [wire.parse_readings, wire.pack_predictions, wire.pack_seq_array, wire.pack_ts_array,
+           zmqcalls.recv_frames, zmqcalls.send_messages]
+ctx = zmq.Context()
+pull, push, pub = ctx.socket(zmq.PULL), ctx.socket(zmq.PUSH), ctx.socket(zmq.PUB)
+port = pull.bind_to_random_port("tcp://127.0.0.1")
+push.connect(f"tcp://127.0.0.1:{port}")
+pub.bind("tcp://127.0.0.1:0")
+# What Daemon.start does before it says ready:
+P.compile_jitted_paths(3)
+receiver, sender = FrameReceiver(pull, 1 << 20), MessageSender(pub)
+compiled = [len(k.signatures) for k in kernels]
+# A daemon pass of single readings and a batch, published both ways:
+push.send(P.encode_reading("a", [1.0, 2.0, 3.0], seq=1, ts=1.5))
+push.send(P.encode_batch(["b", "c"], np.ones((2, 3), np.float32), seq=[1, 1], ts=2.5))
+assert pull.poll(5000)
+import time; time.sleep(0.2)
+n = receiver.receive(100)
+readings, rejections = P.decode_frames(*receiver.frames(n), 3)
+assert len(readings) == 3 and not rejections
+outputs = np.zeros((3, 2), np.float32)
+for scores in (None, np.array([0.5, np.nan, 1.0])):
+    sender.send_messages(*P.pack_prediction_messages(
+        readings.streams, readings.seq, readings.ts, outputs, scores))
+    P.encode_prediction_batch(readings.streams, readings.seq, readings.ts, outputs, scores)
+print([len(k.signatures) for k in kernels] == compiled, compiled)
+"""
+
+
+def test_a_daemon_pass_compiles_nothing_after_the_warm_up():
+    # A fresh interpreter, so what earlier tests compiled does not count: with a cold cache a
+    # kernel compiled on the first readings costs seconds after "ready" (a read-only buffer
+    # once made parse_readings compile again, and control requests timed out meanwhile).
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", WARM_PASS], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("True"), done.stdout
