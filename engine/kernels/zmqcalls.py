@@ -14,13 +14,14 @@ resolves them by name.
 
 from __future__ import annotations
 
+import errno
 import os
 
 import llvmlite.binding
 import zmq
 from numba import types
 
-from engine.kernels._jit import kernel
+from engine.kernels._jit import inline_kernel, kernel
 
 
 def _loaded_libzmq() -> str:
@@ -48,6 +49,7 @@ _zmq_errno = types.ExternalFunction("zmq_errno", types.intc())
 
 _DONTWAIT = int(zmq.DONTWAIT)
 _SNDMORE = int(zmq.SNDMORE)
+_EINTR = int(errno.EINTR)
 
 
 @kernel
@@ -66,7 +68,10 @@ def recv_frames(socket, buf, starts, first, max_frames, budget):
         room = buf.size - used
         size = _zmq_recv(socket, base + used, room, _DONTWAIT)
         if size < 0:
-            return n, _zmq_errno()
+            error = _zmq_errno()
+            if error == _EINTR:  # a signal arrived: look again
+                continue
+            return n, error
         used += min(size, room)
         n += 1
         starts[n] = used
@@ -82,11 +87,22 @@ def send_messages(socket, data, bounds):
     base = data.ctypes.data
     n = (bounds.size - 1) // 2
     for i in range(n):
-        head = bounds[2 * i]
-        body = bounds[2 * i + 1]
-        stop = bounds[2 * i + 2]
-        if _zmq_send(socket, base + head, body - head, _DONTWAIT | _SNDMORE) < 0:
-            return i, _zmq_errno()
-        if _zmq_send(socket, base + body, stop - body, _DONTWAIT) < 0:
-            return i, _zmq_errno()
+        error = _send_frame(socket, base + bounds[2 * i], bounds[2 * i + 1] - bounds[2 * i], True)
+        if error == 0:
+            error = _send_frame(
+                socket, base + bounds[2 * i + 1], bounds[2 * i + 2] - bounds[2 * i + 1], False
+            )
+        if error != 0:
+            return i, error
     return n, 0
+
+
+@inline_kernel
+def _send_frame(socket, address, size, more):
+    """Send one frame, again if a signal interrupted it; return 0 or the error number."""
+    flags = _DONTWAIT | _SNDMORE if more else _DONTWAIT
+    while _zmq_send(socket, address, size, flags) < 0:
+        error = _zmq_errno()
+        if error != _EINTR:
+            return error
+    return 0
