@@ -324,6 +324,12 @@ def decode_ingest_many(
     return decode_frames(_writable(frames), starts, n_inputs, max_frame_bytes=max_frame_bytes)
 
 
+def split_frames(buf: np.ndarray, bounds: np.ndarray) -> list[bytes]:
+    """The frames laid out in one buffer, as bytes: frame k is buf[bounds[k]:bounds[k + 1]]."""
+    raw = buf.tobytes()
+    return [raw[a:b] for a, b in pairwise(bounds.tolist())]
+
+
 def _writable(frames: Sequence[bytes]) -> np.ndarray:
     """The frames joined into a writable uint8 array, as `socket_io.FrameReceiver` gives them.
 
@@ -348,9 +354,7 @@ def decode_frames(
         plain = None
     if plain is not None:
         return plain, []
-    raw = buf.tobytes()
-    cuts = starts.tolist()
-    frames = [raw[a:b] for a, b in pairwise(cuts)]
+    frames = split_frames(buf, starts)
     # For a few frames the block check's fixed cost (~2 us) outweighs what it saves.
     decoded = _decode_many(frames, n_inputs, max_frame_bytes, quick=len(frames) >= 4)
     if decoded is None:
@@ -422,7 +426,7 @@ def compile_jitted_paths(n_inputs: int) -> None:
     readings = _plain_readings(_writable(frames), starts, n_inputs, DEFAULT_MAX_FRAME_BYTES)
     if readings is None:
         raise RuntimeError("the jitted decoder turned down plain readings")
-    list(prediction_messages(readings.streams, readings.seq, readings.ts, readings.values, None))
+    pack_prediction_messages(readings.streams, readings.seq, readings.ts, readings.values, None)
     encode_prediction_batch(readings.streams, readings.seq, readings.ts, readings.values, None)
 
 
@@ -915,11 +919,8 @@ def prediction_messages(
     Row i is `streams[i]`, `seq[i]`, `ts[i]`, `predictions[i]` (n, n_outputs) and `scores[i]`
     (NaN or no `scores` at all: published as nil). The frames of `pack_prediction_messages`.
     """
-    data, bounds = pack_prediction_messages(streams, seq, ts, predictions, scores)
-    raw = data.tobytes()
-    cuts = bounds.tolist()
-    for i in range(0, len(cuts) - 1, 2):
-        yield raw[cuts[i] : cuts[i + 1]], raw[cuts[i + 1] : cuts[i + 2]]
+    frames = split_frames(*pack_prediction_messages(streams, seq, ts, predictions, scores))
+    yield from zip(frames[0::2], frames[1::2], strict=True)
 
 
 def pack_prediction_messages(

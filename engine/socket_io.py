@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import zmq
 
+from engine.protocol import split_frames
+
 _EAGAIN = zmq.EAGAIN
 _NOBLOCK = int(zmq.NOBLOCK)
 _SNDMORE = int(zmq.SNDMORE)
@@ -146,9 +148,8 @@ class MessageSender:
             _, errno = self._calls.send_messages(self.socket.underlying, data, bounds)
             _raise_unless_again(errno)
             return
-        raw = data.tobytes()
-        cuts = bounds.tolist()
+        frames = split_frames(data, bounds)
         send = self.socket.send
-        for i in range(0, len(cuts) - 1, 2):
-            send(raw[cuts[i] : cuts[i + 1]], _NOBLOCK | _SNDMORE)
-            send(raw[cuts[i + 1] : cuts[i + 2]], _NOBLOCK)
+        for topic, payload in zip(frames[0::2], frames[1::2], strict=True):
+            send(topic, _NOBLOCK | _SNDMORE)
+            send(payload, _NOBLOCK)

@@ -11,6 +11,7 @@ import pytest
 import zmq
 
 from engine import socket_io
+from engine.protocol import split_frames
 from engine.socket_io import (
     FrameReceiver,
     MessageSender,
@@ -42,9 +43,7 @@ def wait_for(sock: zmq.Socket) -> None:
 
 
 def received(receiver: FrameReceiver, n: int) -> list[bytes]:
-    buf, starts = receiver.frames(n)
-    raw = buf.tobytes()
-    return [raw[a:b] for a, b in zip(starts[:-1].tolist(), starts[1:].tolist(), strict=True)]
+    return split_frames(*receiver.frames(n))
 
 
 def test_libzmq_is_called_directly_here():
