@@ -325,9 +325,11 @@ def decode_ingest_many(
 
 
 def split_frames(buf: np.ndarray, bounds: np.ndarray) -> list[bytes]:
-    """The frames laid out in one buffer, as bytes: frame k is buf[bounds[k]:bounds[k + 1]]."""
-    raw = buf.tobytes()
-    return [raw[a:b] for a, b in pairwise(bounds.tolist())]
+    """The frames laid out in one buffer, as bytes: frame k is buf[bounds[k]:bounds[k + 1]]
+    (bounds[0] need not be 0: a few frames from the middle of a big buffer cost only theirs)."""
+    start = int(bounds[0])
+    raw = buf[start : bounds[-1]].tobytes()
+    return [raw[a - start : b - start] for a, b in pairwise(bounds.tolist())]
 
 
 def _writable(frames: Sequence[bytes]) -> np.ndarray:

@@ -89,26 +89,29 @@ class FrameReceiver:
     def direct(self) -> bool:
         return self._calls is not None
 
-    def receive(self, max_frames: int, first: int = 0) -> int:
+    def receive(self, max_frames: int, first: int = 0, *, budget: int | None = None) -> int:
         """Append up to `max_frames` frames in all after the first `first`; return how many
-        there are now. Frame k is buffer[starts[k]:starts[k + 1]]."""
+        there are now. Frame k is buffer[starts[k]:starts[k + 1]]. `budget` overrides the
+        bytes after which no more frames are taken (room is kept for one frame past
+        `budget_bytes` only)."""
+        budget = self.budget if budget is None else budget
         if self.starts.size < max_frames + 1:
             grown = np.zeros(max_frames + 1, np.int64)
             grown[: self.starts.size] = self.starts
             self.starts = grown
         if self._calls is not None:
             n, errno = self._calls.recv_frames(
-                self.socket.underlying, self.buffer, self.starts, first, max_frames, self.budget
+                self.socket.underlying, self.buffer, self.starts, first, max_frames, budget
             )
             _raise_unless_again(errno)
             return n
-        return self._receive_with_pyzmq(max_frames, first)
+        return self._receive_with_pyzmq(max_frames, first, budget)
 
-    def _receive_with_pyzmq(self, max_frames: int, first: int) -> int:
+    def _receive_with_pyzmq(self, max_frames: int, first: int, budget: int) -> int:
         buffer, starts = self.buffer, self.starts
         n = first
         used = int(starts[first])
-        while n < max_frames and used < self.budget:
+        while n < max_frames and used < budget:
             try:
                 frame = self.socket.recv(_NOBLOCK)
             except zmq.Again:

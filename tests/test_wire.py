@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine import protocol as P
+from engine.kernels import wire
 from tests.test_protocol_fastpaths import (
     GOOD_IDS,
     N_INPUTS,
@@ -441,3 +442,50 @@ def test_batch_payload_with_jitted_columns_is_byte_identical(columns, extra_rows
 def test_compiling_the_jitted_paths_ahead_runs_each_of_them():
     P.compile_jitted_paths(N_INPUTS)
     P.compile_jitted_paths(1)
+
+
+# ------------------------------------------------------------ reading predictions back
+
+
+def stamps(frames: list[bytes], skip: str = "__probe__", capacity: int = 100):
+    """read_prediction_stamps over [topic, payload] frames: (frame reached, seqs, ts)."""
+    buf, starts = laid_out(frames)
+    seq = np.empty(capacity, np.int64)
+    ts = np.empty(capacity, np.float64)
+    prefix = np.frombuffer(P.PREDICTION_PREFIX, np.uint8)
+    skip_id = np.frombuffer(skip.encode(), np.uint8)
+    stop, count = wire.read_prediction_stamps(
+        buf, starts, 0, len(frames), prefix, skip_id, seq, ts, 0
+    )
+    return stop, seq[:count].tolist(), ts[:count].tolist()
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(prediction_columns())
+def test_prediction_stamps_are_the_seq_and_ts_msgpack_reads(columns):
+    frames = [f for message in P.prediction_messages(*columns) for f in message]
+    stop, seqs, times = stamps(frames)
+    want = [msgpack.unpackb(payload) for payload in frames[1::2]]
+    assert stop == len(frames)
+    assert seqs == [P.NO_SEQ if m["seq"] is None else m["seq"] for m in want]
+    assert times == pytest.approx(
+        [math.nan if m["ts"] is None else m["ts"] for m in want], nan_ok=True, rel=0, abs=0
+    )
+
+
+def test_prediction_stamps_stop_at_anything_else_for_the_caller():
+    outputs = np.zeros((1, 2), np.float32)
+
+    def prediction(stream: str, seq: int) -> list[bytes]:
+        [message] = P.prediction_messages([stream], np.array([seq]), np.array([1.5]), outputs, None)
+        return list(message)
+
+    batch = [P.BATCH_TOPIC, b"\x80"]
+    error = [P.ERROR_TOPIC, P.encode_error(P.Rejection(P.RejectReason.NOT_MSGPACK, "x"))]
+    not_ours = [b"pred.a", msgpack.packb({"ts": 1.5, "seq": 3, "stream": "a"})]
+    for odd in (batch, error, not_ours, prediction("__probe__", 1)):
+        frames = prediction("a", 1) + prediction("é" * 40, 2) + odd + prediction("b", 3)
+        assert stamps(frames) == (4, [1, 2], [1.5, 1.5])
+    # a full column stops it too, and a topic without its payload is left alone
+    assert stamps(prediction("a", 1) + prediction("b", 2), capacity=1) == (2, [1], [1.5])
+    assert stamps(prediction("a", 1) + [b"pred.b"]) == (2, [1], [1.5])

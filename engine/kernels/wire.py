@@ -508,3 +508,74 @@ def pack_ts_array(ts, out):
     for i in range(ts.shape[0]):
         q = _put_float_or_nil(out, q, ts[i])
     return q
+
+
+@inline_kernel
+def _matches(buf, p, stop, pattern, first, n):
+    """Whether buf[p:p + n] (within `stop`) equals pattern[first:first + n]."""
+    if p + n > stop:
+        return False
+    for k in range(n):
+        if buf[p + k] != pattern[first + k]:
+            return False
+    return True
+
+
+@kernel
+def read_prediction_stamps(buf, starts, first, n_frames, prefix, skip_id, seq, ts, count):
+    """Read seq and ts of the [topic, payload] messages from frame `first` on, as a subscriber
+    measuring delivery and latency needs them; return (frame index where it stopped, count).
+
+    Message m is frames first + 2m and first + 2m + 1 of buf (bounds in `starts`). While a topic
+    starts with `prefix` and its payload is laid out as `pack_predictions` writes it (a map of
+    5: stream, seq an int or nil, ts a float64 or nil, ...), its seq (-1 for nil) and ts (NaN
+    for nil) go to seq[count], ts[count] and count grows. It stops before any other message,
+    one whose stream id equals `skip_id`, or when `seq` is full, for the caller to look at.
+    """
+    i = first
+    n_prefix = prefix.shape[0]
+    while i + 1 < n_frames and count < seq.shape[0]:
+        topic, body, stop = starts[i], starts[i + 1], starts[i + 2]
+        if not _matches(buf, topic, body, prefix, 0, n_prefix):
+            break
+        p = body
+        if p >= stop or buf[p] != 0x85:
+            break
+        p += 1
+        if not _matches(buf, p, stop, _PREDICTION_KEYS, 0, _PREDICTION_KEY_ENDS[0]):
+            break
+        p += _PREDICTION_KEY_ENDS[0]
+        n_id, header = _container(buf, p, stop, 0xA0, 0x1F, 0xDA)
+        if header == 0 and p + 2 <= stop and buf[p] == 0xD9:
+            n_id, header = np.int64(buf[p + 1]), 2
+        if header == 0:
+            break
+        p += header
+        if n_id == skip_id.shape[0] and _matches(buf, p, stop, skip_id, 0, n_id):
+            break
+        p += n_id
+        first_key = _PREDICTION_KEY_ENDS[0]
+        if not _matches(buf, p, stop, _PREDICTION_KEYS, first_key, 4):  # "\xa3seq"
+            break
+        p += 4
+        if p < stop and buf[p] == 0xC0:
+            s, used = np.int64(-1), 1
+        else:
+            s, used = _seq(buf, p, stop)
+            if used == 0:
+                break
+        p += used
+        if not _matches(buf, p, stop, _PREDICTION_KEYS, _PREDICTION_KEY_ENDS[1], 3):  # "\xa2ts"
+            break
+        p += 3
+        if p < stop and buf[p] == 0xC0:
+            t = np.nan
+        elif p + 9 <= stop and buf[p] == 0xCB:
+            t = np.uint64(_big_endian(buf, p + 1, 8)).view(np.float64)
+        else:
+            break
+        seq[count] = s
+        ts[count] = t
+        count += 1
+        i += 2
+    return i, count
