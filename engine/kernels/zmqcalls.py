@@ -2,9 +2,9 @@
 
 pyzmq costs about half a microsecond to a microsecond of Python per frame, and a daemon fed
 single readings receives one frame per reading and sends two per prediction: at 100k readings/s
-that was a third of its main thread (bench/README.md, "Frames by the pass"). These kernels call
-the libzmq that pyzmq itself loaded, on the socket pyzmq opened (`Socket.underlying`), so the
-socket's options, CURVE and the poller all stay pyzmq's.
+the sends were 29% of its main thread's busy samples (bench/README.md, "Frames by the pass").
+These kernels call the libzmq that pyzmq itself loaded, on the socket pyzmq opened
+(`Socket.underlying`), so the socket's options, CURVE and the poller all stay pyzmq's.
 
 Importing this module raises ImportError when that libzmq cannot be found (it is looked up in
 the process's memory map, so on Linux only); `engine.socket_io` then uses pyzmq's calls. The
