@@ -132,16 +132,23 @@ def _container(buf, p, stop, fix, fix_mask, code16):
 
 
 @inline_kernel
-def _stream_id(buf, p, stop, ids, used):
-    """Copy the plain stream id at buf[p] to ids[used:] with its 0; (new p, new used) or -1."""
+def _str_header(buf, p, stop):
+    """Length and header size of the fixstr, str 8 or str 16 at buf[p] (0 header: not one)."""
     b = np.int64(buf[p])
     if 0xA0 <= b <= 0xBF:
-        n, head = b & 0x1F, 1
-    elif b == 0xD9 and p + 2 <= stop:
-        n, head = np.int64(buf[p + 1]), 2
-    elif b == 0xDA and p + 3 <= stop:
-        n, head = np.int64(_big_endian(buf, p + 1, 2)), 3
-    else:
+        return b & 0x1F, 1
+    if b == 0xD9 and p + 2 <= stop:
+        return np.int64(buf[p + 1]), 2
+    if b == 0xDA and p + 3 <= stop:
+        return np.int64(_big_endian(buf, p + 1, 2)), 3
+    return np.int64(0), 0
+
+
+@inline_kernel
+def _stream_id(buf, p, stop, ids, used):
+    """Copy the plain stream id at buf[p] to ids[used:] with its 0; (new p, new used) or -1."""
+    n, head = _str_header(buf, p, stop)
+    if head == 0:
         return -1, used
     p += head
     if n == 0 or n > MAX_STREAM_ID_BYTES or p + n > stop:
@@ -545,9 +552,7 @@ def read_prediction_stamps(buf, starts, first, n_frames, prefix, skip_id, seq, t
         if not _matches(buf, p, stop, _PREDICTION_KEYS, 0, _PREDICTION_KEY_ENDS[0]):
             break
         p += _PREDICTION_KEY_ENDS[0]
-        n_id, header = _container(buf, p, stop, 0xA0, 0x1F, 0xDA)
-        if header == 0 and p + 2 <= stop and buf[p] == 0xD9:
-            n_id, header = np.int64(buf[p + 1]), 2
+        n_id, header = _str_header(buf, p, stop)
         if header == 0:
             break
         p += header
