@@ -320,8 +320,7 @@ def decode_ingest_many(
     readings are gathered into one array at the end: a daemon draining hundreds of small
     messages pays for one numpy array, not one per message.
     """
-    starts = np.fromiter(accumulate(map(len, frames), initial=0), np.int64, len(frames) + 1)
-    return decode_frames(_writable(frames), starts, n_inputs, max_frame_bytes=max_frame_bytes)
+    return decode_frames(*_laid_out(frames), n_inputs, max_frame_bytes=max_frame_bytes)
 
 
 def split_frames(buf: np.ndarray, bounds: np.ndarray) -> list[bytes]:
@@ -332,13 +331,15 @@ def split_frames(buf: np.ndarray, bounds: np.ndarray) -> list[bytes]:
     return [raw[a - start : b - start] for a, b in pairwise(bounds.tolist())]
 
 
-def _writable(frames: Sequence[bytes]) -> np.ndarray:
-    """The frames joined into a writable uint8 array, as `socket_io.FrameReceiver` gives them.
+def _laid_out(frames: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """The frames in one writable uint8 array with their bounds, as `socket_io.FrameReceiver`
+    gives them (frame k is buf[bounds[k]:bounds[k + 1]]).
 
     Numba compiles a kernel again for a read-only array (what np.frombuffer of bytes is): the
     daemon would then compile on its first readings instead of before it says ready.
     """
-    return np.frombuffer(bytearray().join(frames), np.uint8)
+    bounds = np.fromiter(accumulate(map(len, frames), initial=0), np.int64, len(frames) + 1)
+    return np.frombuffer(bytearray().join(frames), np.uint8), bounds
 
 
 def decode_frames(
@@ -424,8 +425,7 @@ def compile_jitted_paths(n_inputs: int) -> None:
         encode_reading("\x01", [0.0] * n_inputs, seq=1, ts=0.5),
         encode_batch(["\x01"], np.zeros((1, n_inputs), np.float32), seq=[2], ts=0.75),
     ]
-    starts = np.array([0, len(frames[0]), len(frames[0]) + len(frames[1])], np.int64)
-    readings = _plain_readings(_writable(frames), starts, n_inputs, DEFAULT_MAX_FRAME_BYTES)
+    readings = _plain_readings(*_laid_out(frames), n_inputs, DEFAULT_MAX_FRAME_BYTES)
     if readings is None:
         raise RuntimeError("the jitted decoder turned down plain readings")
     pack_prediction_messages(readings.streams, readings.seq, readings.ts, readings.values, None)
@@ -959,8 +959,7 @@ def pack_prediction_messages(
     ):
         payload = (("stream", stream), ("seq", s), ("ts", t), ("prediction", row), ("score", score))
         frames += (PREDICTION_PREFIX + stream.encode("utf-8"), pack(payload))
-    bounds = np.fromiter(accumulate(map(len, frames), initial=0), np.int64, 2 * n + 1)
-    return _writable(frames), bounds
+    return _laid_out(frames)
 
 
 def _packed_predictions(

@@ -32,14 +32,8 @@ from tests.test_protocol_fastpaths import (
 )
 
 
-def laid_out(frames: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
-    """The frames in one buffer with their bounds, as the daemon receives them."""
-    starts = np.cumsum([0, *map(len, frames)]).astype(np.int64)
-    return np.frombuffer(b"".join(frames), np.uint8), starts
-
-
 def jitted(frames: list[bytes], max_frame_bytes: int = P.DEFAULT_MAX_FRAME_BYTES):
-    return P._plain_readings(*laid_out(frames), N_INPUTS, max_frame_bytes)
+    return P._plain_readings(*P._laid_out(frames), N_INPUTS, max_frame_bytes)
 
 
 def assert_jitted_and_right(frames: list[bytes]) -> P.Readings:
@@ -449,7 +443,7 @@ def test_compiling_the_jitted_paths_ahead_runs_each_of_them():
 
 def stamps(frames: list[bytes], skip: str = "__probe__", capacity: int = 100):
     """read_prediction_stamps over [topic, payload] frames: (frame reached, seqs, ts)."""
-    buf, starts = laid_out(frames)
+    buf, starts = P._laid_out(frames)
     seq = np.empty(capacity, np.int64)
     ts = np.empty(capacity, np.float64)
     prefix = np.frombuffer(P.PREDICTION_PREFIX, np.uint8)
