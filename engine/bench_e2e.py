@@ -39,6 +39,7 @@ _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 # A paced producer sleeps at least this long between sends: at 40k readings/s it sends ~8 at a
 # time, as producers on other machines would arrive interleaved, without a wake-up per reading.
 PACING_TICK_S = 200e-6
+_READINGS_PER_PACK = 4096  # single readings packed and sent by one call each, flat out
 _FRAMES_PER_LOOK = 8192  # frames the subscriber takes from its socket at a time (even: pairs)
 
 # Targets from the project brief (2 cores shared by producer, daemon and subscriber).
@@ -68,13 +69,14 @@ def cpu_seconds(pid: int) -> float | None:
 
 def _producer_main(conn: Any, endpoint: str, streams: list[str], n_inputs: int, seed: int) -> None:
     """Producer process: run send phases on command, report what was sent."""
+    from engine.socket_io import context_with_batch_io_threads
     from producers.client import Producer
 
     rng = np.random.default_rng(seed)
     pool = rng.standard_normal((64, n_inputs)).astype(np.float32)
-    rows = [[float(v) for v in row] for row in pool]
-    producer = Producer(endpoint, hwm=100_000, linger=30.0)
-    cursor = 0
+    context = context_with_batch_io_threads()
+    producer = Producer(endpoint, context=context, hwm=100_000, linger=30.0)
+    singles = SingleReadingLoad(context, endpoint, streams, pool)
     conn.send(("ready", os.getpid()))
     try:
         while True:
@@ -82,19 +84,79 @@ def _producer_main(conn: Any, endpoint: str, streams: list[str], n_inputs: int, 
             if cmd[0] == "stop":
                 break
             if cmd[0] == "probe":
-                producer.send(PROBE_STREAM, rows[0])
+                producer.send(PROBE_STREAM, pool[0])
                 conn.send("sent")
                 continue
             _, mode, n, rate, batch_size, start_at = cmd
             if mode == "single":
-                seq_sum, cursor = _send_single(producer, streams, rows, cursor, n, rate, start_at)
+                seq_sum = _send_single(singles, n, rate, start_at)
             else:
-                seq_sum, cursor = _send_batches(
-                    producer, streams, pool, cursor, n, rate, batch_size, start_at
-                )
+                seq_sum = _send_batches(producer, streams, pool, n, rate, batch_size, start_at)
             conn.send(("done", seq_sum, time.time()))
     finally:
+        singles.close()
         producer.close()
+        context.term()
+
+
+class SingleReadingLoad:
+    """Single-reading messages for `streams` in turn, each stream's seq counting 1, 2, 3, ...
+
+    The frames are those `Producer.send` makes (`protocol.encode_reading` of the reading, its
+    seq and the send time), but a pass of them is packed by one jitted call
+    (`kernels.wire.pack_readings`) and sent by another (`socket_io.MessageSender`): the load
+    generator then takes less of the cores the daemon under test shares with it (~1.7 us of
+    Python a reading through `Producer.send`).
+    """
+
+    def __init__(self, context: Any, endpoint: str, streams: list[str], pool: np.ndarray) -> None:
+        import zmq
+
+        from engine.kernels import wire
+        from engine.socket_io import MessageSender
+
+        self._pack = wire.pack_readings
+        encoded = [stream.encode("utf-8") for stream in streams]
+        self.id_bytes = np.frombuffer(b"".join(encoded), np.uint8)
+        self.id_starts = np.cumsum([0, *map(len, encoded)]).astype(np.int64)
+        self.last_seq = np.zeros(len(streams), np.int64)
+        self.pool = np.ascontiguousarray(pool, np.float32)
+        self.cursor = 0  # the stream of the next reading
+        self.chunk = min(_READINGS_PER_PACK, len(streams))  # a stream at most once a pack
+        frame_room = (
+            max(map(len, encoded)) + wire.READING_BYTES_BEYOND_ID_AND_VALUES + 9 * pool.shape[1]
+        )
+        self.out = np.empty(self.chunk * frame_room, np.uint8)
+        self.bounds = np.empty(self.chunk + 1, np.int64)
+        self.socket = context.socket(zmq.PUSH)
+        self.socket.sndhwm = 100_000
+        self.socket.linger = 30_000
+        self.socket.connect(endpoint)
+        self.sender = MessageSender(self.socket, parts=1)
+        self._send_pack(0, 0)  # compiles the packer now, not in the first phase
+
+    def send(self, count: int, first: int) -> int:
+        """Send the next `count` readings (values from row `first` of the pool on), stamped
+        as they are packed; return the sum of their seqs."""
+        return sum(
+            self._send_pack(min(self.chunk, count - done), first + done)
+            for done in range(0, count, self.chunk)
+        )
+
+    def _send_pack(self, k: int, first: int) -> int:
+        which = (self.cursor + np.arange(k)) % self.last_seq.size
+        self.last_seq[which] += 1
+        seq = self.last_seq[which]
+        values = self.pool[(first + np.arange(k)) % self.pool.shape[0]]
+        bounds = self.bounds[: k + 1]
+        ts = np.full(k, time.time())
+        used = self._pack(self.id_bytes, self.id_starts, which, values, seq, ts, self.out, bounds)
+        self.sender.send_messages(self.out[:used], bounds, wait=True)
+        self.cursor = (self.cursor + k) % self.last_seq.size
+        return int(seq.sum())
+
+    def close(self) -> None:
+        self.socket.close()
 
 
 def _wait_until(t: float) -> None:
@@ -103,56 +165,41 @@ def _wait_until(t: float) -> None:
         time.sleep(delay)
 
 
-def _send_single(
-    producer: Any,
-    streams: list[str],
-    rows: list[list[float]],
-    cursor: int,
-    n: int,
-    rate: float,
-    start_at: float,
-) -> tuple[int, int]:
-    """Send `n` single-reading messages round-robin over `streams` at `rate`/s (0: flat out)."""
-    send = producer.send
-    n_streams = len(streams)
-    seq_sum = 0
+def _send_single(load: SingleReadingLoad, n: int, rate: float, start_at: float) -> int:
+    """Send `n` single-reading messages at `rate`/s (0: flat out); return their seq sum."""
     _wait_until(start_at)
     if rate <= 0:
-        for i in range(n):
-            seq_sum += send(streams[cursor], rows[i & 63])
-            cursor = cursor + 1 if cursor + 1 < n_streams else 0
-        return seq_sum, cursor
-    sent = 0
+        return load.send(n, 0)
+    seq_sum = sent = 0
     while sent < n:
         # Send what is due, then sleep until the next reading is, but at least PACING_TICK_S: no
         # busy wait (the cores are shared with the daemon under test), and no wake-up per
         # reading either (at 40k/s those cost this process 2.5x the CPU of sending flat out).
         due = min(n, int((time.time() - start_at) * rate) + 1)
-        while sent < due:
-            seq_sum += send(streams[cursor], rows[sent & 63])
-            cursor = cursor + 1 if cursor + 1 < n_streams else 0
-            sent += 1
+        if due > sent:
+            seq_sum += load.send(due - sent, sent)
+            sent = due
         if sent < n:
             _wait_until(max(start_at + sent / rate, time.time() + PACING_TICK_S))
-    return seq_sum, cursor
+    return seq_sum
 
 
 def _send_batches(
     producer: Any,
     streams: list[str],
     pool: np.ndarray,
-    cursor: int,
     n: int,
     rate: float,
     batch_size: int,
     start_at: float,
-) -> tuple[int, int]:
+) -> int:
     """Send `n` readings as columnar batches of `batch_size` rows at `rate` readings/s."""
     n_streams = len(streams)
     doubled = streams + streams  # a batch's streams are one slice even when it wraps around
     X = np.resize(pool, (batch_size, pool.shape[1]))
     seq_sum = 0
     sent = 0
+    cursor = 0
     _wait_until(start_at)
     while sent < n:
         size = min(batch_size, n - sent, n_streams)
@@ -162,7 +209,7 @@ def _send_batches(
         sent += size
         if rate > 0 and sent < n:
             _wait_until(start_at + sent / rate)
-    return seq_sum, cursor
+    return seq_sum
 
 
 def _subscriber_main(conn: Any, endpoint: str) -> None:
@@ -834,7 +881,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--single-readings",
         type=int,
-        default=300_000,
+        default=1_000_000,
         help="readings sent flat out as single-reading messages",
     )
     parser.add_argument(

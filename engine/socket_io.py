@@ -131,29 +131,55 @@ class FrameReceiver:
 
 
 class MessageSender:
-    """Send two-frame messages ([topic, payload]) laid out in one buffer, without waiting."""
+    """Send messages of `parts` frames laid out in one buffer: the daemon's predictions
+    ([topic, payload] on its PUB socket), a load generator's single readings (PUSH)."""
 
-    def __init__(self, socket: zmq.Socket, *, direct: bool = True) -> None:
+    def __init__(self, socket: zmq.Socket, *, parts: int = 2, direct: bool = True) -> None:
+        if parts < 1:
+            raise ValueError("a message has at least one frame")
         self.socket = socket
+        self.parts = parts
         self._calls = _zmqcalls() if direct else None
-        if self._calls is not None:  # compile the kernel now, not on the first prediction
+        if self._calls is not None:  # compile the kernel now, not on the first message
             no_data, no_messages = np.empty(0, np.uint8), np.zeros(1, np.int64)
-            self._calls.send_messages(socket.underlying, no_data, no_messages)
+            self._calls.send_messages(socket.underlying, no_data, no_messages, parts, 0)
 
     @property
     def direct(self) -> bool:
         return self._calls is not None
 
-    def send_messages(self, data: np.ndarray, bounds: np.ndarray) -> None:
-        """Message i: data[bounds[2i]:bounds[2i+1]], then data[bounds[2i+1]:bounds[2i+2]]."""
-        if bounds.size < 3:
-            return
-        if self._calls is not None:
-            _, errno = self._calls.send_messages(self.socket.underlying, data, bounds)
-            _raise_unless_again(errno)
-            return
+    def send_messages(self, data: np.ndarray, bounds: np.ndarray, *, wait: bool = False) -> int:
+        """Send the messages, frame k being data[bounds[k]:bounds[k + 1]]; return how many went.
+
+        Without `wait` no call blocks: a PUB socket drops what its high-water mark refuses
+        (counted as sent, as libzmq does), a PUSH socket stops at its high-water mark. With
+        `wait`, the rest waits for room and every message is sent.
+        """
+        n = (bounds.size - 1) // self.parts
+        sent = 0
+        while sent < n:
+            if self._calls is not None:
+                sent, errno = self._calls.send_messages(
+                    self.socket.underlying, data, bounds, self.parts, sent
+                )
+                _raise_unless_again(errno)
+            else:
+                sent = self._send_with_pyzmq(data, bounds, sent, n)
+            if sent == n or not wait:
+                break
+            self.socket.poll(flags=zmq.POLLOUT)
+        return sent
+
+    def _send_with_pyzmq(self, data: np.ndarray, bounds: np.ndarray, first: int, n: int) -> int:
         frames = split_frames(data, bounds)
         send = self.socket.send
-        for topic, payload in zip(frames[0::2], frames[1::2], strict=True):
-            send(topic, _NOBLOCK | _SNDMORE)
-            send(payload, _NOBLOCK)
+        last = self.parts - 1
+        for i in range(first, n):
+            message = frames[self.parts * i : self.parts * (i + 1)]
+            try:
+                send(message[0], _NOBLOCK | (_SNDMORE if last else 0))
+            except zmq.Again:
+                return i
+            for k in range(1, self.parts):  # libzmq takes the rest once it took the first
+                send(message[k], _NOBLOCK | (_SNDMORE if k < last else 0))
+        return n

@@ -306,6 +306,38 @@ def test_format_reply_handles_empty_histograms_lists_and_infinities():
 # (every prediction counted, every row reported), not its speed.
 
 
+def test_bench_single_reading_load_sends_what_producer_send_would():
+    import msgpack
+    import zmq
+
+    from engine import protocol
+    from engine.bench_e2e import SingleReadingLoad
+
+    context = zmq.Context()
+    pull = context.socket(zmq.PULL)
+    pull.rcvtimeo = 5000
+    port = pull.bind_to_random_port("tcp://127.0.0.1")
+    streams = ["a", "b", "ç" * 40]
+    pool = np.arange(64 * 3, dtype=np.float32).reshape(64, 3) / 7
+    load = SingleReadingLoad(context, f"tcp://127.0.0.1:{port}", streams, pool)
+    try:
+        before = time.time()
+        sums = [load.send(7, 0), load.send(2, 7)]
+        after = time.time()
+        frames = [pull.recv() for _ in range(9)]
+    finally:
+        load.close()
+        pull.close(linger=0)
+        context.term()
+    seqs = [1, 1, 1, 2, 2, 2, 3, 3, 3]
+    assert sums == [sum(seqs[:7]), sum(seqs[7:])]
+    for i, frame in enumerate(frames):
+        ts = msgpack.unpackb(frame)["ts"]
+        assert before <= ts <= after
+        values = [float(v) for v in pool[i]]
+        assert frame == protocol.encode_reading(streams[i % 3], values, seq=seqs[i], ts=ts)
+
+
 def test_bench_e2e_tiny_run_reports_every_phase_with_nothing_lost(tmp_path, capsys):
     from engine import bench_e2e
 

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from engine import protocol as P
 from engine.kernels import wire
+from engine.protocol import split_frames
 from tests.test_protocol_fastpaths import (
     GOOD_IDS,
     N_INPUTS,
@@ -483,3 +484,52 @@ def test_prediction_stamps_stop_at_anything_else_for_the_caller():
     # a full column stops it too, and a topic without its payload is left alone
     assert stamps(prediction("a", 1) + prediction("b", 2), capacity=1) == (2, [1], [1.5])
     assert stamps(prediction("a", 1) + [b"pred.b"]) == (2, [1], [1.5])
+
+
+# ------------------------------------------------------------ packing single readings
+
+
+def _encodable(stream: str) -> bool:
+    try:
+        return len(stream.encode("utf-8")) <= P.MAX_STREAM_ID_BYTES
+    except UnicodeEncodeError:  # a lone surrogate
+        return False
+
+
+@st.composite
+def reading_columns(draw):
+    ids = draw(st.lists(_good_id.filter(_encodable), min_size=1, max_size=5, unique=True))
+    n = draw(st.integers(0, 8))
+    n_inputs = draw(st.sampled_from([1, 8, 15, 16, 20]))
+    which = np.array(draw(st.lists(st.integers(0, len(ids) - 1), min_size=n, max_size=n)),
+                     np.int64)  # fmt: skip
+    values = np.array(
+        draw(st.lists(st.floats(width=32), min_size=n * n_inputs, max_size=n * n_inputs)),
+        np.float32,
+    ).reshape(n, n_inputs)
+    seq = np.array([draw(st.one_of(st.sampled_from(_SEQS[1:]), st.integers(0, P.MAX_SEQ)))
+                    for _ in range(n)], np.int64)  # fmt: skip
+    ts = np.array(draw(st.lists(st.floats(allow_nan=False), min_size=n, max_size=n)), np.float64)
+    return ids, which, values, seq, ts
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(reading_columns())
+def test_packed_readings_are_byte_identical_to_encode_reading(columns):
+    ids, which, values, seq, ts = columns
+    encoded = [s.encode("utf-8") for s in ids]
+    id_bytes = np.frombuffer(b"".join(encoded), np.uint8)
+    id_starts = np.cumsum([0, *map(len, encoded)]).astype(np.int64)
+    n, n_inputs = values.shape
+    room = int((id_starts[which + 1] - id_starts[which]).sum())
+    room += n * (wire.READING_BYTES_BEYOND_ID_AND_VALUES + 9 * n_inputs)
+    out = np.full(room, 0xEE, np.uint8)
+    bounds = np.empty(n + 1, np.int64)
+    used = wire.pack_readings(id_bytes, id_starts, which, values, seq, ts, out, bounds)
+    assert used == bounds[n] <= room
+    got = split_frames(out, bounds)
+    want = [
+        P.encode_reading(ids[k], [float(v) for v in values[i]], seq=int(seq[i]), ts=float(ts[i]))
+        for i, k in enumerate(which.tolist())
+    ]
+    assert got == want

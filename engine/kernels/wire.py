@@ -15,7 +15,8 @@ decoder then handles the pass and gives the same readings, or says what is wrong
 never rejects anything itself.
 
 `pack_predictions` writes the topic and payload of every prediction of a pass, and
-`pack_seq_array` a batch publication's seq column, byte for byte as msgpack-python would.
+`pack_seq_array` a batch publication's seq column, byte for byte as msgpack-python would;
+`pack_readings` single-reading frames, as a load generator sends them.
 msgpack is big-endian; floats are read and written as their bits (a scalar `.view`)."""
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ _KEY_STARTS = np.array([0, 6, 12, 15, 17, 22, 25, 32], np.int64)  # field f: [f,
 # A prediction's keys as msgpack fixstr: stream, seq, ts, prediction, score.
 _PREDICTION_KEYS = np.frombuffer(b"\xa6stream\xa3seq\xa2ts\xaaprediction\xa5score", np.uint8)
 _PREDICTION_KEY_ENDS = np.array([7, 11, 14, 25, 31], np.int64)
+# A single reading's keys, in `protocol.encode_reading`'s order: stream, values, seq, ts.
+_READING_KEYS = np.frombuffer(b"\xa6stream\xa6values\xa3seq\xa2ts", np.uint8)
+_READING_KEY_ENDS = np.array([7, 14, 18, 21], np.int64)
+READING_BYTES_BEYOND_ID_AND_VALUES = 46  # map, keys, str and array headers, seq and ts
 
 
 @inline_kernel
@@ -514,6 +519,38 @@ def pack_ts_array(ts, out):
     q = _put_array_header(out, 0, ts.shape[0])
     for i in range(ts.shape[0]):
         q = _put_float_or_nil(out, q, ts[i])
+    return q
+
+
+@kernel
+def pack_readings(id_bytes, id_starts, which, values, seq, ts, out, bounds):
+    """Write one single-reading frame per row into `out`, as `protocol.encode_reading` would.
+
+    Row i is a reading of stream which[i], whose id is id_bytes[id_starts[k]:id_starts[k + 1]]
+    for k = which[i] (UTF-8, at most MAX_STREAM_ID_BYTES); values[i] are its values, seq[i]
+    (>= 0) its seq and ts[i] its ts. Frame i is out[bounds[i]:bounds[i + 1]]. Return the bytes
+    used; `out` must hold the rows' id bytes plus rows * (READING_BYTES_BEYOND_ID_AND_VALUES
+    + 9 * n_inputs).
+    """
+    n, n_inputs = values.shape
+    q = 0
+    for i in range(n):
+        bounds[i] = q
+        first = id_starts[which[i]]
+        n_id = id_starts[which[i] + 1] - first
+        out[q] = 0x84  # a map of 4
+        q = _put_key(out, q + 1, _READING_KEYS, _READING_KEY_ENDS, 0)
+        q = _put_str_header(out, q, n_id)
+        q = _put_bytes(out, q, id_bytes, first, n_id)
+        q = _put_key(out, q, _READING_KEYS, _READING_KEY_ENDS, 1)
+        q = _put_array_header(out, q, n_inputs)
+        for j in range(n_inputs):
+            q = _put_float(out, q, np.float64(values[i, j]))
+        q = _put_key(out, q, _READING_KEYS, _READING_KEY_ENDS, 2)
+        q = _put_uint(out, q, seq[i])
+        q = _put_key(out, q, _READING_KEYS, _READING_KEY_ENDS, 3)
+        q = _put_float(out, q, ts[i])
+    bounds[n] = q
     return q
 
 

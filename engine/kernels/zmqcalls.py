@@ -79,21 +79,21 @@ def recv_frames(socket, buf, starts, first, max_frames, budget):
 
 
 @kernel
-def send_messages(socket, data, bounds):
-    """Send two-frame messages: message i is data[bounds[2i]:bounds[2i+1]] then
-    data[bounds[2i+1]:bounds[2i+2]]. Return (messages sent, errno of the call that failed or 0).
+def send_messages(socket, data, bounds, parts, first):
+    """Send messages of `parts` frames each, from message `first` on, without waiting: frame
+    k is data[bounds[k]:bounds[k + 1]], message i frames parts * i to parts * i + parts - 1.
+    Return (messages sent in all, errno of the call that failed or 0).
 
-    Without waiting: a PUB socket drops at its high-water mark rather than block."""
+    A PUB socket drops at its high-water mark rather than block; a PUSH socket fails with
+    EAGAIN there, and the caller waits for room before it sends the rest."""
     base = data.ctypes.data
-    n = (bounds.size - 1) // 2
-    for i in range(n):
-        error = _send_frame(socket, base + bounds[2 * i], bounds[2 * i + 1] - bounds[2 * i], True)
-        if error == 0:
-            error = _send_frame(
-                socket, base + bounds[2 * i + 1], bounds[2 * i + 2] - bounds[2 * i + 1], False
-            )
-        if error != 0:
-            return i, error
+    n = (bounds.size - 1) // parts
+    for i in range(first, n):
+        for k in range(parts * i, parts * i + parts):
+            more = k + 1 < parts * i + parts
+            error = _send_frame(socket, base + bounds[k], bounds[k + 1] - bounds[k], more)
+            if error != 0:
+                return i, error
     return n, 0
 
 
