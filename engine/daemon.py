@@ -348,7 +348,9 @@ class Daemon:
             return
         began = time.perf_counter()
         try:
-            result = self.engine.process(batch.streams, batch.values, batch.ts, batch.seq)
+            result = self.engine.process(
+                batch.streams, batch.values, batch.ts, batch.seq, ids=batch.ids
+            )
         except ValueError:
             # e.g. more distinct streams than max_streams: fall back to one reading at a time
             self._step_rows_one_by_one(batch)
@@ -391,7 +393,7 @@ class Daemon:
         if mode in ("each", "both"):
             self.predictions.send_messages(
                 *protocol.pack_prediction_messages(
-                    batch.streams, batch.seq, batch.ts, result.outputs, result.scores
+                    batch.streams, batch.seq, batch.ts, result.outputs, result.scores, ids=batch.ids
                 )
             )
         if mode in ("batch", "both"):

@@ -115,6 +115,9 @@ class Readings:
     ts: np.ndarray  # (n,) float64, NaN where the reading has none
     reset: np.ndarray  # (n,) bool
     end: np.ndarray  # (n,) bool
+    # The streams' UTF-8 ids, each followed by a 0 byte, when the jitted decoder gave them:
+    # `StreamEngine.process` and the prediction packer use them instead of the strings.
+    ids: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.streams)
@@ -415,7 +418,9 @@ def _plain_readings(
         streams = ids[: used - 1].tobytes().decode("utf-8").split("\x00")
     except UnicodeDecodeError:  # the slow path says which reading it was
         return None
-    return Readings(streams, values[:rows], seq[:rows], ts[:rows], reset[:rows], end[:rows])
+    return Readings(
+        streams, values[:rows], seq[:rows], ts[:rows], reset[:rows], end[:rows], ids[:used]
+    )
 
 
 def compile_jitted_paths(n_inputs: int) -> None:
@@ -931,17 +936,20 @@ def pack_prediction_messages(
     ts: Sequence[float | None] | np.ndarray,
     predictions: np.ndarray,
     scores: np.ndarray | None,
+    *,
+    ids: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Every row's topic and payload (as in `prediction_messages`) laid out in one buffer.
 
     Returns (data, bounds): row i's topic is data[bounds[2i]:bounds[2i+1]] and its payload
     data[bounds[2i+1]:bounds[2i+2]], what `socket_io.MessageSender` sends. For `Readings`
-    columns one jitted call packs them all (~3x faster than row by row in Python).
+    columns one jitted call packs them all (~3x faster than row by row in Python); `ids`, the
+    streams' UTF-8 ids each followed by a 0 byte (`Readings.ids`), spare it joining them.
     """
     n = len(streams)
     if n == 0:
         return np.empty(0, np.uint8), np.zeros(1, np.int64)
-    packed = _packed_predictions(streams, seq, ts, predictions, scores)
+    packed = _packed_predictions(streams, seq, ts, predictions, scores, ids)
     if packed is not None:
         return packed
     rows = np.asarray(predictions).reshape(n, -1).tolist()  # float32 widens exactly
@@ -963,7 +971,12 @@ def pack_prediction_messages(
 
 
 def _packed_predictions(
-    streams: Sequence[str], seq: Any, ts: Any, predictions: np.ndarray, scores: Any
+    streams: Sequence[str],
+    seq: Any,
+    ts: Any,
+    predictions: np.ndarray,
+    scores: Any,
+    ids: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """`pack_prediction_messages` by one jitted call, for `Readings` columns (seq int64, ts
     float64), float32 predictions and float64 scores or none: what the daemon publishes.
@@ -977,12 +990,14 @@ def _packed_predictions(
         and (scores is None or (type(scores) is np.ndarray and scores.dtype == np.float64))
     ):
         return None
-    joined = "\x00".join(streams)
     n = len(streams)
-    if joined.count("\x00") != n - 1:
-        return None
+    if ids is None:
+        joined = "\x00".join(streams)
+        if joined.count("\x00") != n - 1:
+            return None
+        # writable, as the decoder's ids are: Numba compiles read-only arrays apart
+        ids = np.frombuffer(bytearray((joined + "\x00").encode("utf-8")), np.uint8)
     wire = _wire_kernels()
-    ids = np.frombuffer((joined + "\x00").encode("utf-8"), np.uint8)
     n_outputs = predictions.shape[1]
     out = np.empty(2 * ids.size + n * (len(PREDICTION_PREFIX) + 80 + 9 * n_outputs), np.uint8)
     bounds = np.empty(2 * n + 1, np.int64)

@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 
+from engine.kernels.idindex import EMPTY, find_slots, insert_slots, move_ids, remove_slot
+
 MAX_STREAM_ID_BYTES = 256
 
 
@@ -32,6 +34,83 @@ def check_stream_id(stream: object) -> str:
             f"stream id is {size} UTF-8 bytes, more than the limit of {MAX_STREAM_ID_BYTES}"
         )
     return stream
+
+
+class IdIndex:
+    """Each stream's UTF-8 id -> its slot, for looking a pass's ids up without Python strings
+    (`kernels.idindex`); the StateTable keeps it in step with `slot_of`.
+
+    The ids sit one after another in an arena; a removed one stays there as garbage until the
+    arena is full, then the live ones are moved together (into an arena twice their size when
+    they fill half of it). The hash table is rebuilt at four times the live entries when live
+    and removed entries fill half of it.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.start = np.zeros(capacity, np.int64)
+        self.length = np.zeros(capacity, np.int64)
+        self.live = np.zeros(capacity, np.bool_)
+        self.arena = np.empty(max(256, 16 * capacity), np.uint8)
+        self.arena_used = 0
+        self.live_bytes = 0
+        self.entries = 0
+        self.gone = 0
+        self.table = np.full(_table_size(capacity), EMPTY, np.int64)
+        # compiles (or loads) the kernels now, not on a daemon's first readings
+        self.find(np.zeros(1, np.uint8), 0)
+        insert_slots(self.table, self.arena, self.start, self.length, np.empty(0, np.int64))
+        remove_slot(self.table, self.arena, self.start, self.length, 0)
+
+    def find(self, ids: np.ndarray, n: int) -> np.ndarray | None:
+        """Slots of the n ids in `ids` (each followed by a 0 byte); None if one has none."""
+        slots = np.empty(n, np.int64)
+        if find_slots(self.table, self.arena, self.start, self.length, ids, slots):
+            return None
+        return slots
+
+    def add(self, stream_id: bytes, slot: int) -> None:
+        n = len(stream_id)
+        if self.arena_used + n > self.arena.size:
+            self._move_live_ids(room=n)
+        self.arena[self.arena_used : self.arena_used + n] = np.frombuffer(stream_id, np.uint8)
+        self.start[slot], self.length[slot], self.live[slot] = self.arena_used, n, True
+        self.arena_used += n
+        self.live_bytes += n
+        self.entries += 1
+        if 2 * (self.entries + self.gone) > self.table.size:
+            self._rehash()  # which enters every live slot, this one too
+        else:
+            insert_slots(self.table, self.arena, self.start, self.length, np.array([slot]))
+
+    def remove(self, slot: int) -> None:
+        if remove_slot(self.table, self.arena, self.start, self.length, slot):
+            self.entries -= 1
+            self.gone += 1
+            self.live_bytes -= int(self.length[slot])
+            self.live[slot] = False
+
+    def grow(self, capacity: int) -> None:
+        """Make room for slots up to `capacity`."""
+        extra = capacity - self.live.size
+        self.start = np.concatenate([self.start, np.zeros(extra, np.int64)])
+        self.length = np.concatenate([self.length, np.zeros(extra, np.int64)])
+        self.live = np.concatenate([self.live, np.zeros(extra, np.bool_)])
+
+    def _move_live_ids(self, room: int) -> None:
+        arena = np.empty(max(self.arena.size, 2 * (self.live_bytes + room)), np.uint8)
+        live = np.flatnonzero(self.live)
+        self.arena_used = move_ids(self.arena, self.start, self.length, live, arena)
+        self.arena = arena
+
+    def _rehash(self) -> None:
+        self.table = np.full(_table_size(self.entries), EMPTY, np.int64)
+        insert_slots(self.table, self.arena, self.start, self.length, np.flatnonzero(self.live))
+        self.gone = 0
+
+
+def _table_size(entries: int) -> int:
+    """A power of two at least four times `entries` (the table is rebuilt at half full)."""
+    return 1 << max(4, (4 * entries - 1).bit_length())
 
 
 class StateTable:
@@ -64,6 +143,7 @@ class StateTable:
         self.slot_of: dict[str, int] = {}
         self.stream_of: list[str | None] = [None] * capacity
         self.free: list[int] = list(range(capacity - 1, -1, -1))
+        self.index = IdIndex(capacity)
         self.evictions = 0
         self.evicted_idle = 0
         self.evicted_lru = 0
@@ -95,6 +175,7 @@ class StateTable:
             slab[slot] = 0
         self.slot_of[stream] = slot
         self.stream_of[slot] = stream
+        self.index.add(stream.encode("utf-8"), slot)
         self.last_used[slot] = self.clock() if now is None else now
         return slot
 
@@ -104,6 +185,7 @@ class StateTable:
         if slot is None:
             return False
         self.stream_of[slot] = None
+        self.index.remove(slot)
         self.free.append(slot)
         return True
 
@@ -168,4 +250,5 @@ class StateTable:
         grown_used[:old] = self.last_used
         self.last_used = grown_used
         self.stream_of.extend([None] * (new - old))
+        self.index.grow(new)
         self.free.extend(range(new - 1, old - 1, -1))

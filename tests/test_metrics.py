@@ -4,7 +4,23 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.metrics import BATCH_BUCKETS, Histogram
+from engine.kernels.counting import add_to_histogram
+from engine.metrics import BATCH_BUCKETS, LATENCY_BUCKETS, Histogram
+
+
+def test_histogram_kernel_matches_numpy_searchsorted_and_bincount():
+    rng = np.random.default_rng(1)
+    bounds = np.asarray(LATENCY_BUCKETS)
+    values = np.concatenate(
+        [rng.exponential(0.01, 2000), bounds, [np.nan, np.inf, -np.inf, -1.0, 0.0, 1e9]]
+    )
+    rng.shuffle(values)
+    counts = np.zeros(bounds.size + 1, np.int64)
+    total, n = add_to_histogram(bounds, values, counts)
+    finite = values[np.isfinite(values)]
+    want = np.bincount(np.searchsorted(bounds, finite, side="left"), minlength=bounds.size + 1)
+    assert counts.tolist() == want.tolist()
+    assert n == finite.size and total == np.float64(sum(finite.tolist()))
 
 
 def test_a_value_on_a_bound_counts_in_that_bucket_as_prometheus_le_says():

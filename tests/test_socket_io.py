@@ -211,11 +211,15 @@ def test_direct_send_of_something_else_is_its_own_send():
 WARM_PASS = """
 import numpy as np, zmq
 from engine import protocol as P
-from engine.kernels import wire, zmqcalls
+from engine.kernels import counting, idindex, wire, zmqcalls
+from engine.metrics import Metrics
+from engine.model import Model
 from engine.socket_io import FrameReceiver, MessageSender
+from engine.stream import StreamEngine
 
 kernels = [wire.parse_readings, wire.pack_predictions, wire.pack_seq_array, wire.pack_ts_array,
-           zmqcalls.recv_frames, zmqcalls.send_messages]
+           zmqcalls.recv_frames, zmqcalls.send_messages, idindex.find_slots,
+           idindex.insert_slots, idindex.remove_slot, counting.add_to_histogram]
 ctx = zmq.Context()
 pull, push, pub = ctx.socket(zmq.PULL), ctx.socket(zmq.PUSH), ctx.socket(zmq.PUB)
 port = pull.bind_to_random_port("tcp://127.0.0.1")
@@ -224,6 +228,7 @@ pub.bind("tcp://127.0.0.1:0")
 # What Daemon.start does before it says ready:
 P.compile_jitted_paths(3)
 receiver, sender = FrameReceiver(pull, 1 << 20), MessageSender(pub)
+engine, metrics = StreamEngine(Model.random("lstm", 3, 4, output_size=2, seed=0)), Metrics()
 compiled = [len(k.signatures) for k in kernels]
 # A daemon pass of single readings and a batch, published both ways:
 push.send(P.encode_reading("a", [1.0, 2.0, 3.0], seq=1, ts=1.5))
@@ -233,12 +238,17 @@ import time; time.sleep(0.2)
 n = receiver.receive(100)
 readings, rejections = P.decode_frames(*receiver.frames(n), 3)
 assert len(readings) == 3 and not rejections
-outputs = np.zeros((3, 2), np.float32)
+assert readings.ids is not None
+for _ in range(2):  # admitting the streams, then finding them by their ids
+    outputs = engine.process(readings.streams, readings.values, readings.ts, readings.seq,
+                             ids=readings.ids).outputs
+metrics.latency_seconds.observe_many(time.time() - readings.ts)
 for scores in (None, np.array([0.5, np.nan, 1.0])):
     sender.send_messages(*P.pack_prediction_messages(
-        readings.streams, readings.seq, readings.ts, outputs, scores))
+        readings.streams, readings.seq, readings.ts, outputs, scores, ids=readings.ids))
     P.encode_prediction_batch(readings.streams, readings.seq, readings.ts, outputs, scores)
-print([len(k.signatures) for k in kernels] == compiled, compiled)
+print([len(k.signatures) for k in kernels] == compiled, compiled,
+      [len(k.signatures) for k in kernels])
 """
 
 

@@ -317,3 +317,53 @@ def test_idle_stream_listed_twice_in_a_batch_counts_one_eviction() -> None:
     clock.advance(60.0)
     engine.step_many(["a", "a"], random_rows(1, 2))
     assert engine.stats()["evicted_idle"] == 1
+
+
+# ------------------------------------------------------------ the id index
+
+
+def _id_bytes(streams: list[str]) -> np.ndarray:
+    """Ids as the jitted decoder writes them: UTF-8, each followed by a 0 byte."""
+    return np.frombuffer(b"".join(s.encode("utf-8") + b"\0" for s in streams), np.uint8)
+
+
+def test_id_index_finds_what_slot_of_holds_through_admission_release_growth_and_eviction():
+    rng = np.random.default_rng(3)
+    table = StateTable({"h": ((2,), np.float32)}, capacity=2, max_streams=700)
+    names = [f"s{i}" for i in range(500)] + ["ü" * 30, "x" * 256, "𝄞-sensor", "a"]
+    gone: set[str] = set()
+    added_bytes = 0
+    first_table_size = table.index.table.size
+    for _ in range(60):
+        for stream in rng.choice(names, 40).tolist():
+            if stream not in table.slot_of:
+                table.admit(stream)
+                gone.discard(stream)
+                added_bytes += len(stream.encode())
+        for stream in rng.choice(list(table.slot_of), min(len(table), 25)).tolist():
+            if table.release(stream):
+                gone.add(stream)
+        live = list(table.slot_of)
+        found = table.index.find(_id_bytes(live), len(live))
+        assert found is not None and found.tolist() == [table.slot_of[s] for s in live]
+        for stream in list(gone)[:5]:
+            assert table.index.find(_id_bytes([live[0], stream]), 2) is None
+    # the arena's live ids were moved together and the hash table rebuilt along the way
+    assert added_bytes > table.index.arena.size >= table.index.arena_used
+    assert table.index.table.size > first_table_size
+    assert table.index.entries == len(table)
+
+
+def test_engine_steps_the_same_with_the_decoders_ids_as_with_strings(lstm2: Model) -> None:
+    by_ids, by_strings = StreamEngine(lstm2), StreamEngine(lstm2)
+    streams = ["a", "b", "ü-7", "a", "c"]  # "a" twice: two waves
+    for seed in range(3):
+        X = random_rows(seed, len(streams), lstm2.input_size)
+        seq = np.array([seed * 2 + 1, 1, 1, seed * 2 + 2, 1], np.int64)
+        got = by_ids.process(streams, X, seq=seq, ids=_id_bytes(streams))
+        want = by_strings.process(streams, X, seq=seq)
+        np.testing.assert_array_equal(got.outputs, want.outputs)
+    _assert_same_states(all_states(by_ids), all_states(by_strings))
+    # an id the index does not know yet is admitted through the strings
+    got = by_ids.process(["new"], random_rows(9, 1, lstm2.input_size), ids=_id_bytes(["new"]))
+    assert "new" in by_ids and got.outputs.shape == (1, lstm2.output_size)
