@@ -1,8 +1,9 @@
 """`rnnstream bench e2e`: end-to-end throughput and latency against a real `rnnstream serve`.
 
-Producer processes (each with a `Producer`) send readings over loopback to a daemon subprocess; a
-subscriber process counts every prediction and measures latency as its receive time minus the
-`ts` the producer stamped at send time (the daemon echoes it). Measured, for N streams:
+Producer processes send readings over loopback to a daemon subprocess (single readings packed and
+sent a tick at a time by `SingleReadingLoad`, batches by `Producer.send_many`); a subscriber
+process counts every prediction and measures latency as its receive time minus the `ts` the
+producer stamped at send time (the daemon echoes it). Measured, for N streams:
 
 - sustained throughput, flat out, of single-reading messages (`--publish-mode each`) and of
   columnar batches (`--publish-mode batch`): every prediction must arrive (count and seq sum are
