@@ -42,8 +42,8 @@ class IdIndex:
 
     The ids sit one after another in an arena; a removed one stays there as garbage until the
     arena is full, then the live ones are moved together (into an arena twice their size when
-    they fill half of it). The hash table is rebuilt at four times the live entries when live
-    and removed entries fill half of it.
+    they fill half of it). The hash table (int32 slots: half the cache lines of int64) is
+    rebuilt at four times the live entries when live and removed entries fill half of it.
     """
 
     def __init__(self, capacity: int) -> None:
@@ -55,7 +55,7 @@ class IdIndex:
         self.live_bytes = 0
         self.entries = 0
         self.gone = 0
-        self.table = np.full(_table_size(capacity), EMPTY, np.int64)
+        self.table = np.full(_table_size(capacity), EMPTY, np.int32)
         # compiles (or loads) the kernels now, not on a daemon's first readings
         self.find(np.zeros(1, np.uint8), 0)
         insert_slots(self.table, self.arena, self.start, self.length, np.empty(0, np.int64))
@@ -103,7 +103,7 @@ class IdIndex:
         self.arena = arena
 
     def _rehash(self) -> None:
-        self.table = np.full(_table_size(self.entries), EMPTY, np.int64)
+        self.table = np.full(_table_size(self.entries), EMPTY, np.int32)
         insert_slots(self.table, self.arena, self.start, self.length, np.flatnonzero(self.live))
         self.gone = 0
 
@@ -156,7 +156,7 @@ class StateTable:
         return len(self.slot_of)
 
     def bytes_per_stream(self) -> int:
-        """Bytes of slab memory one stream occupies (excluding its id and dict entry)."""
+        """Bytes of slab memory one stream occupies (excluding its id, dict and index entries)."""
         total = self.last_used.itemsize
         for shape, dtype in self.specs.values():
             total += int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
