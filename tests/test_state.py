@@ -348,6 +348,9 @@ def test_id_index_finds_what_slot_of_holds_through_admission_release_growth_and_
         assert found is not None and found.tolist() == [table.slot_of[s] for s in live]
         for stream in list(gone)[:5]:
             assert table.index.find(_id_bytes([live[0], stream]), 2) is None
+        # fewer ids than asked for, or an unterminated last one: not found, nothing read past
+        assert table.index.find(_id_bytes(live[:1]), 2) is None
+        assert table.index.find(_id_bytes(live[:1])[:-1], 1) is None
     # the arena's live ids were moved together and the hash table rebuilt along the way
     assert added_bytes > table.index.arena.size >= table.index.arena_used
     assert table.index.table.size > first_table_size

@@ -44,14 +44,18 @@ def _same_id(buf, first, n, arena, start, length):
 @kernel
 def find_slots(table, arena, start, length, ids, slots):
     """Set slots[i] to the slot of the i-th id of `ids` (each id followed by a 0 byte, as
-    `wire.parse_readings` writes them), or EMPTY when it has none; return how many had none."""
+    `wire.parse_readings` writes them), or EMPTY when it has none; return how many had none
+    (ids missing from `ids` count too)."""
     mask = table.shape[0] - 1
     missing = 0
     first = 0
     for i in range(slots.shape[0]):
         n = 0
-        while ids[first + n] != 0:
+        while first + n < ids.shape[0] and ids[first + n] != 0:
             n += 1
+        if first + n == ids.shape[0]:  # no 0 byte: `ids` holds fewer ids than `slots`
+            slots[i:] = EMPTY
+            return missing + slots.shape[0] - i
         j = _home(ids, first, n, mask)
         found = EMPTY
         while table[j] != EMPTY:
