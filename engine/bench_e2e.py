@@ -104,10 +104,11 @@ class SingleReadingLoad:
     """Single-reading messages for `streams` in turn, each stream's seq counting 1, 2, 3, ...
 
     The frames are those `Producer.send` makes (`protocol.encode_reading` of the reading, its
-    seq and the send time), but a pass of them is packed by one jitted call
+    seq and the send time), but a tick's readings are chosen and packed by one jitted call
     (`kernels.wire.pack_readings`) and sent by another (`socket_io.MessageSender`): the load
     generator then takes less of the cores the daemon under test shares with it (~1.7 us of
-    Python a reading through `Producer.send`).
+    Python a reading through `Producer.send`). A tick of 56 readings takes 32-39 us, 48 when
+    numpy chose the streams, seqs and rows (timed against a PULL socket in the same process).
     """
 
     def __init__(self, context: Any, endpoint: str, streams: list[str], pool: np.ndarray) -> None:
@@ -145,16 +146,21 @@ class SingleReadingLoad:
         )
 
     def _send_pack(self, k: int, first: int) -> int:
-        which = (self.cursor + np.arange(k)) % self.last_seq.size
-        self.last_seq[which] += 1
-        seq = self.last_seq[which]
-        values = self.pool[(first + np.arange(k)) % self.pool.shape[0]]
-        bounds = self.bounds[: k + 1]
-        ts = np.full(k, time.time())
-        used = self._pack(self.id_bytes, self.id_starts, which, values, seq, ts, self.out, bounds)
-        self.sender.send_messages(self.out[:used], bounds, wait=True)
+        used, seq_sum = self._pack(
+            self.id_bytes,
+            self.id_starts,
+            self.last_seq,
+            self.cursor,
+            self.pool,
+            first,
+            time.time(),
+            k,
+            self.out,
+            self.bounds,
+        )
+        self.sender.send_messages(self.out[:used], self.bounds[: k + 1], wait=True)
         self.cursor = (self.cursor + k) % self.last_seq.size
-        return int(seq.sum())
+        return seq_sum
 
     def close(self) -> None:
         self.socket.close()

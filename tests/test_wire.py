@@ -497,39 +497,51 @@ def _encodable(stream: str) -> bool:
 
 
 @st.composite
-def reading_columns(draw):
-    ids = draw(st.lists(_good_id.filter(_encodable), min_size=1, max_size=5, unique=True))
-    n = draw(st.integers(0, 8))
+def reading_turns(draw):
+    ids = draw(st.lists(_good_id.filter(_encodable), min_size=1, max_size=6, unique=True))
     n_inputs = draw(st.sampled_from([1, 8, 15, 16, 20]))
-    which = np.array(draw(st.lists(st.integers(0, len(ids) - 1), min_size=n, max_size=n)),
-                     np.int64)  # fmt: skip
-    values = np.array(
-        draw(st.lists(st.floats(width=32), min_size=n * n_inputs, max_size=n * n_inputs)),
+    n_rows = draw(st.integers(1, 5))
+    pool = np.array(
+        draw(st.lists(st.floats(width=32), min_size=n_rows * n_inputs, max_size=n_rows * n_inputs)),
         np.float32,
-    ).reshape(n, n_inputs)
-    seq = np.array([draw(st.one_of(st.sampled_from(_SEQS[1:]), st.integers(0, P.MAX_SEQ)))
-                    for _ in range(n)], np.int64)  # fmt: skip
-    ts = np.array(draw(st.lists(st.floats(allow_nan=False), min_size=n, max_size=n)), np.float64)
-    return ids, which, values, seq, ts
+    ).reshape(n_rows, n_inputs)
+    last_seq = np.array([draw(st.one_of(st.sampled_from(_SEQS[1:]), st.integers(0, P.MAX_SEQ)))
+                         for _ in ids], np.int64) - 1  # fmt: skip
+    last_seq = np.maximum(last_seq, 0)
+    cursor = draw(st.integers(0, len(ids) - 1))
+    first = draw(st.integers(0, 100))
+    n = draw(st.integers(0, len(ids)))
+    ts = draw(st.floats(allow_nan=False))
+    return ids, pool, last_seq, cursor, first, n, ts
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(reading_columns())
-def test_packed_readings_are_byte_identical_to_encode_reading(columns):
-    ids, which, values, seq, ts = columns
+@given(reading_turns())
+def test_packed_readings_are_byte_identical_to_encode_reading(turns):
+    ids, pool, last_seq, cursor, first, n, ts = turns
     encoded = [s.encode("utf-8") for s in ids]
     id_bytes = np.frombuffer(b"".join(encoded), np.uint8)
     id_starts = np.cumsum([0, *map(len, encoded)]).astype(np.int64)
-    n, n_inputs = values.shape
-    room = int((id_starts[which + 1] - id_starts[which]).sum())
-    room += n * (wire.READING_BYTES_BEYOND_ID_AND_VALUES + 9 * n_inputs)
+    room = n * (max(map(len, encoded)) + wire.READING_BYTES_BEYOND_ID_AND_VALUES)
+    room += n * 9 * pool.shape[1]
     out = np.full(room, 0xEE, np.uint8)
     bounds = np.empty(n + 1, np.int64)
-    used = wire.pack_readings(id_bytes, id_starts, which, values, seq, ts, out, bounds)
+    before = last_seq.copy()
+    used, seq_sum = wire.pack_readings(
+        id_bytes, id_starts, last_seq, cursor, pool, first, ts, n, out, bounds
+    )
     assert used == bounds[n] <= room
-    got = split_frames(out, bounds)
+    turn = [(cursor + i) % len(ids) for i in range(n)]
     want = [
-        P.encode_reading(ids[k], [float(v) for v in values[i]], seq=int(seq[i]), ts=float(ts[i]))
-        for i, k in enumerate(which.tolist())
+        P.encode_reading(
+            ids[k],
+            [float(v) for v in pool[(first + i) % len(pool)]],
+            seq=int(before[k]) + 1,
+            ts=ts,
+        )
+        for i, k in enumerate(turn)
     ]
-    assert got == want
+    assert split_frames(out, bounds) == want
+    # (an int64 sum: seqs near MAX_SEQ wrap around)
+    assert seq_sum % 2**64 == sum(int(before[k]) + 1 for k in turn) % 2**64
+    assert (last_seq - before).tolist() == [int(k in turn) for k in range(len(ids))]

@@ -523,35 +523,39 @@ def pack_ts_array(ts, out):
 
 
 @kernel
-def pack_readings(id_bytes, id_starts, which, values, seq, ts, out, bounds):
-    """Write one single-reading frame per row into `out`, as `protocol.encode_reading` would.
-
-    Row i is a reading of stream which[i], whose id is id_bytes[id_starts[k]:id_starts[k + 1]]
-    for k = which[i] (UTF-8, at most MAX_STREAM_ID_BYTES); values[i] are its values, seq[i]
-    (>= 0) its seq and ts[i] its ts. Frame i is out[bounds[i]:bounds[i + 1]]. Return the bytes
-    used; `out` must hold the rows' id bytes plus rows * (READING_BYTES_BEYOND_ID_AND_VALUES
-    + 9 * n_inputs).
+def pack_readings(id_bytes, id_starts, last_seq, cursor, pool, first, ts, n, out, bounds):
+    """Write the next n readings of a load generator into `out`, each one frame as
+    `protocol.encode_reading` would: streams in turn from stream `cursor` (stream k's id is
+    id_bytes[id_starts[k]:id_starts[k + 1]]; its seq is one past last_seq[k], which is
+    updated), values the rows of `pool` in turn from row `first`, every reading stamped `ts`.
+    A stream must not come twice (n <= the number of streams). Frame i is
+    out[bounds[i]:bounds[i + 1]]; `out` must hold n * (the longest id +
+    READING_BYTES_BEYOND_ID_AND_VALUES + 9 * n_inputs). Return (bytes used, sum of the seqs).
     """
-    n, n_inputs = values.shape
+    n_streams = last_seq.shape[0]
+    n_inputs = pool.shape[1]
+    seq_sum = 0
     q = 0
     for i in range(n):
+        s = (cursor + i) % n_streams
+        row = (first + i) % pool.shape[0]
+        last_seq[s] += 1
+        seq_sum += last_seq[s]
         bounds[i] = q
-        first = id_starts[which[i]]
-        n_id = id_starts[which[i] + 1] - first
         out[q] = 0x84  # a map of 4
         q = _put_key(out, q + 1, _READING_KEYS, _READING_KEY_ENDS, 0)
-        q = _put_str_header(out, q, n_id)
-        q = _put_bytes(out, q, id_bytes, first, n_id)
+        q = _put_str_header(out, q, id_starts[s + 1] - id_starts[s])
+        q = _put_bytes(out, q, id_bytes, id_starts[s], id_starts[s + 1] - id_starts[s])
         q = _put_key(out, q, _READING_KEYS, _READING_KEY_ENDS, 1)
         q = _put_array_header(out, q, n_inputs)
         for j in range(n_inputs):
-            q = _put_float(out, q, np.float64(values[i, j]))
+            q = _put_float(out, q, np.float64(pool[row, j]))
         q = _put_key(out, q, _READING_KEYS, _READING_KEY_ENDS, 2)
-        q = _put_uint(out, q, seq[i])
+        q = _put_uint(out, q, last_seq[s])
         q = _put_key(out, q, _READING_KEYS, _READING_KEY_ENDS, 3)
-        q = _put_float(out, q, ts[i])
+        q = _put_float(out, q, ts)
     bounds[n] = q
-    return q
+    return q, seq_sum
 
 
 @inline_kernel
