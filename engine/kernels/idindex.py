@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from engine.kernels._bytes import matches
 from engine.kernels._jit import inline_kernel, kernel
 
 EMPTY = -1
@@ -33,12 +34,7 @@ def _home(buf, first, n, mask):
 
 @inline_kernel
 def _same_id(buf, first, n, arena, start, length):
-    if n != length:
-        return False
-    for k in range(n):
-        if buf[first + k] != arena[start + k]:
-            return False
-    return True
+    return n == length and matches(buf, first, first + n, arena, start, n)
 
 
 @kernel

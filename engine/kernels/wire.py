@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from engine.kernels._bytes import matches
 from engine.kernels._jit import inline_kernel, kernel
 from engine.protocol import MAX_SEQ, MAX_STREAM_ID_BYTES
 
@@ -558,17 +559,6 @@ def pack_readings(id_bytes, id_starts, last_seq, cursor, pool, first, ts, n, out
     return q, seq_sum
 
 
-@inline_kernel
-def _matches(buf, p, stop, pattern, first, n):
-    """Whether buf[p:p + n] (within `stop`) equals pattern[first:first + n]."""
-    if p + n > stop:
-        return False
-    for k in range(n):
-        if buf[p + k] != pattern[first + k]:
-            return False
-    return True
-
-
 @kernel
 def read_prediction_stamps(buf, starts, first, n_frames, prefix, skip_id, seq, ts, count):
     """Read seq and ts of the [topic, payload] messages from frame `first` on, as a subscriber
@@ -584,24 +574,24 @@ def read_prediction_stamps(buf, starts, first, n_frames, prefix, skip_id, seq, t
     n_prefix = prefix.shape[0]
     while i + 1 < n_frames and count < seq.shape[0]:
         topic, body, stop = starts[i], starts[i + 1], starts[i + 2]
-        if not _matches(buf, topic, body, prefix, 0, n_prefix):
+        if not matches(buf, topic, body, prefix, 0, n_prefix):
             break
         p = body
         if p >= stop or buf[p] != 0x85:
             break
         p += 1
-        if not _matches(buf, p, stop, _PREDICTION_KEYS, 0, _PREDICTION_KEY_ENDS[0]):
+        if not matches(buf, p, stop, _PREDICTION_KEYS, 0, _PREDICTION_KEY_ENDS[0]):
             break
         p += _PREDICTION_KEY_ENDS[0]
         n_id, header = _str_header(buf, p, stop)
         if header == 0:
             break
         p += header
-        if n_id == skip_id.shape[0] and _matches(buf, p, stop, skip_id, 0, n_id):
+        if n_id == skip_id.shape[0] and matches(buf, p, stop, skip_id, 0, n_id):
             break
         p += n_id
         first_key = _PREDICTION_KEY_ENDS[0]
-        if not _matches(buf, p, stop, _PREDICTION_KEYS, first_key, 4):  # "\xa3seq"
+        if not matches(buf, p, stop, _PREDICTION_KEYS, first_key, 4):  # "\xa3seq"
             break
         p += 4
         if p < stop and buf[p] == 0xC0:
@@ -611,7 +601,7 @@ def read_prediction_stamps(buf, starts, first, n_frames, prefix, skip_id, seq, t
             if used == 0:
                 break
         p += used
-        if not _matches(buf, p, stop, _PREDICTION_KEYS, _PREDICTION_KEY_ENDS[1], 3):  # "\xa2ts"
+        if not matches(buf, p, stop, _PREDICTION_KEYS, _PREDICTION_KEY_ENDS[1], 3):  # "\xa2ts"
             break
         p += 3
         if p < stop and buf[p] == 0xC0:
