@@ -45,8 +45,7 @@ class Histogram:
 
     def observe_many(self, values: np.ndarray) -> None:
         """Count the finite values (NaN: no timestamp to measure from) by one jitted call."""
-        total, _ = add_to_histogram(self.bounds, np.asarray(values, np.float64), self.counts)
-        self.total += total
+        self.total += add_to_histogram(self.bounds, np.asarray(values, np.float64), self.counts)
 
     @property
     def count(self) -> int:

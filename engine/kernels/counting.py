@@ -14,9 +14,8 @@ from engine.kernels._jit import kernel
 @kernel
 def add_to_histogram(bounds, values, counts):
     """Count each finite value in bucket i, the first whose upper bound bounds[i] is >= it
-    (i = len(bounds): above every bound); return (the sum of those values, how many)."""
+    (i = len(bounds): above every bound); return the sum of those values."""
     total = 0.0
-    n = 0
     for v in values:
         if not np.isfinite(v):
             continue
@@ -25,5 +24,4 @@ def add_to_histogram(bounds, values, counts):
             i += 1
         counts[i] += 1
         total += v
-        n += 1
-    return total, n
+    return total
