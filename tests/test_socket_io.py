@@ -183,7 +183,10 @@ def test_the_io_threads_of_such_a_context_are_sched_batch():
     ctx = context_with_batch_io_threads()
     sock = ctx.socket(zmq.PUB)  # libzmq starts its threads with the first socket
     try:
-        started = zmq_io_threads() - before
+        # a new thread names itself once running: look until it has (CI saw it not yet named)
+        deadline = time.monotonic() + 5
+        while not (started := zmq_io_threads() - before) and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert started and {os.sched_getscheduler(tid) for tid in started} == {os.SCHED_BATCH}
     finally:
         sock.close(linger=0)
