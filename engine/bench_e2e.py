@@ -34,6 +34,8 @@ from typing import Any
 import numpy as np
 
 from engine.process import ServeProcess, free_ports
+from engine.stalls import Stalls
+from engine.stalls import measure as stall_measure
 
 PROBE_STREAM = "__bench_probe__"
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -599,6 +601,7 @@ class Settings:
     # same load.
     single_rates: tuple[float, ...] = ()
     batch_rates: tuple[float, ...] = ()
+    stall_seconds: float = 5.0  # the machine's own stalls measured this long first (0: not)
 
 
 def _measure(
@@ -809,7 +812,12 @@ def _target(r: PhaseResult) -> tuple[str, str]:
 
 
 def markdown_report(
-    results: list[PhaseResult], settings: Settings, command: str, machine: str, date: str
+    results: list[PhaseResult],
+    settings: Settings,
+    command: str,
+    machine: str,
+    date: str,
+    stalls: Stalls | None = None,
 ) -> str:
     """Return the results as a markdown document with the command, date and machine."""
     lines = [
@@ -818,6 +826,14 @@ def markdown_report(
         f"- command: `{command}`",
         f"- date: {date}",
         f"- machine: {machine}",
+        *(
+            [
+                f"- the machine's own stalls, just before (a spinner on every core for "
+                f"{stalls.seconds:g} s, gaps over 50 us; `engine/stalls.py`): {stalls.summary()}"
+            ]
+            if stalls is not None
+            else []
+        ),
         f"- model: LSTM 1 layer, hidden {settings.hidden}, input {settings.inputs}, "
         f"linear head {settings.outputs} (`Model.random`)",
         "- server: `rnnstream serve --checkpoint-every 0 --publish-hwm 10000000"
@@ -954,6 +970,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="",
         help="extra options for rnnstream serve, e.g. '--max-wait-us 0' (shown in the report)",
     )
+    parser.add_argument(
+        "--stall-seconds",
+        type=float,
+        default=5.0,
+        help="first spin this long on every core and report the gaps the machine itself makes "
+        "(engine/stalls.py; 0: skip)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="also write the table here")
 
 
@@ -981,6 +1004,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1")
     if args.max_runs < 0:
         raise UserError("--max-runs must not be negative")
+    if args.stall_seconds < 0:
+        raise UserError("--stall-seconds must not be negative")
     if args.producers > args.streams:
         raise UserError("--producers must not exceed --streams (each stream has one producer)")
     if not args.latency_seconds > 0 or not args.idle_timeout > 0:
@@ -1022,6 +1047,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         max_runs=max_runs,
         single_rates=single_rates,
         batch_rates=batch_rates,
+        stall_seconds=args.stall_seconds,
     )
 
 
@@ -1039,13 +1065,14 @@ def run(args: argparse.Namespace) -> int:
     command = shlex.join(["rnnstream", "bench", "e2e", *_argv_after("e2e")])
     machine = machine_description()
     date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    stalls = stall_measure(settings.stall_seconds) if settings.stall_seconds else None
     with tempfile.TemporaryDirectory(prefix="rnnstream-e2e-") as tmp:
         try:
             results = run_benchmark(settings, Path(tmp), say=lambda s: print(s, file=sys.stderr))
         except RuntimeError as exc:
             print(f"rnnstream bench e2e: FAILED: {exc}", file=sys.stderr)
             return 1
-    report = markdown_report(results, settings, command, machine, date)
+    report = markdown_report(results, settings, command, machine, date, stalls)
     sys.stdout.write(report)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -347,11 +347,12 @@ def test_bench_e2e_tiny_run_reports_every_phase_with_nothing_lost(tmp_path, caps
     args = parser.parse_args(
         ["--streams", "40", "--producers", "2", "--single-readings", "400"]
         + ["--batch-readings", "2000", "--batch-size", "64", "--latency-seconds", "0.2"]
-        + ["--baseline", "off", "--max-runs", "3", "--out", str(out)]
+        + ["--baseline", "off", "--max-runs", "3", "--stall-seconds", "0.2", "--out", str(out)]
     )
     assert bench_e2e.run(args) == 0
     printed = capsys.readouterr().out
     assert out.read_text() == printed
+    assert "- the machine's own stalls, just before (a spinner on every core for 0.2 s" in printed
     rows = [line.split("|")[1:-1] for line in printed.splitlines() if line.startswith("| rnn")]
     phases = [(r[1].strip(), r[2].strip()) for r in rows]
     assert phases == [
@@ -383,9 +384,11 @@ def test_bench_e2e_fixed_rates_replace_the_loads_and_may_skip_the_flat_out_runs(
         ["--streams", "40", "--single-readings", "400", "--batch-readings", "2000"]
         + ["--batch-size", "64", "--latency-seconds", "0.2", "--baseline", "off"]
         + ["--max-runs", "0", "--single-rates", "500,1000", "--batch-rates", "3000"]
+        + ["--stall-seconds", "0"]
     )
     assert bench_e2e.run(args) == 0
     printed = capsys.readouterr().out
+    assert "own stalls" not in printed
     rows = [line.split("|")[1:-1] for line in printed.splitlines() if line.startswith("| rnn")]
     assert [(r[1].strip(), r[2].strip(), r[3].strip()) for r in rows] == [
         ("single", "500/s", "500"),
@@ -395,6 +398,8 @@ def test_bench_e2e_fixed_rates_replace_the_loads_and_may_skip_the_flat_out_runs(
     assert all(r[5].strip() == "yes" for r in rows) and "flat-out runs" not in printed
     with pytest.raises(UserError, match="--max-runs 0 needs"):
         bench_e2e.settings_from_args(parser.parse_args(["--max-runs", "0"]))
+    with pytest.raises(UserError, match="--stall-seconds must not be negative"):
+        bench_e2e.settings_from_args(parser.parse_args(["--stall-seconds", "-1"]))
 
 
 def test_bench_e2e_result_flags_a_missing_or_duplicated_prediction():
