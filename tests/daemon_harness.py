@@ -598,8 +598,10 @@ class DaemonProcess:
             sock.sndtimeo = int(timeout * 1000)
             apply_curve_client(sock, **(curve or self._curve_kwargs()))
             sock.connect(self.control_endpoint)
-            sock.send_multipart(list(frames))
             try:
+                # A server that refuses the handshake (CURVE) may leave the REQ socket no peer
+                # to send to: the send times out then, instead of the receive.
+                sock.send_multipart(list(frames))
                 return sock.recv()
             except zmq.Again:
                 raise AssertionError(
