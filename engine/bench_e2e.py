@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from engine.process import ServeProcess, free_ports
-from engine.stalls import Stalls
+from engine.stalls import Stalls, steal_seconds
 from engine.stalls import measure as stall_measure
 
 PROBE_STREAM = "__bench_probe__"
@@ -418,6 +418,7 @@ class PhaseResult:
     mean_batch: float | None = None  # readings per engine call (daemon only)
     step_share: float | None = None  # engine step time / daemon CPU time
     errors: int = 0
+    host_steal: float | None = None  # share of all cores the host took during the phase
     flat_out_runs: tuple[float, ...] = ()  # "max" rows: readings/s of every flat-out run
 
 
@@ -496,6 +497,7 @@ class Harness:
         pids = {"server": server_pid, "subscriber": self.pids["subscriber"]}
         cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items() if pid}
         prod_before = [cpu_seconds(pid) for pid in self.producer_pids]
+        steal_before = steal_seconds()
         start_at = time.time() + 0.2
         for (_, conn), share in zip(self._producers, shares, strict=True):
             conn.send(("send", mode, share, rate / p, batch_size, start_at))
@@ -504,6 +506,7 @@ class Harness:
             tag, s, _t = conn.recv()
             seq_sum += s
         received = self._sub_conn.recv()
+        steal_after = steal_seconds()
         wall_end = received["last"] or time.time()
         wall = max(wall_end - start_at, 1e-9)
         cpu = {}
@@ -520,6 +523,11 @@ class Harness:
             "seq_sum": seq_sum,
             "wall": wall,
             "cpu": cpu,
+            "host_steal": (
+                None
+                if steal_before is None or steal_after is None
+                else (steal_after - steal_before) / (wall * (os.cpu_count() or 1))
+            ),
             "stats_before": before_stats,
             "stats_after": stats() if stats else None,
         }
@@ -566,6 +574,7 @@ def _result(
         p999_ms=p999,
         cpu=info["cpu"],
         errors=received["errors"],
+        host_steal=info.get("host_steal"),
     )
     before, after = info["stats_before"], info["stats_after"]
     if before and after:
@@ -844,7 +853,9 @@ def markdown_report(
         "- throughput = predictions delivered / (first send to last receive); latency = "
         "subscriber receive time - producer send `ts` (echoed by the server)",
         "- CPU = CPU seconds per wall second of each process (1.00 = one core busy); step = "
-        "share of the daemon's CPU spent in `StreamEngine.step_many`",
+        "share of the daemon's CPU spent in `StreamEngine.step_many`; host steal = CPU time the "
+        "VM's host took from its cores while they had work, as a share of all cores over the "
+        "phase (`/proc/stat`; a thread on a core taken waits it out whole)",
         *(
             [
                 f"- max = the median of {settings.max_runs} flat-out runs (readings/s of each: "
@@ -861,8 +872,8 @@ def markdown_report(
         "",
         "| engine | messages | load | offered /s | delivered | all delivered | readings/s | "
         "p50 ms | p99 ms | p99.9 ms | CPU server | CPU producers | CPU subscriber | "
-        "mean batch | step | target | met |",
-        "|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
+        "mean batch | step | host steal | target | met |",
+        "|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for r in results:
         target, met = _target(r)
@@ -886,6 +897,7 @@ def markdown_report(
                     *cpu,
                     "-" if r.mean_batch is None else f"{r.mean_batch:.1f}",
                     "-" if r.step_share is None else f"{r.step_share:.0%}",
+                    "-" if r.host_steal is None else f"{r.host_steal:.1%}",
                     target,
                     met,
                 ]

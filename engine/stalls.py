@@ -5,6 +5,11 @@ longer than the threshold means something else ran on that core (a kernel thread
 interrupt) or the whole VM was paused by its host (every core stalled at once). Such stalls
 land in the tail latencies of `rnnstream bench e2e` whatever the daemon does, so the benchmark
 measures them just before it runs (`--stall-seconds`); `python bench/stalls.py` does it alone.
+
+A spinner sees only the gaps on an idle machine. While a benchmark runs, the host's share shows
+in the kernel's steal count instead (`steal_seconds`): time in which a virtual core had work to
+run but its host ran something else. No thread in the guest can run meanwhile, so a daemon
+thread on that core waits out the whole of it.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 
 GAP_CLASSES_MS = (1.0, 5.0)  # reported: gaps of 1-5 ms and over 5 ms
+_STEAL_FIELD = 8  # of the "cpu" line of /proc/stat: user nice system idle iowait irq softirq steal
 
 
 @dataclass
@@ -55,6 +61,19 @@ class Stalls:
                 (max(a, c), min(b, d)) for a, b in common for c, d in spans if min(b, d) > max(a, c)
             ]
         return [(b - a) * 1e3 for a, b in common if (b - a) * 1e3 >= min_ms]
+
+
+def steal_seconds(stat_path: str = "/proc/stat") -> float | None:
+    """CPU seconds, summed over all cores, that the host took from this machine's cores while
+    they had work (the `steal` count of /proc/stat); None where there is no such count."""
+    try:
+        with open(stat_path) as f:
+            fields = f.readline().split()
+    except OSError:
+        return None
+    if len(fields) <= _STEAL_FIELD or fields[0] != "cpu":
+        return None
+    return int(fields[_STEAL_FIELD]) / os.sysconf("SC_CLK_TCK")
 
 
 def measure(seconds: float, threshold_us: float = 50.0) -> Stalls:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -364,6 +365,8 @@ def test_bench_e2e_tiny_run_reports_every_phase_with_nothing_lost(tmp_path, caps
         delivered, sent = r[4].strip().replace(",", "").split("/")
         assert delivered == sent and int(sent) > 0
         assert r[5].strip() == "yes"
+        if os.path.exists("/proc/stat"):  # the host's share of the cores during the phase
+            assert 0.0 <= float(r[15].strip().rstrip("%")) <= 100.0
     assert "rnnstream bench e2e" in printed and "- machine: " in printed
     # the max row is the median of the three flat-out runs listed in the header
     runs_line = next(line for line in printed.splitlines() if "flat-out runs" in line)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 
-from engine.stalls import Stalls, measure
+import pytest
+
+from engine.stalls import Stalls, measure, steal_seconds
 
 
 def test_summary_counts_gap_classes_and_the_intervals_every_core_stalled_in():
@@ -34,3 +36,25 @@ def test_measure_spins_on_every_core_it_may_use():
     assert sorted(stalls.gaps) == sorted(os.sched_getaffinity(0))
     for gaps in stalls.gaps.values():
         assert all(0 <= start <= 0.2 and length > 50e-6 for start, length in gaps)
+
+
+def test_steal_seconds_reads_the_steal_count_of_all_cores(tmp_path):
+    stat = tmp_path / "stat"
+    ticks = os.sysconf("SC_CLK_TCK")
+    stat.write_text(
+        f"cpu  100 0 50 900 3 0 7 {3 * ticks} 0 0\ncpu0 50 0 25 450 1 0 3 {ticks} 0 0\n"
+    )
+    assert steal_seconds(str(stat)) == 3.0
+
+
+def test_steal_seconds_is_none_without_a_steal_count(tmp_path):
+    old_kernel = tmp_path / "stat"
+    old_kernel.write_text("cpu  100 0 50 900 3 0 7\n")
+    assert steal_seconds(str(old_kernel)) is None
+    assert steal_seconds(str(tmp_path / "missing")) is None
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="no /proc/stat (not Linux)")
+def test_steal_seconds_of_this_machine_never_decrease():
+    first = steal_seconds()
+    assert first is not None and 0.0 <= first <= steal_seconds()
