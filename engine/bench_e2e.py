@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import importlib.util
+import math
 import multiprocessing as mp
 import os
 import platform
@@ -42,6 +43,7 @@ _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 # A paced producer sleeps at least this long between sends: at 40k readings/s it sends ~8 at a
 # time, as producers on other machines would arrive interleaved, without a wake-up per reading.
 PACING_TICK_S = 200e-6
+LATE_S = 1e-3  # a paced reading sent this long after its due time counts as sent late
 _READINGS_PER_PACK = 4096  # single readings packed and sent by one call each, flat out
 # Frames the subscriber takes from its socket at a time (even: topic and payload pairs). All of
 # a look's frames get the time the look ended, and one frame takes ~60 ns: a look of 8192 stamped
@@ -73,11 +75,14 @@ def cpu_seconds(pid: int) -> float | None:
 # --------------------------------------------------------------------------- worker processes
 
 
-def _producer_main(conn: Any, endpoint: str, streams: list[str], n_inputs: int, seed: int) -> None:
-    """Producer process: run send phases on command, report what was sent."""
+def _producer_main(
+    conn: Any, endpoint: str, streams: list[str], n_inputs: int, seed: int, nice: int
+) -> None:
+    """Producer process: run send phases on command, report what was sent and how late."""
     from engine.socket_io import context_with_batch_io_threads
     from producers.client import Producer
 
+    os.nice(nice)  # before ZeroMQ starts its I/O thread, which inherits it
     rng = np.random.default_rng(seed)
     pool = rng.standard_normal((64, n_inputs)).astype(np.float32)
     context = context_with_batch_io_threads()
@@ -94,11 +99,12 @@ def _producer_main(conn: Any, endpoint: str, streams: list[str], n_inputs: int, 
                 conn.send("sent")
                 continue
             _, mode, n, rate, batch_size, start_at = cmd
+            pacing = Pacing(start_at, rate)
             if mode == "single":
-                seq_sum = _send_single(singles, n, rate, start_at)
+                seq_sum = _send_single(singles, n, pacing)
             else:
-                seq_sum = _send_batches(producer, streams, pool, n, rate, batch_size, start_at)
-            conn.send(("done", seq_sum, time.time()))
+                seq_sum = _send_batches(producer, streams, pool, n, batch_size, pacing)
+            conn.send(("done", seq_sum, pacing.late, pacing.max_lag))
     finally:
         singles.close()
         producer.close()
@@ -177,22 +183,53 @@ def _wait_until(t: float) -> None:
         time.sleep(delay)
 
 
-def _send_single(load: SingleReadingLoad, n: int, rate: float, start_at: float) -> int:
-    """Send `n` single-reading messages at `rate`/s (0: flat out); return their seq sum."""
-    _wait_until(start_at)
-    if rate <= 0:
+class Pacing:
+    """A producer's schedule (reading k due at start_at + k / rate; rate 0: flat out) and how
+    far behind it the readings went out: a generator that falls behind offers less load than
+    asked just when the daemon is slow, and its readings' stamps hide the delay, so the report
+    shows it."""
+
+    def __init__(self, start_at: float, rate: float) -> None:
+        self.start_at = start_at
+        self.rate = rate
+        self.late = 0  # readings sent more than LATE_S after they were due
+        self.max_lag = 0.0  # seconds, the most any reading was sent after it was due
+
+    def due(self, now: float) -> int:
+        """How many readings are due by `now`."""
+        return int((now - self.start_at) * self.rate) + 1
+
+    def due_at(self, k: int) -> float:
+        return self.start_at + k / self.rate
+
+    def record(self, now: float, first: int, end: int) -> None:
+        """Readings first .. end - 1 go out at `now`."""
+        if self.rate <= 0 or end <= first:
+            return
+        self.max_lag = max(self.max_lag, now - self.due_at(first))
+        # reading k is late when due_at(k) < now - LATE_S
+        overdue = math.ceil((now - LATE_S - self.start_at) * self.rate)
+        self.late += max(0, min(end, overdue) - first)
+
+
+def _send_single(load: SingleReadingLoad, n: int, pacing: Pacing) -> int:
+    """Send `n` single-reading messages on `pacing`'s schedule; return their seq sum."""
+    _wait_until(pacing.start_at)
+    if pacing.rate <= 0:
         return load.send(n, 0)
     seq_sum = sent = 0
     while sent < n:
         # Send what is due, then sleep until the next reading is, but at least PACING_TICK_S: no
         # busy wait (the cores are shared with the daemon under test), and no wake-up per
         # reading either (at 40k/s those cost this process 2.5x the CPU of sending flat out).
-        due = min(n, int((time.time() - start_at) * rate) + 1)
+        now = time.time()
+        due = min(n, pacing.due(now))
         if due > sent:
+            pacing.record(now, sent, due)
             seq_sum += load.send(due - sent, sent)
             sent = due
         if sent < n:
-            _wait_until(max(start_at + sent / rate, time.time() + PACING_TICK_S))
+            _wait_until(max(pacing.due_at(sent), time.time() + PACING_TICK_S))
     return seq_sum
 
 
@@ -201,36 +238,37 @@ def _send_batches(
     streams: list[str],
     pool: np.ndarray,
     n: int,
-    rate: float,
     batch_size: int,
-    start_at: float,
+    pacing: Pacing,
 ) -> int:
-    """Send `n` readings as columnar batches of `batch_size` rows at `rate` readings/s."""
+    """Send `n` readings as columnar batches of `batch_size` rows on `pacing`'s schedule."""
     n_streams = len(streams)
     doubled = streams + streams  # a batch's streams are one slice even when it wraps around
     X = np.resize(pool, (batch_size, pool.shape[1]))
     seq_sum = 0
     sent = 0
     cursor = 0
-    _wait_until(start_at)
+    _wait_until(pacing.start_at)
     while sent < n:
         size = min(batch_size, n - sent, n_streams)
         chunk = doubled[cursor : cursor + size]
+        pacing.record(time.time(), sent, sent + size)
         seq_sum += sum(producer.send_many(chunk, X[:size]))
         cursor = (cursor + size) % n_streams
         sent += size
-        if rate > 0 and sent < n:
-            _wait_until(start_at + sent / rate)
+        if pacing.rate > 0 and sent < n:
+            _wait_until(pacing.due_at(sent))
     return seq_sum
 
 
-def _subscriber_main(conn: Any, endpoint: str) -> None:
+def _subscriber_main(conn: Any, endpoint: str, nice: int) -> None:
     """Subscriber process: count predictions per phase and record each one's latency."""
     import msgpack
     import zmq
 
     from engine.socket_io import context_with_batch_io_threads
 
+    os.nice(nice)  # before ZeroMQ starts its I/O thread, which inherits it
     ctx = context_with_batch_io_threads()  # as consumers.Subscriber's
     sock = ctx.socket(zmq.SUB)
     sock.rcvhwm = 0  # never drop: a lost prediction must mean the daemon lost it
@@ -422,6 +460,8 @@ class PhaseResult:
     step_share: float | None = None  # engine step time / daemon CPU time
     errors: int = 0
     host_steal: float | None = None  # share of all cores the host took during the phase
+    sent_late: float | None = None  # paced phases: share of readings sent over LATE_S late
+    max_send_lag: float | None = None  # paced phases: seconds, the most one was sent late
     flat_out_runs: tuple[float, ...] = ()  # "max" rows: readings/s of every flat-out run
 
 
@@ -437,13 +477,17 @@ class Harness:
         producers: int,
         n_inputs: int,
         idle_timeout: float,
+        nice: int = 0,
     ) -> None:
         self.idle_timeout = idle_timeout
         self.n_producers = producers
         ctx = mp.get_context("spawn")
         self._sub_conn, child = ctx.Pipe()
         self._sub = ctx.Process(
-            target=_subscriber_main, args=(child, publish), name="bench-subscriber", daemon=True
+            target=_subscriber_main,
+            args=(child, publish, nice),
+            name="bench-subscriber",
+            daemon=True,
         )
         self._sub.start()
         self._producers = []
@@ -451,7 +495,7 @@ class Harness:
             conn, child = ctx.Pipe()
             proc = ctx.Process(
                 target=_producer_main,
-                args=(child, ingest, streams[k::producers], n_inputs, k),
+                args=(child, ingest, streams[k::producers], n_inputs, k, nice),
                 name=f"bench-producer-{k}",
                 daemon=True,
             )
@@ -504,10 +548,13 @@ class Harness:
         start_at = time.time() + 0.2
         for (_, conn), share in zip(self._producers, shares, strict=True):
             conn.send(("send", mode, share, rate / p, batch_size, start_at))
-        seq_sum = 0
+        seq_sum = late = 0
+        max_lag = 0.0
         for _, conn in self._producers:
-            tag, s, _t = conn.recv()
-            seq_sum += s
+            _, sent_seq_sum, sent_late, sent_max_lag = conn.recv()
+            seq_sum += sent_seq_sum
+            late += sent_late
+            max_lag = max(max_lag, sent_max_lag)
         received = self._sub_conn.recv()
         steal_after = steal_seconds()
         wall_end = received["last"] or time.time()
@@ -524,6 +571,8 @@ class Harness:
         info = {
             "sent": readings,
             "seq_sum": seq_sum,
+            "sent_late": late / readings if rate > 0 and readings else None,
+            "max_send_lag": max_lag if rate > 0 else None,
             "wall": wall,
             "cpu": cpu,
             "host_steal": (
@@ -578,6 +627,8 @@ def _result(
         cpu=info["cpu"],
         errors=received["errors"],
         host_steal=info.get("host_steal"),
+        sent_late=info.get("sent_late"),
+        max_send_lag=info.get("max_send_lag"),
     )
     before, after = info["stats_before"], info["stats_after"]
     if before and after:
@@ -614,6 +665,9 @@ class Settings:
     single_rates: tuple[float, ...] = ()
     batch_rates: tuple[float, ...] = ()
     stall_seconds: float = 5.0  # the machine's own stalls measured this long first (0: not)
+    # Niceness of the producer and subscriber processes: they stand in for other machines, so
+    # by default the daemon under test comes first when all want the cores at once.
+    generator_nice: int = 5
 
 
 def _measure(
@@ -708,6 +762,7 @@ def run_benchmark(settings: Settings, workdir: Path, say: Any = print) -> list[P
                 producers=settings.producers,
                 n_inputs=settings.inputs,
                 idle_timeout=settings.idle_timeout,
+                nice=settings.generator_nice,
             )
             harness.probe()
 
@@ -758,6 +813,7 @@ def _run_baseline(
             producers=settings.producers,
             n_inputs=settings.inputs,
             idle_timeout=settings.idle_timeout,
+            nice=settings.generator_nice,
         )
         harness.probe()
         return _measure(
@@ -810,6 +866,12 @@ def _fmt_ms(v: float) -> str:
     return "-" if v != v else f"{v:.3f}"
 
 
+def _fmt_late(r: PhaseResult) -> str:
+    if r.sent_late is None or r.max_send_lag is None:
+        return "-"
+    return f"{r.sent_late:.1%}, max {r.max_send_lag * 1e3:.1f} ms"
+
+
 def _target(r: PhaseResult) -> tuple[str, str]:
     if r.engine != "rnnstream":
         return "", ""
@@ -852,13 +914,18 @@ def markdown_report(
         + "".join(" " + shlex.quote(a) for a in settings.serve_args)
         + "` (`--publish-mode each` for single messages, `batch` for columnar ones)",
         f"- {settings.streams:,} streams, {settings.producers} producer process(es), one "
-        "subscriber process, server on loopback; producer, server and subscriber share the cores",
+        "subscriber process, server on loopback; producer, server and subscriber share the cores, "
+        f"producers and subscriber at niceness +{settings.generator_nice} to the server's "
+        "(`--generator-nice`: they stand in for other machines)",
         "- throughput = predictions delivered / (first send to last receive); latency = "
         "subscriber receive time - producer send `ts` (echoed by the server)",
         "- CPU = CPU seconds per wall second of each process (1.00 = one core busy); step = "
         "share of the daemon's CPU spent in `StreamEngine.step_many`; host steal = CPU time the "
         "VM's host took from its cores while they had work, as a share of all cores over the "
-        "phase (`/proc/stat`; a thread on a core taken waits it out whole)",
+        "phase (`/proc/stat`; a thread on a core taken waits it out whole); sent late = paced "
+        f"phases: the share of readings the producers sent over {LATE_S * 1e3:g} ms after their "
+        "due time, and the most any was (their `ts` is the send time, so this delay is not in "
+        "the latency)",
         *(
             [
                 f"- max = the median of {settings.max_runs} flat-out runs (readings/s of each: "
@@ -875,8 +942,8 @@ def markdown_report(
         "",
         "| engine | messages | load | offered /s | delivered | all delivered | readings/s | "
         "p50 ms | p99 ms | p99.9 ms | CPU server | CPU producers | CPU subscriber | "
-        "mean batch | step | host steal | target | met |",
-        "|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
+        "mean batch | step | host steal | sent late | target | met |",
+        "|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for r in results:
         target, met = _target(r)
@@ -901,6 +968,7 @@ def markdown_report(
                     "-" if r.mean_batch is None else f"{r.mean_batch:.1f}",
                     "-" if r.step_share is None else f"{r.step_share:.0%}",
                     "-" if r.host_steal is None else f"{r.host_steal:.1%}",
+                    _fmt_late(r),
                     target,
                     met,
                 ]
@@ -992,6 +1060,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="first spin this long on every core and report the gaps the machine itself makes "
         "(engine/stalls.py; 0: skip)",
     )
+    parser.add_argument(
+        "--generator-nice",
+        type=int,
+        default=5,
+        help="how much nicer than the daemon the producer and subscriber processes run (they "
+        "stand in for other machines: the daemon comes first when all want the cores; 0: equal)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="also write the table here")
 
 
@@ -1021,6 +1096,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         raise UserError("--max-runs must not be negative")
     if args.stall_seconds < 0:
         raise UserError("--stall-seconds must not be negative")
+    if not 0 <= args.generator_nice <= 19:
+        raise UserError("--generator-nice must be 0-19 (a process may lower its own priority)")
     if args.producers > args.streams:
         raise UserError("--producers must not exceed --streams (each stream has one producer)")
     if not args.latency_seconds > 0 or not args.idle_timeout > 0:
@@ -1063,6 +1140,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         single_rates=single_rates,
         batch_rates=batch_rates,
         stall_seconds=args.stall_seconds,
+        generator_nice=args.generator_nice,
     )
 
 

@@ -367,6 +367,12 @@ def test_bench_e2e_tiny_run_reports_every_phase_with_nothing_lost(tmp_path, caps
         assert r[5].strip() == "yes"
         if os.path.exists("/proc/stat"):  # the host's share of the cores during the phase
             assert 0.0 <= float(r[15].strip().rstrip("%")) <= 100.0
+        late = r[16].strip()  # paced phases: how far behind its schedule the generator sent
+        if r[2].strip() == "max":
+            assert late == "-"
+        else:
+            assert re.fullmatch(r"\d+\.\d%, max \d+\.\d ms", late), late
+    assert "producers and subscriber at niceness +5 to the server's" in printed
     assert "rnnstream bench e2e" in printed and "- machine: " in printed
     # the max row is the median of the three flat-out runs listed in the header
     runs_line = next(line for line in printed.splitlines() if "flat-out runs" in line)
@@ -403,6 +409,35 @@ def test_bench_e2e_fixed_rates_replace_the_loads_and_may_skip_the_flat_out_runs(
         bench_e2e.settings_from_args(parser.parse_args(["--max-runs", "0"]))
     with pytest.raises(UserError, match="--stall-seconds must not be negative"):
         bench_e2e.settings_from_args(parser.parse_args(["--stall-seconds", "-1"]))
+
+
+def test_bench_e2e_pacing_counts_the_readings_sent_over_a_millisecond_after_due():
+    from engine.bench_e2e import Pacing
+
+    pacing = Pacing(start_at=100.0, rate=1000.0)  # reading k due at 100 s + k ms
+    assert pacing.due(100.0095) == 10  # readings 0-9
+    pacing.record(100.0105, 0, 20)  # 0-9 were due by 100.0095 s, 1 ms before this send
+    assert pacing.late == 10 and pacing.max_lag == pytest.approx(0.0105)
+    pacing.record(100.0205, 20, 21)  # due at 100.020: 0.5 ms after, not late
+    assert pacing.late == 10 and pacing.max_lag == pytest.approx(0.0105)
+    flat_out = Pacing(start_at=100.0, rate=0.0)
+    flat_out.record(200.0, 0, 4096)
+    assert flat_out.late == 0 and flat_out.max_lag == 0.0
+
+
+def test_bench_e2e_generator_processes_run_nicer_than_the_bench(tmp_path):
+    from engine.bench_e2e import Harness
+
+    ingest, publish = (f"tcp://127.0.0.1:{p}" for p in free_ports(2))  # nobody there: fine
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    harness = Harness(
+        ingest, publish, ["a", "b"], producers=2, n_inputs=8, idle_timeout=1.0, nice=3
+    )
+    try:
+        for pid in (harness.pids["subscriber"], *harness.producer_pids):
+            assert os.getpriority(os.PRIO_PROCESS, pid) == min(own + 3, 19)
+    finally:
+        harness.close()
 
 
 def test_bench_e2e_result_flags_a_missing_or_duplicated_prediction():
