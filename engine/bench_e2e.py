@@ -477,7 +477,7 @@ class Harness:
         producers: int,
         n_inputs: int,
         idle_timeout: float,
-        nice: int = 0,
+        nice: int,
     ) -> None:
         self.idle_timeout = idle_timeout
         self.n_producers = producers
