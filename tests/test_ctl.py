@@ -425,7 +425,7 @@ def test_bench_e2e_pacing_counts_the_readings_sent_over_a_millisecond_after_due(
     assert flat_out.late == 0 and flat_out.max_lag == 0.0
 
 
-def test_bench_e2e_generator_processes_run_nicer_than_the_bench(tmp_path):
+def test_bench_e2e_generator_processes_run_nicer_than_the_bench():
     from engine.bench_e2e import Harness
 
     ingest, publish = (f"tcp://127.0.0.1:{p}" for p in free_ports(2))  # nobody there: fine
