@@ -398,7 +398,7 @@ class Daemon:
             )
         if mode in ("batch", "both"):
             payload = protocol.encode_prediction_batch(
-                batch.streams, batch.seq, batch.ts, result.outputs, result.scores
+                batch.streams, batch.seq, batch.ts, result.outputs, result.scores, batch.ids
             )
             self.publisher.send_multipart((protocol.BATCH_TOPIC, payload))
         if result.events is not None:

@@ -42,7 +42,7 @@ import re
 import threading
 from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from itertools import accumulate, chain, pairwise
 from pathlib import Path
@@ -118,6 +118,7 @@ class Readings:
     # The streams' UTF-8 ids, each followed by a 0 byte, when the jitted decoder gave them:
     # `StreamEngine.process` and the prediction packer use them instead of the strings.
     ids: np.ndarray | None = None
+    _id_ends: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.streams)
@@ -149,9 +150,16 @@ class Readings:
         )
 
     def take(self, rows: slice | np.ndarray) -> Readings:
-        """Return rows `rows` (a slice, or row indices in order) as a new Readings."""
+        """Return rows `rows` (a slice, or row indices in order) as a new Readings.
+
+        A run of consecutive rows keeps its ids: the daemon steps a big pass in runs of rows,
+        and without them each run looked its streams up by their strings (~9% of a flat-out
+        daemon's time with 1024-row batches).
+        """
+        ids = None
         if isinstance(rows, slice):
             streams = self.streams[rows]
+            ids = self._ids_of_run(rows)
         else:
             streams = [self.streams[i] for i in rows.tolist()]
         return Readings(
@@ -161,7 +169,18 @@ class Readings:
             self.ts[rows],
             self.reset[rows],
             self.end[rows],
+            ids,
         )
+
+    def _ids_of_run(self, rows: slice) -> np.ndarray | None:
+        """The ids of rows `rows` when they are consecutive and non-empty, else None."""
+        start, stop, step = rows.indices(len(self))
+        if self.ids is None or step != 1 or start >= stop:
+            return None
+        if self._id_ends is None:
+            self._id_ends = np.flatnonzero(self.ids == 0) + 1  # each id's end, its 0 included
+        first = int(self._id_ends[start - 1]) if start else 0
+        return self.ids[first : int(self._id_ends[stop - 1])]
 
     def seq_list(self) -> list[int | None]:
         """The seq column as sent: ints, None where a reading had none."""
@@ -434,7 +453,9 @@ def compile_jitted_paths(n_inputs: int) -> None:
     if readings is None:
         raise RuntimeError("the jitted decoder turned down plain readings")
     pack_prediction_messages(readings.streams, readings.seq, readings.ts, readings.values, None)
-    encode_prediction_batch(readings.streams, readings.seq, readings.ts, readings.values, None)
+    encode_prediction_batch(
+        readings.streams, readings.seq, readings.ts, readings.values, None, readings.ids
+    )
 
 
 def _decode_many(
@@ -1021,8 +1042,10 @@ def encode_prediction_batch(
     ts: Sequence[float | None] | np.ndarray,
     predictions: np.ndarray,
     scores: np.ndarray | None,
+    ids: np.ndarray | None = None,
 ) -> bytes:
-    """Encode a columnar prediction payload (publish it under `BATCH_TOPIC`)."""
+    """Encode a columnar prediction payload (publish it under `BATCH_TOPIC`); `ids`, the
+    streams' UTF-8 ids each followed by a 0 byte (`Readings.ids`), spare packing the strings."""
     streams = list(streams)
     n = len(streams)
     pred = np.ascontiguousarray(predictions, dtype=_F32_LE)
@@ -1036,7 +1059,7 @@ def encode_prediction_batch(
         score = np.ascontiguousarray(scores, dtype=_F32_LE).reshape(-1)
         if score.shape != (n,):
             raise ValueError(f"scores of shape {score.shape} do not match {n} streams")
-    packed = _packed_prediction_batch(streams, seq, ts, pred, score)
+    packed = _packed_prediction_batch(streams, seq, ts, pred, score, ids)
     if packed is not None:
         return packed
     return _packer().pack(
@@ -1052,10 +1075,15 @@ def encode_prediction_batch(
 
 
 def _packed_prediction_batch(
-    streams: list[str], seq: Any, ts: Any, pred: np.ndarray, score: np.ndarray
+    streams: list[str],
+    seq: Any,
+    ts: Any,
+    pred: np.ndarray,
+    score: np.ndarray,
+    ids: np.ndarray | None,
 ) -> bytes | None:
-    """The batch payload with its seq and ts columns packed by jitted calls, for `Readings`
-    columns (seq int64, ts float64); else None.
+    """The batch payload with its seq and ts columns (and with `ids`, its streams) packed by
+    jitted calls, for `Readings` columns (seq int64, ts float64); else None.
 
     Turning 4096 seqs into Python ints and packing them took ~100 us, the jitted call ~10.
     The map is written as its parts, in `encode_prediction_batch`'s key order.
@@ -1073,11 +1101,16 @@ def _packed_prediction_batch(
     else:
         packed_ts = column[: wire.pack_ts_array(ts, column)].tobytes()
     pack = _packer().pack
+    if ids is None:
+        packed_streams = pack(streams)
+    else:
+        room = np.empty(5 + 3 * len(streams) + ids.size, np.uint8)
+        packed_streams = room[: wire.pack_str_array(ids, len(streams), room)].tobytes()
     return b"".join(
         (
             b"\x86",  # a map of 6
             pack("streams"),
-            pack(streams),
+            packed_streams,
             pack("seq"),
             packed_seq,
             pack("ts"),

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import zmq
 
+from engine import daemon as daemon_module
 from engine import protocol as P
 from engine.config import ServeConfig
 from engine.daemon import Daemon
@@ -162,3 +163,21 @@ def test_a_busy_daemon_waits_max_wait_us_for_more_readings_only_when_told(
         push.close(linger=0)
         daemon.ingest.close(linger=0)
         ctx.term()
+
+
+def test_a_pass_over_the_engine_call_size_finds_known_streams_by_their_ids(tmp_path, monkeypatch):
+    model = Model.random("lstm", 3, 8, output_size=2)
+    daemon = in_process_daemon(tmp_path, model, "batch")
+    streams = [f"pump-{i}" for i in range(1000)]
+    frames = [P.encode_batch(streams, np.ones((1000, 3)), seq=[k + 1] * 1000) for k in range(6)]
+    passes = [P.decode_frames(*P._laid_out(frames[:1]), 3)[0]]  # admits the streams
+    passes.append(P.decode_frames(*P._laid_out(frames[1:]), 3)[0])
+    assert len(passes[1]) > daemon_module._ENGINE_ROWS and passes[1].ids is not None
+    daemon._process(passes[0])
+
+    def by_strings(*_args):
+        raise AssertionError("known streams were looked up by their strings")
+
+    monkeypatch.setattr(StreamEngine, "_slots_admitting", by_strings)
+    daemon._process(passes[1])
+    assert daemon.metrics.predictions_out == 6000 and daemon.metrics.duplicates == 0

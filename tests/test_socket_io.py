@@ -221,7 +221,7 @@ from engine.socket_io import FrameReceiver, MessageSender
 from engine.stream import StreamEngine
 
 kernels = [wire.parse_readings, wire.pack_predictions, wire.pack_seq_array, wire.pack_ts_array,
-           zmqcalls.recv_frames, zmqcalls.send_messages, idindex.find_slots,
+           wire.pack_str_array, zmqcalls.recv_frames, zmqcalls.send_messages, idindex.find_slots,
            idindex.insert_slots, idindex.remove_slot, counting.add_to_histogram]
 ctx = zmq.Context()
 pull, push, pub = ctx.socket(zmq.PULL), ctx.socket(zmq.PUSH), ctx.socket(zmq.PUB)
@@ -249,7 +249,8 @@ metrics.latency_seconds.observe_many(time.time() - readings.ts)
 for scores in (None, np.array([0.5, np.nan, 1.0])):
     sender.send_messages(*P.pack_prediction_messages(
         readings.streams, readings.seq, readings.ts, outputs, scores, ids=readings.ids))
-    P.encode_prediction_batch(readings.streams, readings.seq, readings.ts, outputs, scores)
+    P.encode_prediction_batch(readings.streams, readings.seq, readings.ts, outputs, scores,
+                              readings.ids)
 print([len(k.signatures) for k in kernels] == compiled, compiled,
       [len(k.signatures) for k in kernels])
 """

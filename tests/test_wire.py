@@ -158,6 +158,28 @@ def test_what_producers_send_in_batches_takes_the_jitted_path():
     assert readings.streams == ["a", "b", "a", "c", "d", "d", *GOOD_IDS]
 
 
+def ids_of(streams: list[str]) -> bytes:
+    return b"".join(s.encode("utf-8") + b"\0" for s in streams)
+
+
+@pytest.mark.parametrize("rows", [slice(0, 3), slice(2, 7), slice(5, None), slice(0, 100)])
+def test_a_run_of_rows_keeps_its_ids(rows):
+    streams = ["a", *GOOD_IDS, "b"]
+    frames = [P.encode_batch(streams, np.ones((len(streams), N_INPUTS)))]
+    readings = assert_jitted_and_right(frames)
+    run = readings.take(rows)
+    assert run.streams == streams[rows]
+    assert run.ids.tobytes() == ids_of(streams[rows])
+
+
+def test_rows_picked_out_of_order_or_none_have_no_ids():
+    frames = [P.encode_batch(["a", "b", "c"], np.ones((3, N_INPUTS)))]
+    readings = assert_jitted_and_right(frames)
+    assert readings.take(np.array([0, 2])).ids is None
+    assert readings.take(slice(0, 3, 2)).ids is None
+    assert readings.take(slice(2, 2)).ids is None
+
+
 def test_an_empty_batch_alone_gives_no_readings():
     frames = [P.encode_batch([], np.zeros((0, N_INPUTS)))]
     assert len(assert_jitted_and_right(frames)) == 0
@@ -417,7 +439,7 @@ def test_batch_payload_with_jitted_columns_is_byte_identical(columns, extra_rows
     outputs = np.resize(outputs, (len(streams), outputs.shape[1]))
     scores = None if scores is None else np.resize(scores, len(streams))
     score_bytes = np.full(len(streams), np.nan, "<f4") if scores is None else scores.astype("<f4")
-    assert P._packed_prediction_batch(streams, seq, ts, outputs, score_bytes) is not None
+    assert P._packed_prediction_batch(streams, seq, ts, outputs, score_bytes, None) is not None
     # one ts when every row has the same (but 0.0, published as a list)
     one_ts = float(ts[0]) if len(set(ts.tolist())) == 1 and not math.isnan(ts[0]) else None
     want = msgpack.packb(
@@ -432,6 +454,8 @@ def test_batch_payload_with_jitted_columns_is_byte_identical(columns, extra_rows
         use_bin_type=True,
     )
     assert P.encode_prediction_batch(streams, seq, ts, outputs, scores) == want
+    ids = np.frombuffer(bytearray(ids_of(streams)), np.uint8)  # as the decoder gives them
+    assert P.encode_prediction_batch(streams, seq, ts, outputs, scores, ids) == want
 
 
 def test_compiling_the_jitted_paths_ahead_runs_each_of_them():

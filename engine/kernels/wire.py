@@ -514,6 +514,21 @@ def pack_seq_array(seq, out):
 
 
 @kernel
+def pack_str_array(ids, n, out):
+    """Write the first n ids of `ids` (UTF-8, each followed by a 0 byte) as a msgpack array of
+    str into `out`, as msgpack-python packs a list of str; return the bytes used. `out` must
+    hold 5 + 3 * n + the ids' bytes."""
+    q = _put_array_header(out, 0, n)
+    first = 0
+    for _ in range(n):
+        length = _id_length(ids, first)
+        q = _put_str_header(out, q, length)
+        q = _put_bytes(out, q, ids, first, length)
+        first += length + 1
+    return q
+
+
+@kernel
 def pack_ts_array(ts, out):
     """Write ts (float64, NaN for nil) as a msgpack array of float64 into `out`; return the
     bytes used. `out` must hold 5 + 9 * len(ts)."""
