@@ -63,8 +63,8 @@ class IdIndex:
 
     def find(self, ids: np.ndarray, n: int) -> np.ndarray | None:
         """Slots of the n ids in `ids` (each followed by a 0 byte); None if one has none."""
-        slots = np.empty(n, np.int64)
-        if find_slots(self.table, self.arena, self.start, self.length, ids, slots):
+        slots, firsts, homes = np.empty((3, n), np.int64)
+        if find_slots(self.table, self.arena, self.start, self.length, ids, slots, firsts, homes):
             return None
         return slots
 
