@@ -44,6 +44,7 @@ from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cache
 from itertools import accumulate, chain, pairwise
 from pathlib import Path
 from typing import Any
@@ -389,6 +390,7 @@ def decode_frames(
     return decoded
 
 
+@cache  # an import statement costs ~1 us, and a daemon pass asks two or three times
 def _wire_kernels() -> Any:
     """engine.kernels.wire, imported on first use: clients of the wire format never load Numba."""
     from engine.kernels import wire
