@@ -172,6 +172,17 @@ def test_a_run_of_rows_keeps_its_ids(rows):
     assert run.ids.tobytes() == ids_of(streams[rows])
 
 
+def test_stream_ids_read_as_the_list_of_their_strings():
+    streams = ["a", "é-7", "𝄞", "pump-70"]
+    ids = np.frombuffer(bytearray(ids_of(streams)), np.uint8)
+    lazy = P.StreamIds(ids, len(streams))
+    assert len(lazy) == 4 and lazy == streams and streams == lazy
+    assert lazy[1] == "é-7" and lazy[-1] == "pump-70" and lazy[1:3] == ["é-7", "𝄞"]
+    assert list(lazy) == streams and "𝄞" in lazy and repr(lazy) == repr(streams)
+    assert lazy == P.StreamIds(ids, len(streams)) and lazy != streams[:3]
+    assert P.StreamIds(np.zeros(0, np.uint8), 0) == []
+
+
 def test_rows_picked_out_of_order_or_none_have_no_ids():
     frames = [P.encode_batch(["a", "b", "c"], np.ones((3, N_INPUTS)))]
     readings = assert_jitted_and_right(frames)
