@@ -195,9 +195,11 @@ class Readings:
         """
         ids = None
         if isinstance(rows, slice):
-            ids = self._ids_of_run(rows)
+            start, stop, step = rows.indices(len(self))
+            if step == 1 and start < stop:
+                ids = self._ids_of_run(start, stop)
             if ids is not None and isinstance(self.streams, StreamIds):
-                streams: Sequence[str] = StreamIds(ids, len(range(*rows.indices(len(self)))))
+                streams: Sequence[str] = StreamIds(ids, stop - start)
             else:
                 streams = self.streams[rows]
         else:
@@ -212,10 +214,9 @@ class Readings:
             ids,
         )
 
-    def _ids_of_run(self, rows: slice) -> np.ndarray | None:
-        """The ids of rows `rows` when they are consecutive and non-empty, else None."""
-        start, stop, step = rows.indices(len(self))
-        if self.ids is None or step != 1 or start >= stop:
+    def _ids_of_run(self, start: int, stop: int) -> np.ndarray | None:
+        """The ids of rows start .. stop - 1 (at least one), None without ids."""
+        if self.ids is None:
             return None
         if self._id_ends is None:
             self._id_ends = np.flatnonzero(self.ids == 0) + 1  # each id's end, its 0 included
