@@ -21,7 +21,8 @@ from engine.keys import KeyLike, add_curve_client_arguments, apply_curve_client
 
 DEFAULT_CONTROL_ENDPOINT = "tcp://127.0.0.1:5557"
 
-# A dict with exactly these keys is a histogram summary from the daemon's `stats` reply.
+# A dict with these keys is a histogram summary from the daemon's `stats` reply (its
+# `buckets` are left to --json).
 _HISTOGRAM_KEYS = frozenset({"count", "sum", "p50", "p99"})
 
 
@@ -144,7 +145,7 @@ def format_reply(reply: dict, indent: int = 0) -> list[str]:
     for key, value in items:
         key = str(key)
         label = f"{pad}{key + ':':<{width + 1}}"
-        if isinstance(value, dict) and set(value) == _HISTOGRAM_KEYS:
+        if isinstance(value, dict) and _HISTOGRAM_KEYS <= set(value):
             lines.append(f"{label} {_histogram(key, value)}")
         elif isinstance(value, dict):
             if value:

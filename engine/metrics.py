@@ -59,6 +59,12 @@ class Histogram:
         idx = int(np.searchsorted(np.cumsum(self.counts), q * n, side="left"))
         return float(self.bounds[idx]) if idx < self.bounds.size else float("inf")
 
+    def cumulative_counts(self) -> list[list[float]]:
+        """[upper bound, observations at or below it] for every finite bound (`count` holds
+        them all): for shares beyond a bound, which the quantiles alone cannot give."""
+        cumulative = np.cumsum(self.counts[:-1])
+        return [[b, int(c)] for b, c in zip(self._bound_list, cumulative.tolist(), strict=True)]
+
     def buckets(self) -> list[tuple[str, int]]:
         cumulative = np.cumsum(self.counts)
         labels = [repr(float(b)) for b in self.bounds] + ["+Inf"]
@@ -91,6 +97,7 @@ class Metrics:
                 "sum": h.total,
                 "p50": h.quantile(0.5),
                 "p99": h.quantile(0.99),
+                "buckets": h.cumulative_counts(),
             }
 
         return {

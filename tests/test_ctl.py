@@ -287,7 +287,13 @@ def test_format_reply_handles_empty_histograms_lists_and_infinities():
         {
             "ok": True,
             "latency_seconds": {"count": 0, "sum": 0.0, "p50": None, "p99": None},
-            "step_seconds": {"count": 4, "sum": 0.002, "p50": 0.0005, "p99": float("inf")},
+            "step_seconds": {
+                "count": 4,
+                "sum": 0.002,
+                "p50": 0.0005,
+                "p99": float("inf"),
+                "buckets": [[0.0005, 3]],  # left to --json
+            },
             "streams": [],
             "rejects": {},
             "ratio": 0.125,
@@ -456,6 +462,46 @@ def test_bench_e2e_result_flags_a_missing_or_duplicated_prediction():
     settings = Settings(3, 1, 3, 3, 3, 1, 1.0, (0.5,), 64, 8, 8, 1.0, False)
     table = markdown_report([lost, ok], settings, "cmd", "machine", "today")
     assert "| 2/3 | **NO** |" in table and "| 3/3 | yes |" in table
+
+
+def test_bench_e2e_result_splits_the_readings_over_the_p99_target_by_where_they_got_late():
+    from engine.bench_e2e import Settings, _result, markdown_report
+
+    def latency_stats(count: int, within_5ms: int) -> dict:
+        return {
+            "count": count,
+            "sum": 0.0,
+            "p50": None,
+            "p99": None,
+            "buckets": [[1e-3, 0], [5e-3, within_5ms], [1e-2, count]],
+        }
+
+    info = {"sent": 4, "seq_sum": 10, "wall": 1.0, "cpu": {"server": 0.5}}
+    info["stats_before"] = {
+        "latency_seconds": latency_stats(10, 10),  # an earlier phase's, all in time
+        "batch_size": {"count": 0, "sum": 0},
+        "step_seconds": {"count": 0, "sum": 0.0},
+    }
+    # of this phase's 4 readings, 1 was published over 5 ms after its ts; 2 arrived over 5 ms
+    info["stats_after"] = {
+        "latency_seconds": latency_stats(14, 13),
+        "batch_size": {"count": 2, "sum": 4},
+        "step_seconds": {"count": 2, "sum": 0.1},
+    }
+    latency = np.array([0.001, 0.002, 0.006, 0.009])
+    paced = _result("rnnstream", "single", "50%", 4.0, info, _received(4, 10, latency))
+    assert paced.over_target_published == pytest.approx(0.25)
+    assert paced.over_target_received == pytest.approx(0.5)
+    flat_out = _result("rnnstream", "single", "max", 0.0, info, _received(4, 10, latency))
+    assert flat_out.over_target_published is None and flat_out.over_target_received is None
+    # a daemon whose stats carry no buckets: the receiving side only
+    for stats in (info["stats_before"], info["stats_after"]):
+        del stats["latency_seconds"]["buckets"]
+    older = _result("rnnstream", "single", "50%", 4.0, info, _received(4, 10, latency))
+    assert older.over_target_published is None and older.over_target_received == 0.5
+    settings = Settings(4, 1, 4, 4, 4, 1, 1.0, (0.5,), 64, 8, 8, 1.0, False)
+    table = markdown_report([paced, older, flat_out], settings, "cmd", "machine", "today")
+    assert "| 25.00% / 50.00% |" in table and "| - / 50.00% |" in table
 
 
 def _received(count: int, seq_sum: int, latency: np.ndarray) -> dict:

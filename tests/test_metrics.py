@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from engine.kernels.counting import add_to_histogram
-from engine.metrics import BATCH_BUCKETS, LATENCY_BUCKETS, Histogram
+from engine.metrics import BATCH_BUCKETS, LATENCY_BUCKETS, Histogram, Metrics
 
 
 def test_histogram_kernel_matches_numpy_searchsorted_and_bincount():
@@ -28,7 +28,18 @@ def test_a_value_on_a_bound_counts_in_that_bucket_as_prometheus_le_says():
     for v in (0.5, 1.0, 1.5, 2.0, 3.0):
         h.observe(v)
     assert h.buckets() == [("1.0", 2), ("2.0", 4), ("+Inf", 5)]
+    assert h.cumulative_counts() == [[1.0, 2], [2.0, 4]]  # the stats reply's; count holds all
     assert h.total == 8.0 and h.count == 5
+
+
+def test_the_stats_snapshot_carries_each_histograms_buckets():
+    metrics = Metrics()
+    metrics.latency_seconds.observe_many(np.array([2e-4, 3e-3, 7e-3, 7e-3]))
+    latency = metrics.snapshot()["latency_seconds"]
+    at_or_below = dict(latency["buckets"])
+    assert [le for le, _ in latency["buckets"]] == list(LATENCY_BUCKETS)
+    assert at_or_below[2.5e-4] == 1 and at_or_below[5e-3] == 2 and at_or_below[1e-2] == 4
+    assert latency["count"] == 4 and latency["p99"] == 1e-2
 
 
 def test_observing_one_at_a_time_equals_observing_an_array():
