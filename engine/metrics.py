@@ -66,9 +66,8 @@ class Histogram:
         return [[b, int(c)] for b, c in zip(self._bound_list, cumulative.tolist(), strict=True)]
 
     def buckets(self) -> list[tuple[str, int]]:
-        cumulative = np.cumsum(self.counts)
-        labels = [repr(float(b)) for b in self.bounds] + ["+Inf"]
-        return list(zip(labels, cumulative.tolist(), strict=True))
+        """Prometheus's cumulative buckets: (le label, count), ending with +Inf."""
+        return [(repr(b), c) for b, c in self.cumulative_counts()] + [("+Inf", self.count)]
 
 
 class Metrics:
