@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import importlib.util
-import math
 import multiprocessing as mp
 import os
 import platform
@@ -41,7 +40,9 @@ from engine.stalls import measure as stall_measure
 PROBE_STREAM = "__bench_probe__"
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 # A paced producer sleeps at least this long between sends: at 40k readings/s it sends ~8 at a
-# time, as producers on other machines would arrive interleaved, without a wake-up per reading.
+# time, as producers on other machines would arrive interleaved, without a wake-up per reading
+# (those cost it 2.5x the CPU of sending flat out). It sleeps rather than spins: the cores are
+# shared with the daemon under test.
 PACING_TICK_S = 200e-6
 LATE_S = 1e-3  # a paced reading sent this long after its due time counts as sent late
 _READINGS_PER_PACK = 4096  # single readings packed and sent by one call each, flat out
@@ -101,7 +102,7 @@ def _producer_main(
             _, mode, n, rate, batch_size, start_at = cmd
             pacing = Pacing(start_at, rate)
             if mode == "single":
-                seq_sum = _send_single(singles, n, pacing)
+                seq_sum = singles.send_paced(n, pacing)
             else:
                 seq_sum = _send_batches(producer, streams, pool, n, batch_size, pacing)
             conn.send(("done", seq_sum, pacing.late, pacing.max_lag))
@@ -115,20 +116,19 @@ class SingleReadingLoad:
     """Single-reading messages for `streams` in turn, each stream's seq counting 1, 2, 3, ...
 
     The frames are those `Producer.send` makes (`protocol.encode_reading` of the reading, its
-    seq and the send time), but a tick's readings are chosen and packed by one jitted call
-    (`kernels.wire.pack_readings`) and sent by another (`socket_io.MessageSender`): the load
-    generator then takes less of the cores the daemon under test shares with it (~1.7 us of
-    Python a reading through `Producer.send`). A tick of 56 readings takes 32-39 us, 48 when
-    numpy chose the streams, seqs and rows (timed against a PULL socket in the same process).
+    seq and the send time), but a whole phase's schedule runs in one jitted call
+    (`kernels.bench_io.send_paced`): reading the clock, packing what is due, sending it and
+    sleeping until the next reading is due. The load generator then takes less of the cores the
+    daemon under test shares with it (~1.7 us of Python a reading through `Producer.send`, ~20
+    us a 200 us tick when the tick loop was Python).
     """
 
     def __init__(self, context: Any, endpoint: str, streams: list[str], pool: np.ndarray) -> None:
         import zmq
 
-        from engine.kernels import wire
-        from engine.socket_io import MessageSender
+        from engine.kernels import bench_io, wire
 
-        self._pack = wire.pack_readings
+        self._send_paced = bench_io.send_paced
         encoded = [stream.encode("utf-8") for stream in streams]
         self.id_bytes = np.frombuffer(b"".join(encoded), np.uint8)
         self.id_starts = np.cumsum([0, *map(len, encoded)]).astype(np.int64)
@@ -141,37 +141,48 @@ class SingleReadingLoad:
         )
         self.out = np.empty(self.chunk * frame_room, np.uint8)
         self.bounds = np.empty(self.chunk + 1, np.int64)
+        self.timespec = np.zeros(2, np.int64)
         self.socket = context.socket(zmq.PUSH)
         self.socket.sndhwm = 100_000
         self.socket.linger = 30_000
         self.socket.connect(endpoint)
-        self.sender = MessageSender(self.socket, parts=1)
-        self._send_pack(0, 0)  # compiles the packer now, not in the first phase
+        self.send(0, 0)  # compiles the kernel now, not in the first phase
 
     def send(self, count: int, first: int) -> int:
-        """Send the next `count` readings (values from row `first` of the pool on), stamped
-        as they are packed; return the sum of their seqs."""
-        return sum(
-            self._send_pack(min(self.chunk, count - done), first + done)
-            for done in range(0, count, self.chunk)
-        )
+        """Send the next `count` readings at once (values from row `first` of the pool on),
+        stamped as they are packed; return the sum of their seqs."""
+        return self.send_paced(count, Pacing(0.0, 0.0), first)
 
-    def _send_pack(self, k: int, first: int) -> int:
-        used, seq_sum = self._pack(
+    def send_paced(self, n: int, pacing: Pacing, first: int = 0) -> int:
+        """Send the next `n` readings on `pacing`'s schedule, recording in it how late they
+        went; return the sum of their seqs."""
+        lateness = np.array([0.0, pacing.max_lag])
+        seq_sum, self.cursor, error = self._send_paced(
+            self.socket.underlying,
             self.id_bytes,
             self.id_starts,
             self.last_seq,
             self.cursor,
             self.pool,
             first,
-            time.time(),
-            k,
+            n,
+            pacing.start_at,
+            pacing.rate,
+            PACING_TICK_S,
+            LATE_S,
+            self.chunk,
             self.out,
             self.bounds,
+            self.timespec,
+            lateness,
         )
-        self.sender.send_messages(self.out[:used], self.bounds[: k + 1], wait=True)
-        self.cursor = (self.cursor + k) % self.last_seq.size
-        return seq_sum
+        if error:
+            import zmq
+
+            raise zmq.ZMQError(error)
+        pacing.late += int(lateness[0])
+        pacing.max_lag = float(lateness[1])
+        return int(seq_sum)
 
     def close(self) -> None:
         self.socket.close()
@@ -195,10 +206,6 @@ class Pacing:
         self.late = 0  # readings sent more than LATE_S after they were due
         self.max_lag = 0.0  # seconds, the most any reading was sent after it was due
 
-    def due(self, now: float) -> int:
-        """How many readings are due by `now`."""
-        return int((now - self.start_at) * self.rate) + 1
-
     def due_at(self, k: int) -> float:
         return self.start_at + k / self.rate
 
@@ -206,31 +213,10 @@ class Pacing:
         """Readings first .. end - 1 go out at `now`."""
         if self.rate <= 0 or end <= first:
             return
+        from engine.kernels.bench_io import readings_late
+
         self.max_lag = max(self.max_lag, now - self.due_at(first))
-        # reading k is late when due_at(k) < now - LATE_S
-        overdue = math.ceil((now - LATE_S - self.start_at) * self.rate)
-        self.late += max(0, min(end, overdue) - first)
-
-
-def _send_single(load: SingleReadingLoad, n: int, pacing: Pacing) -> int:
-    """Send `n` single-reading messages on `pacing`'s schedule; return their seq sum."""
-    _wait_until(pacing.start_at)
-    if pacing.rate <= 0:
-        return load.send(n, 0)
-    seq_sum = sent = 0
-    while sent < n:
-        # Send what is due, then sleep until the next reading is, but at least PACING_TICK_S: no
-        # busy wait (the cores are shared with the daemon under test), and no wake-up per
-        # reading either (at 40k/s those cost this process 2.5x the CPU of sending flat out).
-        now = time.time()
-        due = min(n, pacing.due(now))
-        if due > sent:
-            pacing.record(now, sent, due)
-            seq_sum += load.send(due - sent, sent)
-            sent = due
-        if sent < n:
-            _wait_until(max(pacing.due_at(sent), time.time() + PACING_TICK_S))
-    return seq_sum
+        self.late += readings_late(now, self.start_at, self.rate, LATE_S, first, end)
 
 
 def _send_batches(
@@ -322,64 +308,75 @@ def _wait_for_probe(sock: Any, timeout: float, unpackb: Any) -> bool:
 def _receive_phase(sock: Any, expected: int, idle_timeout: float, unpackb: Any) -> dict:
     """Receive until `expected` predictions arrived or none came for `idle_timeout` seconds.
 
-    What is queued is taken in one call (`socket_io.FrameReceiver`) and stamped with the time
-    it was taken; the seq and ts of single predictions are read by one jitted call
-    (`kernels.wire.read_prediction_stamps`), anything else (batch publications, errors, probe
-    predictions) by msgpack here. At 130k predictions/s reading them one by one in Python took
-    this process 0.42-0.45 of a core, now 0.22-0.24, and a pass's predictions no longer wait in
-    its queue for each other to be read.
+    Single predictions are taken by one jitted call (`kernels.bench_io.receive_stamps`: wait,
+    take what is queued, stamp it with the time it was taken, read each one's seq and ts), which
+    returns only for anything else (batch publications, errors, probe predictions), read by
+    msgpack here. At 130k predictions/s reading them one by one in Python took this process
+    0.42-0.45 of a core; a look at a time, from Python, 0.22-0.24 (and a pass's predictions no
+    longer wait in its queue for each other to be read).
     """
-    from engine.kernels import wire
+    from engine.kernels import bench_io, zmqcalls
     from engine.protocol import DEFAULT_MAX_FRAME_BYTES, PREDICTION_PREFIX
-    from engine.socket_io import FrameReceiver
+    from engine.socket_io import PASS_BUDGET_BYTES
 
-    receiver = FrameReceiver(sock, DEFAULT_MAX_FRAME_BYTES)
+    item = zmqcalls.poll_item(sock)
+    buf = np.empty(PASS_BUDGET_BYTES + DEFAULT_MAX_FRAME_BYTES + 1, np.uint8)
+    starts = np.zeros(_FRAMES_PER_LOOK + 2, np.int64)
     prefix = np.frombuffer(PREDICTION_PREFIX, np.uint8)
     probe_id = np.frombuffer(PROBE_STREAM.encode(), np.uint8)
     capacity = max(expected, 1)
     latency = np.empty(capacity, np.float64)
     seq = np.empty(capacity, np.int64)
     ts = np.empty(capacity, np.float64)
-    count = seq_sum = errors = 0
-    first = last = None
-    while count < expected:
-        if not sock.poll(int(idle_timeout * 1000)):
+    looks = np.full(2, np.nan)  # the first look's time and the last's
+    timespec = np.zeros(2, np.int64)
+    count = seq_sum = errors = n = i = 0
+    while True:
+        count, got_sum, n, i, why = bench_io.receive_stamps(
+            item,
+            int(idle_timeout * 1000),
+            buf,
+            starts,
+            _FRAMES_PER_LOOK,
+            PASS_BUDGET_BYTES,
+            n,
+            i,
+            prefix,
+            probe_id,
+            seq,
+            ts,
+            latency,
+            count,
+            expected,
+            looks,
+            timespec,
+        )
+        seq_sum += got_sum
+        if why < 0:
+            import zmq
+
+            raise zmq.ZMQError(-why)
+        if why != bench_io.OTHER_MESSAGE:
             break
-        n = receiver.receive(_FRAMES_PER_LOOK)
-        if n % 2:  # a topic without its payload, which arrived with it (publications are small)
-            n = receiver.receive(n + 1, first=n, budget=receiver.buffer.size)
-        t = time.time()
-        first = t if first is None else first
-        last = t
-        buf, starts = receiver.frames(n)
-        i = 0
-        while i < n and count < expected:
-            i, got = wire.read_prediction_stamps(
-                buf, starts, i, n, prefix, probe_id, seq, ts, count
-            )
-            latency[count:got] = t - ts[count:got]
-            seq_sum += int(seq[count:got].sum())
-            count = got
-            if i >= n or count >= expected:
-                break
-            topic = buf[starts[i] : starts[i + 1]].tobytes()
-            msg = unpackb(buf[starts[i + 1] : starts[i + 2]])  # read in place: batches are big
-            i += 2
-            if topic == b"batch.pred":
-                streams = msg["streams"]
-                if streams and streams[0] == PROBE_STREAM:
-                    continue
-                k = min(len(streams), capacity - count)
-                stamps = np.broadcast_to(np.asarray(msg["ts"], np.float64), (len(streams),))
-                latency[count : count + k] = t - stamps[:k]
-                seq_sum += sum(msg["seq"][:k])
-                count += k
-            elif topic == b"error":
-                errors += 1
-            elif msg["stream"] != PROBE_STREAM:
-                latency[count] = t - msg["ts"]
-                seq_sum += msg["seq"]
-                count += 1
+        topic = buf[starts[i] : starts[i + 1]].tobytes()
+        msg = unpackb(buf[starts[i + 1] : starts[i + 2]])  # read in place: batches are big
+        i += 2
+        if topic == b"batch.pred":
+            streams = msg["streams"]
+            if streams and streams[0] == PROBE_STREAM:
+                continue
+            k = min(len(streams), capacity - count)
+            stamps = np.broadcast_to(np.asarray(msg["ts"], np.float64), (len(streams),))
+            latency[count : count + k] = looks[1] - stamps[:k]
+            seq_sum += sum(msg["seq"][:k])
+            count += k
+        elif topic == b"error":
+            errors += 1
+        elif msg["stream"] != PROBE_STREAM:
+            latency[count] = looks[1] - msg["ts"]
+            seq_sum += msg["seq"]
+            count += 1
+    first, last = (None if t != t else float(t) for t in looks)
     return {
         "count": count,
         "seq_sum": seq_sum,
@@ -580,11 +577,7 @@ class Harness:
             "max_send_lag": max_lag if rate > 0 else None,
             "wall": wall,
             "cpu": cpu,
-            "host_steal": (
-                None
-                if steal_before is None or steal_after is None
-                else (steal_after - steal_before) / (wall * (os.cpu_count() or 1))
-            ),
+            "host_steal": _steal_share(steal_before, steal_after, wall),
             "stats_before": before_stats,
             "stats_after": stats() if stats else None,
         }
@@ -651,6 +644,16 @@ def _result(
         if server_cpu:
             result.step_share = d_step / (server_cpu * info["wall"])
     return result
+
+
+def _steal_share(before: float | None, after: float | None, wall: float) -> float | None:
+    """The host's share of all cores over `wall` seconds, from two `steal_seconds` counts;
+    None without them or when the phase was too short for the counter's ticks (a tick of steal
+    would read as over 1%)."""
+    core_seconds = wall * (os.cpu_count() or 1)
+    if before is None or after is None or core_seconds * _CLK_TCK < 100:
+        return None
+    return (after - before) / core_seconds
 
 
 def _share_over(before: dict, after: dict, bound: float) -> float | None:

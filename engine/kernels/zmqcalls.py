@@ -18,6 +18,7 @@ import errno
 import os
 
 import llvmlite.binding
+import numpy as np
 import zmq
 from numba import types
 
@@ -46,8 +47,10 @@ _zmq_recv = types.ExternalFunction(
     "zmq_recv", types.intc(types.voidptr, types.voidptr, types.size_t, types.intc)
 )
 _zmq_errno = types.ExternalFunction("zmq_errno", types.intc())
+_zmq_poll = types.ExternalFunction("zmq_poll", types.intc(types.voidptr, types.intc, types.long_))
 
 _DONTWAIT = int(zmq.DONTWAIT)
+_POLLIN = int(zmq.POLLIN)
 _SNDMORE = int(zmq.SNDMORE)
 _EINTR = int(errno.EINTR)
 
@@ -106,3 +109,21 @@ def _send_frame(socket, address, size, more):
         if error != _EINTR:
             return error
     return 0
+
+
+def poll_item(socket: zmq.Socket) -> np.ndarray:
+    """A `zmq_pollitem_t` asking whether `socket` has something to receive, for
+    `wait_readable`: {void *socket; int fd; short events; short revents} in two int64."""
+    return np.array([socket.underlying, _POLLIN << 32], np.int64)
+
+
+@kernel
+def wait_readable(item, timeout_ms):
+    """Wait up to `timeout_ms` (-1: for ever) for the socket of `item` (`poll_item`) to have
+    something to receive; return 1 if it has, 0 if the time ran out, else minus the errno. A
+    signal ends the wait early (0): the caller looks again or decides it waited enough."""
+    ready = _zmq_poll(item.ctypes.data, 1, timeout_ms)
+    if ready >= 0:
+        return ready
+    error = _zmq_errno()
+    return 0 if error == _EINTR else -error
