@@ -1,11 +1,15 @@
-"""A load generator's paced single readings: a whole send phase in one jitted call.
+"""The end-to-end benchmark's load generator and subscriber loops, a phase in one jitted call.
 
 `rnnstream bench e2e` offers single readings on a schedule (reading k due at start + k / rate)
-and wakes every 200 us to send what is due. Run from Python, each wake-up took ~20 us of
-interpreter: 0.1 of a core at 300k readings/s, taken from the two cores that the daemon under
-test shares with its load generator (bench/README.md, "A load generator that wakes in Numba").
-Here the clock is read, what is due packed (`wire.pack_readings`) and sent (libzmq's
-`zmq_send`, through `zmqcalls`), and the sleep until the next reading taken, all in one call.
+and wakes every 200 us to send what is due; its subscriber wakes about as often to stamp what
+arrived. Run from Python, each of the generator's wake-ups took ~20 us of interpreter (perf at
+300k readings/s: 0.1 of a core) and the subscriber's loop about as much, all taken from the two
+cores the daemon under test shares with them (bench/README.md, "Producer and subscriber in
+Numba"). `send_paced` reads the clock, packs what is due (`wire.pack_readings`), sends it
+(libzmq's `zmq_send`, through `zmqcalls`) and sleeps until the next reading is due;
+`receive_stamps` waits for predictions, takes them and stamps them (`wire.read_prediction_stamps`).
+A signal (Ctrl-C) ends the subscriber's wait at once; the generator's call goes on to the end
+of its phase first.
 
 Importing this module raises ImportError where `zmqcalls` cannot find libzmq. The libc calls
 (`clock_gettime`, `nanosleep`) are resolved by name like libzmq's.
