@@ -131,55 +131,40 @@ class FrameReceiver:
 
 
 class MessageSender:
-    """Send messages of `parts` frames laid out in one buffer: the daemon's predictions
-    ([topic, payload] on its PUB socket), a load generator's single readings (PUSH)."""
+    """Send [topic, payload] messages laid out in one buffer: the daemon's predictions on its
+    PUB socket."""
 
-    def __init__(self, socket: zmq.Socket, *, parts: int = 2, direct: bool = True) -> None:
-        if parts < 1:
-            raise ValueError("a message has at least one frame")
+    def __init__(self, socket: zmq.Socket, *, direct: bool = True) -> None:
         self.socket = socket
-        self.parts = parts
         self._calls = _zmqcalls() if direct else None
         if self._calls is not None:  # compile the kernel now, not on the first message
             no_data, no_messages = np.empty(0, np.uint8), np.zeros(1, np.int64)
-            self._calls.send_messages(socket.underlying, no_data, no_messages, parts, 0)
+            self._calls.send_messages(socket.underlying, no_data, no_messages, 2, 0)
 
     @property
     def direct(self) -> bool:
         return self._calls is not None
 
-    def send_messages(self, data: np.ndarray, bounds: np.ndarray, *, wait: bool = False) -> int:
-        """Send the messages, frame k being data[bounds[k]:bounds[k + 1]]; return how many went.
+    def send_messages(self, data: np.ndarray, bounds: np.ndarray) -> int:
+        """Send the messages, frame k being data[bounds[k]:bounds[k + 1]] and message i frames
+        2i and 2i + 1; return how many went.
 
-        Without `wait` no call blocks: a PUB socket drops what its high-water mark refuses
-        (counted as sent, as libzmq does), a PUSH socket stops at its high-water mark. With
-        `wait`, the rest waits for room and every message is sent.
+        No call blocks: a PUB socket drops what its high-water mark refuses (counted as sent, as
+        libzmq does); a socket that queues instead stops there.
         """
-        n = (bounds.size - 1) // self.parts
-        sent = 0
-        while sent < n:
-            if self._calls is not None:
-                sent, errno = self._calls.send_messages(
-                    self.socket.underlying, data, bounds, self.parts, sent
-                )
-                _raise_unless_again(errno)
-            else:
-                sent = self._send_with_pyzmq(data, bounds, sent, n)
-            if sent == n or not wait:
-                break
-            self.socket.poll(flags=zmq.POLLOUT)
-        return sent
+        if self._calls is not None:
+            sent, errno = self._calls.send_messages(self.socket.underlying, data, bounds, 2, 0)
+            _raise_unless_again(errno)
+            return sent
+        return self._send_with_pyzmq(data, bounds)
 
-    def _send_with_pyzmq(self, data: np.ndarray, bounds: np.ndarray, first: int, n: int) -> int:
+    def _send_with_pyzmq(self, data: np.ndarray, bounds: np.ndarray) -> int:
         frames = split_frames(data, bounds)
         send = self.socket.send
-        last = self.parts - 1
-        for i in range(first, n):
-            message = frames[self.parts * i : self.parts * (i + 1)]
+        for i in range(len(frames) // 2):
             try:
-                send(message[0], _NOBLOCK | (_SNDMORE if last else 0))
+                send(frames[2 * i], _NOBLOCK | _SNDMORE)
             except zmq.Again:
                 return i
-            for k in range(1, self.parts):  # libzmq takes the rest once it took the first
-                send(message[k], _NOBLOCK | (_SNDMORE if k < last else 0))
-        return n
+            send(frames[2 * i + 1], _NOBLOCK)  # libzmq takes the rest once it took the first
+        return len(frames) // 2
