@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import errno
 import importlib.util
 import multiprocessing as mp
 import os
@@ -352,6 +353,8 @@ def _receive_phase(sock: Any, expected: int, idle_timeout: float, unpackb: Any) 
             timespec,
         )
         seq_sum += got_sum
+        if why == -errno.EINTR:  # its handler has run by now (as pyzmq's poll): wait again
+            continue
         if why < 0:
             import zmq
 

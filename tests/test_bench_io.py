@@ -7,6 +7,7 @@ set in the past (every reading is late by construction), so a slow machine canno
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 
@@ -216,3 +217,29 @@ def test_a_look_cut_between_topic_and_payload_takes_the_payload_too(push_pull):
     # two predictions in the first look (4 frames), the third in the second
     assert latency.tolist() == [looks[0] - sent_at] * 2 + [looks[1] - sent_at]
     assert looks[0] < looks[1]
+
+
+def test_a_signal_during_the_wait_does_not_end_the_phase(push_pull):
+    """SIGALRM arrives while the subscriber waits (zmq_poll fails with EINTR): its handler runs
+    and the wait goes on, as with pyzmq's poll, so the predictions sent after it still count."""
+    from engine.bench_e2e import _receive_phase
+
+    push, pull = push_pull
+    assert _receive_phase(pull, 1, 0.01, msgpack.unpackb)["count"] == 0  # compiled: no waiting
+    alarms: list[int] = []
+    previous = signal.signal(signal.SIGALRM, lambda signum, frame: alarms.append(signum))
+    waiter = threading.get_ident()  # the signal must reach the thread in zmq_poll
+    alarm = threading.Timer(0.1, signal.pthread_kill, (waiter, signal.SIGALRM))
+    later = threading.Timer(
+        0.4, lambda: [push.send_multipart(m) for m in predictions(["a", "b"], 1, time.time())]
+    )
+    try:
+        alarm.start()
+        later.start()
+        got = _receive_phase(pull, 2, 2.0, msgpack.unpackb)
+    finally:
+        alarm.join()
+        later.join()
+        signal.signal(signal.SIGALRM, previous)
+    assert alarms == [signal.SIGALRM]
+    assert got["count"] == 2 and got["seq_sum"] == 3

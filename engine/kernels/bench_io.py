@@ -8,8 +8,8 @@ cores the daemon under test shares with them (bench/README.md, "Producer and sub
 Numba"). `send_paced` reads the clock, packs what is due (`wire.pack_readings`), sends it
 (libzmq's `zmq_send`, through `zmqcalls`) and sleeps until the next reading is due;
 `receive_stamps` waits for predictions, takes them and stamps them (`wire.read_prediction_stamps`).
-A signal (Ctrl-C) ends the subscriber's wait at once; the generator's call goes on to the end
-of its phase first.
+A signal (Ctrl-C) ends the subscriber's wait at once, for Python to run its handler; the
+generator's call goes on to the end of its phase first.
 
 Importing this module raises ImportError where `zmqcalls` cannot find libzmq. The libc calls
 (`clock_gettime`, `nanosleep`) are resolved by name like libzmq's.
@@ -170,7 +170,8 @@ def receive_stamps(
     Frames i .. n - 1 of the previous look are read first. Returns (count, sum of the seqs read,
     n, i, why) where `why` is EXPECTED_REACHED, IDLE, OTHER_MESSAGE (message at frame i, of the
     look's n frames, is for the caller to read: a batch, an error, a probe; the caller goes on
-    with i past it) or minus an errno.
+    with i past it) or minus an errno (-EINTR: a signal came while it waited; the caller calls
+    again once Python has run the signal's handler).
     """
     seq_sum = 0
     while count < expected:

@@ -120,10 +120,7 @@ def poll_item(socket: zmq.Socket) -> np.ndarray:
 @kernel
 def wait_readable(item, timeout_ms):
     """Wait up to `timeout_ms` (-1: for ever) for the socket of `item` (`poll_item`) to have
-    something to receive; return 1 if it has, 0 if the time ran out, else minus the errno. A
-    signal ends the wait early (0): the caller looks again or decides it waited enough."""
+    something to receive; return 1 if it has, 0 if the time ran out, else minus the errno (-EINTR
+    when a signal arrived: the caller lets Python run its handler, then waits again)."""
     ready = _zmq_poll(item.ctypes.data, 1, timeout_ms)
-    if ready >= 0:
-        return ready
-    error = _zmq_errno()
-    return 0 if error == _EINTR else -error
+    return ready if ready >= 0 else -_zmq_errno()
