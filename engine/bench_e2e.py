@@ -1,9 +1,10 @@
 """`rnnstream bench e2e`: end-to-end throughput and latency against a real `rnnstream serve`.
 
-Producer processes send readings over loopback to a daemon subprocess (single readings packed and
-sent a tick at a time by `SingleReadingLoad`, batches by `Producer.send_many`); a subscriber
-process counts every prediction and measures latency as its receive time minus the `ts` the
-producer stamped at send time (the daemon echoes it). Measured, for N streams:
+Producer processes send readings over loopback TCP (or `--transport ipc`) to a daemon subprocess
+(single readings packed and sent a tick at a time by `SingleReadingLoad`, batches by
+`Producer.send_many`); a subscriber process counts every prediction and measures latency as its
+receive time minus the `ts` the producer stamped at send time (the daemon echoes it). Measured,
+for N streams:
 
 - sustained throughput, flat out, of single-reading messages (`--publish-mode each`) and of
   columnar batches (`--publish-mode batch`): every prediction must arrive (count and seq sum are
@@ -34,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.process import ServeProcess, free_ports
+from engine.process import TRANSPORTS, ServeProcess, local_endpoints
 from engine.stalls import Stalls, steal_seconds
 from engine.stalls import measure as stall_measure
 
@@ -697,6 +698,9 @@ class Settings:
     # Niceness of the producer and subscriber processes: they stand in for other machines, so
     # by default the daemon under test comes first when all want the cores at once.
     generator_nice: int = 5
+    # How producers and subscriber reach the server: loopback TCP, as clients on other machines
+    # would, or ipc:// socket files, as clients on the server's own host may.
+    transport: str = "tcp"
 
 
 def _measure(
@@ -780,7 +784,13 @@ def run_benchmark(settings: Settings, workdir: Path, say: Any = print) -> list[P
         ("batch", "batch", settings.batch_readings),
     ):
         say(f"rnnstream serve --publish-mode {publish_mode}: {mode} messages")
-        server = ServeProcess(model_path, workdir, publish_mode=publish_mode, extra=extra)
+        server = ServeProcess(
+            model_path,
+            workdir,
+            publish_mode=publish_mode,
+            extra=extra,
+            transport=settings.transport,
+        )
         server.start()
         harness = None
         try:
@@ -822,7 +832,7 @@ def _run_baseline(
     settings: Settings, model_path: Path, streams: list[str], say: Any
 ) -> list[PhaseResult]:
     ctx = mp.get_context("spawn")
-    ingest, publish = (f"tcp://127.0.0.1:{p}" for p in free_ports(2))
+    ingest, publish = local_endpoints(settings.transport, model_path.parent, 2)
     ready = ctx.Event()
     proc = ctx.Process(
         target=_baseline_main,
@@ -891,6 +901,9 @@ def machine_description() -> str:
     return "; ".join(parts)
 
 
+_TRANSPORT_WORDS = {"tcp": "loopback TCP", "ipc": "ipc:// sockets (Unix domain)"}
+
+
 def _fmt_ms(v: float) -> str:
     return "-" if v != v else f"{v:.3f}"
 
@@ -950,7 +963,8 @@ def markdown_report(
         + "".join(" " + shlex.quote(a) for a in settings.serve_args)
         + "` (`--publish-mode each` for single messages, `batch` for columnar ones)",
         f"- {settings.streams:,} streams, {settings.producers} producer process(es), one "
-        "subscriber process, server on loopback; producer, server and subscriber share the cores, "
+        f"subscriber process, server on {_TRANSPORT_WORDS[settings.transport]}; producer, server "
+        "and subscriber share the cores, "
         f"producers and subscriber at niceness +{settings.generator_nice} to the server's "
         "(`--generator-nice`: they stand in for other machines)",
         "- throughput = predictions delivered / (first send to last receive); latency = "
@@ -1109,6 +1123,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="how much nicer than the daemon the producer and subscriber processes run (they "
         "stand in for other machines: the daemon comes first when all want the cores; 0: equal)",
     )
+    parser.add_argument(
+        "--transport",
+        choices=TRANSPORTS,
+        default="tcp",
+        help="how producers and subscriber reach the server and the torch loop: loopback TCP, "
+        "as clients on other machines would, or ipc:// socket files in the run's directory",
+    )
     parser.add_argument("--out", type=Path, default=None, help="also write the table here")
 
 
@@ -1183,6 +1204,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         batch_rates=batch_rates,
         stall_seconds=args.stall_seconds,
         generator_nice=args.generator_nice,
+        transport=args.transport,
     )
 
 

@@ -1,4 +1,4 @@
-"""Run `rnnstream serve` as a child process on free loopback ports (demo, benchmarks, tests)."""
+"""Run `rnnstream serve` as a child process on this host's endpoints (demo, benchmarks, tests)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,22 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
+TRANSPORTS = ("tcp", "ipc")
+
+
+def local_endpoints(transport: str, folder: str | os.PathLike, n: int) -> list[str]:
+    """Return `n` distinct endpoints on this host: `tcp` free loopback ports, or `ipc` socket
+    files in `folder` (keep it short: an AF_UNIX path has at most 107 bytes)."""
+    if transport == "tcp":
+        return [f"tcp://127.0.0.1:{p}" for p in free_ports(n)]
+    if transport == "ipc":
+        tag = uuid.uuid4().hex[:8]
+        return [f"ipc://{Path(folder)}/{tag}-{k}.sock" for k in range(n)]
+    raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, not {transport!r}")
+
+
 class ServeProcess:
-    """A `rnnstream serve` subprocess bound to free loopback ports, logging to a file."""
+    """A `rnnstream serve` subprocess on endpoints of this host, logging to a file."""
 
     def __init__(
         self,
@@ -36,11 +51,12 @@ class ServeProcess:
         *,
         publish_mode: str = "each",
         extra: Sequence[str] = (),
+        transport: str = "tcp",
     ) -> None:
         self.workdir = Path(workdir)
-        ports = free_ports(3)
-        self.ingest, self.publish, self.control = (f"tcp://127.0.0.1:{p}" for p in ports)
-        self.log_path = self.workdir / f"serve-{ports[0]}.log"
+        self.ingest, self.publish, self.control = local_endpoints(transport, self.workdir, 3)
+        tag = uuid.uuid4().hex[:8]
+        self.log_path = self.workdir / f"serve-{tag}.log"
         self.argv = [
             sys.executable,
             "-m",
@@ -55,7 +71,7 @@ class ServeProcess:
             "--control",
             self.control,
             "--state-dir",
-            str(self.workdir / f"state-{ports[0]}"),
+            str(self.workdir / f"state-{tag}"),
             "--publish-mode",
             publish_mode,
             *extra,

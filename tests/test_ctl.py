@@ -380,6 +380,7 @@ def test_bench_e2e_tiny_run_reports_every_phase_with_nothing_lost(tmp_path, caps
         else:
             assert re.fullmatch(r"\d+\.\d%, max \d+\.\d ms", late), late
     assert "producers and subscriber at niceness +5 to the server's" in printed
+    assert "server on loopback TCP" in printed
     assert "rnnstream bench e2e" in printed and "- machine: " in printed
     # the max row is the median of the three flat-out runs listed in the header
     runs_line = next(line for line in printed.splitlines() if "flat-out runs" in line)
@@ -390,21 +391,35 @@ def test_bench_e2e_tiny_run_reports_every_phase_with_nothing_lost(tmp_path, caps
         assert len(runs) == 3 and int(row[6].strip().replace(",", "")) == runs[1]
 
 
-def test_bench_e2e_fixed_rates_replace_the_loads_and_may_skip_the_flat_out_runs(tmp_path, capsys):
+def test_bench_e2e_fixed_rates_replace_the_loads_and_may_skip_the_flat_out_runs(
+    tmp_path, capsys, monkeypatch
+):
     from engine import bench_e2e
     from engine.cli import UserError
 
+    servers = []
+
+    class RecordedServeProcess(ServeProcess):
+        def start(self, timeout: float = 120.0) -> ServeProcess:
+            servers.append((self.ingest, self.publish, self.control))
+            return super().start(timeout)
+
+    monkeypatch.setattr(bench_e2e, "ServeProcess", RecordedServeProcess)
     parser = argparse.ArgumentParser()
     bench_e2e.add_arguments(parser)
     args = parser.parse_args(
         ["--streams", "40", "--single-readings", "400", "--batch-readings", "2000"]
         + ["--batch-size", "64", "--latency-seconds", "0.2", "--baseline", "off"]
         + ["--max-runs", "0", "--single-rates", "500,1000", "--batch-rates", "3000"]
-        + ["--stall-seconds", "0"]
+        + ["--stall-seconds", "0", "--transport", "ipc"]
     )
     assert bench_e2e.run(args) == 0
     printed = capsys.readouterr().out
     assert "own stalls" not in printed
+    assert "server on ipc:// sockets" in printed
+    assert len(servers) == 2  # one per message kind, each on socket files of its own
+    assert all(e.startswith("ipc://") for endpoints in servers for e in endpoints)
+    assert len({e for endpoints in servers for e in endpoints}) == 6
     rows = [line.split("|")[1:-1] for line in printed.splitlines() if line.startswith("| rnn")]
     assert [(r[1].strip(), r[2].strip(), r[3].strip()) for r in rows] == [
         ("single", "500/s", "500"),
