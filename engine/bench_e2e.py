@@ -901,9 +901,6 @@ def machine_description() -> str:
     return "; ".join(parts)
 
 
-_TRANSPORT_WORDS = {"tcp": "loopback TCP", "ipc": "ipc:// sockets (Unix domain)"}
-
-
 def _fmt_ms(v: float) -> str:
     return "-" if v != v else f"{v:.3f}"
 
@@ -963,7 +960,7 @@ def markdown_report(
         + "".join(" " + shlex.quote(a) for a in settings.serve_args)
         + "` (`--publish-mode each` for single messages, `batch` for columnar ones)",
         f"- {settings.streams:,} streams, {settings.producers} producer process(es), one "
-        f"subscriber process, server on {_TRANSPORT_WORDS[settings.transport]}; producer, server "
+        f"subscriber process, server on {TRANSPORTS[settings.transport]}; producer, server "
         "and subscriber share the cores, "
         f"producers and subscriber at niceness +{settings.generator_nice} to the server's "
         "(`--generator-nice`: they stand in for other machines)",

@@ -27,7 +27,8 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
-TRANSPORTS = ("tcp", "ipc")
+# The kinds of endpoint `local_endpoints` makes, and how a report names them.
+TRANSPORTS = {"tcp": "loopback TCP", "ipc": "ipc:// sockets (Unix domain)"}
 
 
 def local_endpoints(transport: str, folder: str | os.PathLike, n: int) -> list[str]:
