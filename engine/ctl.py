@@ -1,8 +1,9 @@
 """`rnnstream ctl`: send one control command to a running `rnnstream serve` and print the reply.
 
 Commands: health, stats, streams [--limit N], reset STREAM, drop STREAM, snapshot,
-reload [PATH] [--reset], shutdown. Exit status 0 when the daemon answered ok, 1 when it answered
-with an error or did not answer within --timeout, 2 for a usage mistake.
+threshold LEVEL [--stream STREAM], reload [PATH] [--reset], shutdown. Exit status 0 when the
+daemon answered ok, 1 when it answered with an error or did not answer within --timeout, 2 for a
+usage mistake.
 """
 
 from __future__ import annotations

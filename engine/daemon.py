@@ -171,7 +171,11 @@ class Daemon:
         cfg = self.config
         ctx = self._context = context_with_batch_io_threads()
         if cfg.curve_secret_key is not None:
-            self._start_curve(ctx)
+            try:
+                self._start_curve(ctx)
+            except StartupError:
+                self._close_sockets(linger=0)
+                raise
         self.ingest = ctx.socket(zmq.PULL)
         self.ingest.rcvhwm = cfg.ingest_hwm
         self.ingest.maxmsgsize = cfg.max_message_bytes
@@ -254,9 +258,6 @@ class Daemon:
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
 
-    def request_stop(self) -> None:
-        self._stop_requested = True
-
     def run(self) -> None:
         """Serve until asked to stop, then drain, publish, snapshot and close."""
         poller = zmq.Poller()
@@ -337,15 +338,17 @@ class Daemon:
         stream = row.streams[0]
         if row.reset[0]:
             self.engine.reset(stream)  # also forgets its last seq: any seq starts afresh
-        self._step_and_publish(row)
-        if row.end[0]:
+        stepped = self._step_and_publish(row)
+        if row.end[0] and stepped:  # a duplicate is dropped whole, its `end` with it
             self.engine.drop(stream)
 
-    def _step_and_publish(self, batch: Readings) -> None:
+    def _step_and_publish(self, batch: Readings) -> int:
+        """Step `batch` and publish its predictions; return how many readings were stepped."""
         if len(batch) > _ENGINE_ROWS:
-            for start in range(0, len(batch), _ENGINE_ROWS):
+            return sum(
                 self._step_and_publish(batch.take(slice(start, start + _ENGINE_ROWS)))
-            return
+                for start in range(0, len(batch), _ENGINE_ROWS)
+            )
         began = time.perf_counter()
         try:
             result = self.engine.process(
@@ -353,12 +356,12 @@ class Daemon:
             )
         except ValueError:
             # e.g. more distinct streams than max_streams: fall back to one reading at a time
-            self._step_rows_one_by_one(batch)
-            return
+            return self._step_rows_one_by_one(batch)
         self.metrics.step_seconds.observe(time.perf_counter() - began)
-        self._publish_stepped(batch, result)
+        return self._publish_stepped(batch, result)
 
-    def _step_rows_one_by_one(self, batch: Readings) -> None:
+    def _step_rows_one_by_one(self, batch: Readings) -> int:
+        stepped = 0
         for i in range(len(batch)):
             row = batch.take(slice(i, i + 1))
             try:
@@ -366,10 +369,12 @@ class Daemon:
             except ValueError as exc:
                 self._reject(Rejection(RejectReason.INTERNAL, str(exc), row.streams[0]))
                 continue
-            self._publish_stepped(row, result)
+            stepped += self._publish_stepped(row, result)
+        return stepped
 
-    def _publish_stepped(self, batch: Readings, result: StepResult) -> None:
-        """Count the step's seq gaps, reject its duplicates, publish the rest."""
+    def _publish_stepped(self, batch: Readings, result: StepResult) -> int:
+        """Count the step's seq gaps, reject its duplicates, publish the rest; return how many
+        readings were stepped."""
         self.metrics.gaps += result.gaps
         if result.kept is not None:
             dropped = np.ones(len(batch), np.bool_)
@@ -386,6 +391,7 @@ class Daemon:
             batch = batch.take(result.kept)
         if len(batch):
             self._publish(batch, result)
+        return len(batch)
 
     def _publish(self, batch: Readings, result: StepResult) -> None:
         n = len(batch)
@@ -525,11 +531,12 @@ class Daemon:
             if stream is None:
                 if level is None:
                     return {"ok": False, "error": "a global threshold needs a 'level'"}
-                policy = self.engine.alerts
+                # The configured close level, lowered to the open level only while that is
+                # lower: raising the threshold again restores it.
                 self.engine.alerts = dataclasses.replace(
-                    policy,
+                    self.engine.alerts,
                     open_level=float(level),
-                    close_level=min(policy.close_level, float(level)),
+                    close_level=min(self.config.alert_close, float(level)),
                 )
                 return {"level": float(level), "close_level": self.engine.alerts.close_level}
             if not isinstance(stream, str):
@@ -614,6 +621,7 @@ class Daemon:
             self._auth.stop()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
+            self._metrics_server.server_close()  # its listening socket
         if self._context is not None:
             self._context.term()
 

@@ -20,7 +20,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from engine.kernels.counting import add_to_histogram
+from engine.kernels.counting import SUM_LIMIT, add_to_histogram
 
 LATENCY_BUCKETS = (1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 0.05, 0.1, 0.25, 1.0, 5.0)
 STEP_BUCKETS = (1e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 5e-2, 0.25)
@@ -41,7 +41,7 @@ class Histogram:
     def observe(self, value: float) -> None:
         # bisect, not np.searchsorted: a scalar costs numpy ~3 us, twice in every daemon pass
         self.counts[bisect_left(self._bound_list, value)] += 1
-        self.total += value
+        self.total += min(max(value, -SUM_LIMIT), SUM_LIMIT)
 
     def observe_many(self, values: np.ndarray) -> None:
         """Count the finite values (NaN: no timestamp to measure from) by one jitted call."""

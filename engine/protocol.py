@@ -52,7 +52,6 @@ from typing import Any
 import msgpack
 import numpy as np
 
-PROTOCOL_VERSION = 1
 NO_SEQ = -1  # Readings.seq of a reading sent without one (the engine's kernels.sequence.NO_SEQ)
 MAX_SEQ = 2**63 - 2  # so seq + 1 fits int64
 MAX_STREAM_ID_BYTES = 256
@@ -535,7 +534,7 @@ def _decode_many(
             if type(msg) is Rejection:
                 rejections.append(msg)
                 continue
-            if "streams" in msg:
+            if msg.get("streams") is not None:  # nil: not given, as for every key
                 readings, bad = _decode_batch(msg, n_inputs)
                 rejections.extend(bad)
                 if len(readings):
@@ -1218,9 +1217,6 @@ def encode_error(rejection: Rejection) -> bytes:
     if rejection.row is not None:
         msg["row"] = rejection.row
     return _packer().pack(msg)
-
-
-ALERT_FIELDS = ("stream", "seq", "ts", "event", "score", "value", "expected", "feature", "severity")
 
 
 def encode_alert(alert: Mapping[str, Any]) -> bytes:

@@ -16,6 +16,7 @@ import pytest
 
 from engine import ctl
 from engine.cli import UserError
+from engine.default_model import default_model_path
 from engine.model import Model
 from engine.process import ServeProcess, free_ports
 from producers.client import Producer
@@ -537,3 +538,12 @@ def _received(count: int, seq_sum: int, latency: np.ndarray) -> dict:
         "last": 1.0,
         "latency": latency,
     }
+
+
+def test_threshold_lowers_the_close_level_only_while_the_open_level_is_below_it(tmp_path):
+    # The default model scores; the daemon's configured close level is 0.2.
+    with ServeProcess(default_model_path(), tmp_path) as server:
+        lowered = ctl.control(server.control, "threshold", level=0.1)
+        raised = ctl.control(server.control, "threshold", level=0.5)
+    assert (lowered["level"], lowered["close_level"]) == (0.1, 0.1)
+    assert (raised["level"], raised["close_level"]) == (0.5, 0.2)

@@ -425,16 +425,18 @@ def test_duplicate_and_old_seq_are_dropped_and_counted(daemon, model):
     assert reject_delta(before, after) == Counter({"duplicate": 3})
 
 
-def test_seq_1_after_higher_seqs_is_a_restarted_producer_and_is_served(daemon, model):
+def test_seq_1_after_higher_seqs_is_a_restarted_producer_but_a_resent_1_is_a_duplicate(
+    daemon, model
+):
     s = unique("restart")
     sub = daemon.subscriber(("pred.", "error"))
     push = daemon.push()
-    for seq in (1, 2, 3, 1, 2):
+    for seq in (1, 1, 2, 3, 1, 2):
         push.send(reading(s, GOOD, seq=seq))
     got = daemon.until_fence(sub, push)
 
     assert [p["seq"] for p in kinds(got, "pred")] == [1, 2, 3, 1, 2]
-    assert kinds(got, "error") == []
+    assert [(e["reason"], e["stream"]) for e in kinds(got, "error")] == [("duplicate", s)]
 
 
 def test_seq_gaps_are_served_and_counted(daemon, model):
@@ -730,3 +732,25 @@ def test_seq_may_restart_after_end_even_within_one_batch(daemon, model):
     preds = kinds(got, "pred")
     assert [p["seq"] for p in preds] == [1, 2, 1]
     assert_predictions(preds[2:], reference_outputs(model, [(s, X[2])]))
+
+
+@pytest.mark.parametrize("as_batch", [False, True], ids=["singles", "batch"])
+def test_a_duplicate_with_end_is_dropped_whole_and_leaves_its_stream_alive(daemon, model, as_batch):
+    s = unique("dup-end")
+    X = np.array([[1, 0, 0], [0, 1, 0], [9, 9, 9], [0, 0, 1], [0, 0, 0]], np.float32)
+    seqs, ends = [1, 2, 2, 3, 2], [False, False, True, False, False]
+    sub = daemon.subscriber(("pred.", "error"))
+    push = daemon.push()
+    if as_batch:
+        push.send(protocol.encode_batch([s] * 5, X, seq=seqs, end=ends))
+    else:
+        for x, seq, end in zip(X, seqs, ends, strict=True):
+            push.send(reading(s, x.tolist(), seq=seq, end=end))
+    got = daemon.until_fence(sub, push)
+
+    # The stream kept its state and its last seq: seq 3 continues from 1 and 2, and the
+    # re-sent 2 after it is a duplicate too.
+    preds = kinds(got, "pred")
+    assert [p["seq"] for p in preds] == [1, 2, 3]
+    assert [e["reason"] for e in kinds(got, "error")] == ["duplicate", "duplicate"]
+    assert_predictions(preds, reference_outputs(model, [(s, X[0]), (s, X[1]), (s, X[3])]))

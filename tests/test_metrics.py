@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.kernels.counting import add_to_histogram
+from engine.kernels.counting import SUM_LIMIT, add_to_histogram
 from engine.metrics import BATCH_BUCKETS, LATENCY_BUCKETS, Histogram, Metrics
 
 
@@ -12,7 +12,7 @@ def test_histogram_kernel_matches_numpy_searchsorted_and_bincount():
     rng = np.random.default_rng(1)
     bounds = np.asarray(LATENCY_BUCKETS)
     values = np.concatenate(
-        [rng.exponential(0.01, 2000), bounds, [np.nan, np.inf, -np.inf, -1.0, 0.0, 1e9]]
+        [rng.exponential(0.01, 2000), bounds, [np.nan, np.inf, -np.inf, -1.0, 0.0, 1e9, 3e15]]
     )
     rng.shuffle(values)
     counts = np.zeros(bounds.size + 1, np.int64)
@@ -20,7 +20,18 @@ def test_histogram_kernel_matches_numpy_searchsorted_and_bincount():
     finite = values[np.isfinite(values)]
     want = np.bincount(np.searchsorted(bounds, finite, side="left"), minlength=bounds.size + 1)
     assert counts.tolist() == want.tolist()
-    assert total == np.float64(sum(finite.tolist()))
+    assert total == np.float64(sum(np.clip(finite, -SUM_LIMIT, SUM_LIMIT).tolist()))
+
+
+def test_absurd_timestamps_leave_the_histogram_sum_finite():
+    # A producer's ts of +-1.7e308 is finite and accepted; the latency it gives must not make
+    # the sum infinite or NaN for the rest of the daemon's life.
+    h = Histogram(LATENCY_BUCKETS)
+    h.observe_many(np.array([-1.7e308, -1.7e308, 1e-3]))
+    h.observe_many(np.array([1.7e308, 1.7e308, 1.7e308]))
+    h.observe(1.7e308)
+    assert np.isfinite(h.total) and h.total == SUM_LIMIT * 2 + 1e-3
+    assert h.count == 7 and h.quantile(0.5) == float("inf")
 
 
 def test_a_value_on_a_bound_counts_in_that_bucket_as_prometheus_le_says():
@@ -59,3 +70,12 @@ def test_observe_many_skips_non_finite_values_and_quantile_gives_bucket_bounds()
     h.observe_many(np.array([0.5, np.nan, 1.5, 1.6, 3.0, np.inf]))
     assert h.count == 4
     assert h.quantile(0.5) == 2.0 and h.quantile(0.99) == 4.0
+
+
+def test_a_quantile_that_falls_on_a_buckets_last_observation_is_that_buckets_bound():
+    # Two observations: the median is the first, in the bucket up to 1.0, not the next one.
+    h = Histogram((1.0, 2.0))
+    h.observe_many(np.array([0.5, 1.5]))
+    assert h.quantile(0.5) == 1.0 and h.quantile(0.51) == 2.0
+    h.observe(5.0)
+    assert h.quantile(1.0) == float("inf")

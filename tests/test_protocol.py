@@ -74,6 +74,13 @@ def test_unknown_keys_are_ignored():
     assert rejections == [] and readings.streams == ["a"]
 
 
+def test_nil_streams_means_not_given_and_the_map_is_a_single_reading():
+    frame = pack({"streams": None, "stream": "a", "values": [1, 2]})
+    readings, rejections = P.decode_ingest(frame, 2)
+    assert rejections == [] and readings.streams == ["a"]
+    np.testing.assert_array_equal(readings.values, [[1.0, 2.0]])
+
+
 def test_batch_round_trips_with_per_row_columns():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((5, 3)).astype(np.float32)

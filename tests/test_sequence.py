@@ -20,11 +20,15 @@ def reference_check(
             keep.append(True)
             continue
         prev = last.get(stream)
-        if prev is not None and seq != 1 and seq <= prev:
+        if prev is None or (seq == 1 and prev > 1):  # new, or a restarted producer
+            last[stream] = seq
+            keep.append(True)
+            continue
+        if seq <= prev:
             keep.append(False)
             duplicates += 1
             continue
-        if prev is not None and seq != 1 and seq != prev + 1:
+        if seq != prev + 1:
             gaps += 1
         last[stream] = seq
         keep.append(True)

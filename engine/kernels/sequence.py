@@ -15,9 +15,10 @@ NO_SEQ = -1  # a reading without a seq: always stepped, leaves the stream's last
 def check_sequence(slots, seq, last_plus_one, keep):
     """Mark keep[r] for rows to step, in row order; return (duplicates, gaps).
 
-    Row r's seq is a duplicate when it is not after its stream's last (seq 1 always starts
-    afresh, so a restarted producer is served); a forward jump past last + 1 is a gap.
-    Kept rows' seqs become their streams' last.
+    Row r's seq is a duplicate when it is not after its stream's last, except that seq 1
+    after a last seq over 1 starts afresh (a restarted producer counts from 1 again; a re-sent
+    first reading is still a duplicate); a forward jump past last + 1 is a gap. Kept rows' seqs
+    become their streams' last.
     """
     duplicates = 0
     gaps = 0
@@ -27,7 +28,7 @@ def check_sequence(slots, seq, last_plus_one, keep):
         if s < 0:
             continue
         last = last_plus_one[slots[r]] - 1
-        if last >= 0 and s != 1:
+        if last >= 0 and not (s == 1 and last > 1):
             if s <= last:
                 keep[r] = False
                 duplicates += 1
