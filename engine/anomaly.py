@@ -199,9 +199,9 @@ def normalise_batch(
     v = (1 - a) (v + a d^2), min / max take x in, count += 1. novel_out is 1 if some feature
     lies outside [min - tol w, max + tol w] of the earlier readings, w = max - min and
     tol = novel_tol, else 0 (0 for the first reading).
-    mean_out, root_out (n, F) float64 receive m and sqrt(v) after the update: what
-    `denormalise_batch` computes from norm, kept so the forecasts can be mapped back without
-    fetching the stream's statistics again.
+    mean_out, root_out (n, F) float64 receive m and sqrt(v) after the update, so that
+    `finish_batch` maps the forecasts back to the streams' units without fetching the streams'
+    statistics again.
     """
     n, features = x_raw.shape
     floor_a = 1.0 / window
@@ -441,29 +441,6 @@ def _cooldown_row(err, novel, score, alarm, cooldown):
 
 
 @kernel
-def denormalise_batch(slots, y, norm, floor_rel, floor_abs, out):  # pragma: no cover - jitted
-    """Map normalised values back to the stream's units: out = y * s + m, per feature.
-
-    slots (n,) int64; y, out (n, F) float32/64; norm (capacity, F, 5) float64, with s computed
-    from the current statistics exactly as `normalise_batch` does.
-    """
-    n = y.shape[0]
-    for i in range(n):
-        if i + PREFETCH_AHEAD < n:
-            prefetch_row(norm, slots[i + PREFETCH_AHEAD])
-        _denormalise_row(y, norm, i, slots[i], floor_rel, floor_abs, out)
-
-
-@inline_kernel
-def _denormalise_row(y, norm, i, slot, floor_rel, floor_abs, out):
-    """Write row i's out = y * s + m per feature, from its stream's statistics norm[slot]."""
-    for f in range(y.shape[1]):
-        mean = norm[slot, f, 1]
-        scale = math.sqrt(norm[slot, f, 2]) + floor_rel * abs(mean) + floor_abs
-        out[i, f] = y[i, f] * scale + mean
-
-
-@kernel
 def exchange_forecast(slots, forecast, new, expected_out):  # pragma: no cover - jitted
     """Hand back each stream's previous forecast and keep its new one, in one pass.
 
@@ -510,8 +487,8 @@ def finish_batch(
 ):  # pragma: no cover - jitted
     """Do everything after the model for rows with distinct slots, one row at a time.
 
-    Per row: `residual_batch`, `score_batch`, `cooldown_batch`, `denormalise_batch`,
-    `exchange_forecast` and `engine.alerts.alert_batch`, with the same arguments and results,
+    Per row: `residual_batch`, `score_batch`, `cooldown_batch`, the forecast in the stream's
+    units, `exchange_forecast` and `engine.alerts.alert_batch`, with the same results,
     so a stream's state is fetched once (and ahead of use) instead of once per kernel. rows
     (capacity, row_width) float64 is the scoring slab (see `AnomalySpec.views` for its columns);
     kernels are handed C-contiguous pieces of a row, so sums over features are formed exactly
@@ -520,8 +497,9 @@ def finish_batch(
     err_scale, var_floor, probation, nines, alarm, cooldown, scale_floor_rel, scale_floor_abs;
     alert_params float64: open_level, close_level, min_duration, cooldown, warmup, error_gate.
     mean, root (n, F) float64 are the rows' statistics from `normalise_batch` (mean_out,
-    root_out): outputs_out (n, F) receives the forecasts y_next in the streams' units, mapped
-    back as `denormalise_batch` does.
+    root_out): outputs_out (n, F) receives the forecasts y_next in the streams' units,
+    y_next * s + m with s = root + scale_floor_rel * |m| + scale_floor_abs, the scale the
+    normaliser divides by.
     """
     n, features = z.shape
     resid_window = score_params[0]
@@ -745,10 +723,11 @@ class AnomalyScorer:
         alert_params: np.ndarray,
         result: Any,
     ) -> None:
-        """Score, denormalise, exchange forecasts and track alerts in one pass (`finish_batch`).
+        """Score, map forecasts back, exchange them and track alerts in one pass (`finish_batch`).
 
-        Call after `normalise` of the same slots. The same as `score`, then `denormalise`,
-        `exchange_forecast` and `engine.alerts.alert_batch` on the FORECAST and ALERT views;
+        Call after `normalise` of the same slots. The same as `score`, then the forecasts in
+        the streams' units, `exchange_forecast` and `engine.alerts.alert_batch` on the FORECAST
+        and ALERT views;
         alert_params float64 is [open_level, close_level, min_duration, cooldown, warmup,
         error_gate]; result (an `engine.stream.StepResult`) receives scores, surprise,
         outputs (y_next in the streams' units), expected and the alert events and details.
@@ -777,13 +756,6 @@ class AnomalyScorer:
             result.lengths,
             result.opened,
         )
-
-    def denormalise(self, slots: np.ndarray, y: np.ndarray, out: np.ndarray) -> np.ndarray:
-        """Write y (n, F) mapped back to each stream's own units into out; return out."""
-        s = self.spec
-        norm = self.views()[NORM]
-        denormalise_batch(slots, y, norm, s.scale_floor_rel, s.scale_floor_abs, out)
-        return out
 
 
 def online_normalise(values: np.ndarray, spec: AnomalySpec | None = None) -> np.ndarray:
@@ -825,7 +797,6 @@ __all__ = [
     "AnomalyScorer",
     "AnomalySpec",
     "cooldown_batch",
-    "denormalise_batch",
     "exchange_forecast",
     "finish_batch",
     "normalise_batch",

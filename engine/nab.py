@@ -15,7 +15,7 @@ import csv
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -437,34 +437,30 @@ class WindowedGaussian:
 
 
 class RnnDetector:
-    """The default model's forecast errors turned into an anomaly likelihood, one reading at a time.
+    """The daemon's own scoring, one reading at a time.
 
-    Each reading is normalised online (`engine.anomaly.normalise_batch`), stepped through a
-    `StreamEngine` running the built-in default model (trained on synthetic data, never on NAB),
-    and scored from the residual of the previous forecast (`residual_batch`, `score_batch`,
-    `cooldown_batch`). The constants are the model's own (`metadata["anomaly"]`), as the engine
-    uses them, unless `spec` is given.
+    Each reading goes through `StreamEngine.process` with the built-in default model (trained on
+    synthetic data, never on NAB), which normalises it online, steps the model and scores the
+    previous forecast's error, as `rnnstream serve` does for every stream. The constants are the
+    model's own (`metadata["anomaly"]`) unless `spec` replaces them.
     """
 
     def __init__(self, spec=None, model=None) -> None:
-        from engine.anomaly import AnomalyScorer, AnomalySpec
         from engine.default_model import load_default_model
         from engine.stream import StreamEngine
 
         model = model or load_default_model()
-        if spec is None:
-            spec = AnomalySpec(**model.metadata["anomaly"])
+        if spec is not None:
+            metadata = {**model.metadata, "anomaly": asdict(spec)}
+            model = replace(model, metadata=metadata)
         self._engine = StreamEngine(model, capacity=1)
-        self._scorer = AnomalyScorer(spec, capacity=1)
-        self._slots = np.zeros(1, np.int64)
-        self._x = np.zeros((1, 1), np.float64)
+        self._streams = ["nab"]
+        self._x = np.zeros((1, 1), np.float32)
 
     def score_one(self, value: float) -> float:
-        """Normalise `value`, step the model, and score the previous forecast's error."""
+        """Step the stream with `value`; return its anomaly score."""
         self._x[0, 0] = value
-        z = self._scorer.normalise(self._slots, self._x)
-        y = self._engine.step("nab", z[0])
-        return float(self._scorer.score(self._slots, z, y.reshape(1, -1))[0])
+        return float(self._engine.process(self._streams, self._x).scores[0])
 
 
 # Name -> factory of a fresh detector per file. Others register their detectors here.

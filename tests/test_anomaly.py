@@ -14,6 +14,8 @@ from engine.anomaly import (
     ERR,
     FINISH,
     FORECAST,
+    N_MEAN,
+    N_VAR,
     NORM,
     PRED,
     RESID,
@@ -34,8 +36,12 @@ NAB_DIR = SHARED / "nab"
 # ------------------------------------------------------------------- float64 numpy references
 
 
-def ref_normalise(x: np.ndarray, spec: AnomalySpec) -> tuple[np.ndarray, np.ndarray]:
-    """Normalise one stream's readings (T, F) step by step, as the module docstring says."""
+def ref_normalise(x: np.ndarray, spec: AnomalySpec) -> tuple[np.ndarray, ...]:
+    """Normalise one stream's readings (T, F) step by step, as the module docstring says.
+
+    Returns z and the novelty flags, and the mean and scale after each reading has been taken
+    in: what maps a forecast of the next normalised reading back to the stream's units.
+    """
     T, F = x.shape
     count = 0
     mean = np.zeros(F)
@@ -44,6 +50,8 @@ def ref_normalise(x: np.ndarray, spec: AnomalySpec) -> tuple[np.ndarray, np.ndar
     hi = np.zeros(F)
     z = np.zeros((T, F))
     novel = np.zeros(T)
+    mean_after = np.zeros((T, F))
+    scale_after = np.zeros((T, F))
     for t in range(T):
         a = max(1.0 / (count + 1), 1.0 / spec.norm_window)
         scale = np.sqrt(var) + spec.scale_floor_rel * np.abs(mean) + spec.scale_floor_abs
@@ -62,7 +70,9 @@ def ref_normalise(x: np.ndarray, spec: AnomalySpec) -> tuple[np.ndarray, np.ndar
         mean = mean + a * d
         var = (1 - a) * (var + a * d * d)
         count += 1
-    return z, novel
+        mean_after[t] = mean
+        scale_after[t] = np.sqrt(var) + spec.scale_floor_rel * np.abs(mean) + spec.scale_floor_abs
+    return z, novel, mean_after, scale_after
 
 
 def ref_scores(
@@ -170,7 +180,7 @@ def test_normalise_batch_matches_float64_reference_over_many_steps(features: int
         np.testing.assert_array_equal(mean[lo : lo + n_streams], norm[rows_slots, :, 1])
         np.testing.assert_array_equal(root[lo : lo + n_streams], np.sqrt(norm[rows_slots, :, 2]))
     for s in range(n_streams):
-        want_z, want_novel = ref_normalise(x[s], spec)
+        want_z, want_novel, _, _ = ref_normalise(x[s], spec)
         mine = order[:, 1] == s
         np.testing.assert_allclose(z[mine], want_z, rtol=1e-9, atol=1e-9)
         np.testing.assert_array_equal(novel[mine], want_novel)
@@ -271,7 +281,7 @@ def test_normalise_batch_flags_novelty_only_beyond_the_tolerance() -> None:
     spec = AnomalySpec(novel_tol=0.1)
     # Margins: 1.0 after 10.0, 1.05 after 10.5, 1.17 after 11.7, 1.27 after -1.0.
     x = np.array([0.0, 10.0, 10.5, 11.7, -1.0, -2.5])
-    _, novel = ref_normalise(x.reshape(-1, 1), spec)
+    _, novel, _, _ = ref_normalise(x.reshape(-1, 1), spec)
     assert novel.tolist() == [0.0, 1.0, 0.0, 1.0, 0.0, 1.0]
     got = np.zeros(len(x))
     normalise_batch(
@@ -353,19 +363,15 @@ def test_scorer_refuses_a_slab_of_the_wrong_width() -> None:
 # ----------------------------------------------------------------- behaviour on whole series
 
 
-def _score_series(values: np.ndarray, spec: AnomalySpec | None = None) -> np.ndarray:
+def _score_series(values: np.ndarray) -> np.ndarray:
+    """Score one stream's readings the way the daemon does: `StreamEngine.process` with the
+    default model, which normalises, forecasts and scores each reading."""
     from engine.default_model import load_default_model
     from engine.stream import StreamEngine
 
     engine = StreamEngine(load_default_model(), capacity=1)
-    scorer = AnomalyScorer(spec, capacity=1)
-    slots = np.zeros(1, np.int64)
-    out = np.zeros(len(values))
-    for t, v in enumerate(values):
-        z = scorer.normalise(slots, np.array([[v]]))
-        y = engine.step("s", z[0])
-        out[t] = scorer.score(slots, z, y.reshape(1, 1))[0]
-    return out
+    x = np.asarray(values, np.float32).reshape(-1, 1, 1)
+    return np.array([engine.process(["s"], row).scores[0] for row in x])
 
 
 def _clean(n: int, seed: int) -> np.ndarray:
@@ -450,15 +456,42 @@ def test_default_model_forecast_error_is_near_the_last_value_and_far_below_the_v
     from engine.default_model import load_default_model
     from engine.stream import StreamEngine
 
-    z = online_normalise(_clean(1500, seed=99)).astype(np.float32)
+    x = _clean(1500, seed=99)
     engine = StreamEngine(load_default_model(), capacity=1)
-    y = np.array([engine.step("s", z[t : t + 1])[0] for t in range(len(z) - 1)])
-    model_mse = np.mean((z[301:] - y[300:]) ** 2)
-    naive_mse = np.mean((z[301:] - z[300:-1]) ** 2)
+    # outputs: each reading's forecast of the next one, in the stream's own units
+    y = np.array([engine.process(["s"], [[v]]).outputs[0, 0] for v in x[:-1]])
+    model_mse = np.mean((x[301:] - y[300:]) ** 2)
+    naive_mse = np.mean((x[301:] - x[300:-1]) ** 2)
     # On smooth synthetic data the last value is a strong forecaster; the model must match it
     # closely and explain most of the variance.
     assert model_mse < 1.25 * naive_mse
-    assert model_mse < 0.1 * np.mean(z[301:] ** 2)
+    assert model_mse < 0.1 * np.var(x[301:])
+
+
+def test_a_scoring_engines_output_is_the_models_forecast_mapped_back_to_the_streams_units() -> None:
+    """Plain numpy from end to end: normalise each reading (`ref_normalise`), step the model
+    on it (`tests/reference.py`), map the forecast back with the stream's mean and scale."""
+    from reference import reference_step, zero_state
+
+    from engine.default_model import load_default_model
+    from engine.stream import StreamEngine
+
+    model = load_default_model()
+    spec = AnomalySpec(**model.metadata["anomaly"])
+    n_streams, T = 3, 400
+    x = _streams(n_streams, T, 1, seed=5).astype(np.float32)
+    engine = StreamEngine(model)
+    streams = [f"s{k}" for k in range(n_streams)]
+    got = np.stack([engine.process(streams, x[:, t]).outputs[:, 0] for t in range(T)], axis=1)
+    for k in range(n_streams):
+        z, _, mean, scale = ref_normalise(x[k].astype(np.float64), spec)
+        state = zero_state(model)
+        want = np.zeros(T)
+        for t in range(T):
+            y, state = reference_step(model, z[t].astype(np.float32), state)
+            want[t] = y[0] * scale[t, 0] + mean[t, 0]
+        # float32 model arithmetic, relative to the scale the forecast is multiplied by
+        np.testing.assert_allclose(got[k], want, rtol=0, atol=2e-5 * scale[:, 0].max())
 
 
 # ---------------------------------------------------------------------------------- NAB
@@ -520,7 +553,10 @@ def test_finish_batch_equals_the_separate_kernels_bit_for_bit(features: int) -> 
         mine = results[0]
         z = scorers[0].normalise(slots, x.astype(np.float32))
         mine.scores[:] = scorers[0].score(slots, z, y_next, mine.surprise)
-        scorers[0].denormalise(slots, y_next, mine.outputs)
+        norm = scorers[0].views()[NORM][slots]
+        mean = norm[:, :, N_MEAN]
+        scale = np.sqrt(norm[:, :, N_VAR]) + spec.scale_floor_rel * np.abs(mean)
+        mine.outputs[:] = y_next * (scale + spec.scale_floor_abs) + mean
         exchange_forecast(slots, forecasts[0], mine.outputs, mine.expected)
         alert_batch(
             slots,
