@@ -221,7 +221,9 @@ class Model:
         """Return the sha256 hex digest of the header (minus metadata) and every array.
 
         Covers each array's key, dtype, shape and bytes, so two models with the same fingerprint
-        compute the same function. Cached: the arrays are read-only.
+        step the same states to the same outputs; what a scoring model does around the step
+        comes from its metadata, which `scoring_fingerprint` covers. Cached: the arrays are
+        read-only.
         """
         digest = hashlib.sha256()
         digest.update(_canonical_json(self._identity()).encode("utf-8"))
@@ -229,6 +231,18 @@ class Model:
             digest.update(f"\n{key} {array.dtype.str} {array.shape}\n".encode())
             digest.update(memoryview(array).cast("B"))
         return digest.hexdigest()
+
+    @cached_property
+    def scoring_fingerprint(self) -> str | None:
+        """Return the sha256 hex digest of the metadata's "anomaly" section (None without one).
+
+        Normalisation and scoring take their constants from that section, so a snapshot of
+        streams scored under one section means something else under another.
+        """
+        section = self.metadata.get("anomaly")
+        if section is None:
+            return None
+        return hashlib.sha256(_canonical_json(section).encode("utf-8")).hexdigest()
 
     def _identity(self) -> dict[str, Any]:
         """Return the header fields that define the computation (everything but metadata)."""

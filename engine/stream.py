@@ -479,6 +479,7 @@ class StreamEngine:
             "format": SNAPSHOT_FORMAT,
             "format_version": SNAPSHOT_VERSION,
             "model_fingerprint": self.model.fingerprint,
+            "scoring_fingerprint": self.model.scoring_fingerprint,
             "streams": ids,
             "created": time.time(),
             "extra": self.snapshot_extra,
@@ -493,7 +494,7 @@ class StreamEngine:
     def restore(
         cls, path: str | os.PathLike[str], model: Model, **engine_options: Any
     ) -> StreamEngine:
-        """Build an engine from a snapshot made with the same model weights.
+        """Build an engine from a snapshot made with the same model weights and anomaly settings.
 
         Raises ValueError for a snapshot of another model, or a truncated or corrupt file.
         """
@@ -503,6 +504,13 @@ class StreamEngine:
             raise ValueError(
                 f"snapshot {path} was made with model {header['model_fingerprint'][:16]}, "
                 f"not with this model ({model.fingerprint[:16]}): refusing to mix states"
+            )
+        # Snapshots from before the field was written carry no scoring fingerprint to check.
+        scoring = header.get("scoring_fingerprint", model.scoring_fingerprint)
+        if scoring != model.scoring_fingerprint:
+            raise ValueError(
+                f"snapshot {path} was made with the same weights but other anomaly settings "
+                "(its metadata's 'anomaly' section): refusing to mix states"
             )
         engine = cls(model, **engine_options)
         table = engine._table

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import zipfile
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 from reference import reference_step, zero_state
 
 import engine.stream as stream_module
+from engine.default_model import load_default_model
 from engine.model import Model
 from engine.stream import SNAPSHOT_VERSION, StreamEngine
 
@@ -377,6 +379,25 @@ def test_restore_refuses_snapshot_of_other_weights_naming_both_fingerprints(
 
     message = str(info.value)
     assert gru2.fingerprint[:16] in message and other.fingerprint[:16] in message
+
+
+def test_restore_refuses_snapshot_of_the_same_weights_scored_with_other_settings(
+    tmp_path: Path,
+) -> None:
+    model = load_default_model()
+    section = model.metadata["anomaly"]
+    other = dataclasses.replace(
+        model, metadata={**model.metadata, "anomaly": {**section, "norm_window": 500.0}}
+    )
+    assert other.fingerprint == model.fingerprint  # the weights are the same
+    path = tmp_path / "s.npz"
+    engine = StreamEngine(model)
+    engine.step("a", np.ones(1, np.float32))
+    engine.snapshot(path)
+
+    with pytest.raises(ValueError, match="other anomaly settings"):
+        StreamEngine.restore(path, other)
+    assert StreamEngine.restore(path, model).streams() == ["a"]
 
 
 @pytest.fixture()
