@@ -19,12 +19,10 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from engine.alerts import EVENT_CLOSE, EVENT_NONE, EVENT_OPEN
 from engine.default_model import default_model_path, load_default_model
 from engine.process import ServeProcess
-
-# An alert that opens within this many ticks after a labelled anomaly ends still counts as a
-# detection of it: a level shift's return to normal is itself surprising to a forecaster.
-MATCH_GRACE_TICKS = 10
+from engine.report import alert_spans, catches
 
 
 @dataclass
@@ -116,8 +114,9 @@ def match_alerts(labels: list, opens: list[tuple[str, int]], probation: int, tic
     """Score alert openings (stream, tick) against labelled anomalies.
 
     A label counts (is eligible) when it starts after the stream's probation and before the last
-    tick; it is caught when an alert on its stream opens from its start to MATCH_GRACE_TICKS after
-    its end. An alert is true when it lies in such a window of any label of its stream.
+    tick; it is caught when an alert on its stream catches its window (`report.catches`: opens
+    from its start to a few ticks after its end). An alert is true when it catches a window of
+    any label of its stream.
     """
     by_stream: dict[str, list] = {}
     for label in labels:
@@ -125,17 +124,11 @@ def match_alerts(labels: list, opens: list[tuple[str, int]], probation: int, tic
     eligible = [a for a in labels if probation <= a.start < ticks]
     caught: list[tuple[Any, int]] = []
     for label in eligible:
-        hits = [
-            t
-            for s, t in opens
-            if s == label.stream and label.start <= t <= label.end + MATCH_GRACE_TICKS
-        ]
+        hits = [t for s, t in opens if s == label.stream and catches(t, (label.start, label.end))]
         if hits:
             caught.append((label, min(hits)))
     true_alerts = sum(
-        1
-        for s, t in opens
-        if any(a.start <= t <= a.end + MATCH_GRACE_TICKS for a in by_stream.get(s, []))
+        1 for s, t in opens if any(catches(t, (a.start, a.end)) for a in by_stream.get(s, []))
     )
     return Match(len(eligible), len(caught), len(opens), true_alerts, caught)
 
@@ -318,7 +311,7 @@ def _summarise(
         return 0
     stream = match.matched_pairs[0][0].stream if match.matched_pairs else opens[0][0]
     column = fleet.streams.index(stream)
-    spans = _alert_spans(observed.alerts, stream)
+    spans = alert_spans(_alert_events(observed.alerts, stream, len(values)))
     path = _plot(
         workdir / f"demo-{stream}.png",
         stream,
@@ -331,17 +324,14 @@ def _summarise(
     return 0
 
 
-def _alert_spans(alerts: list[dict], stream: str) -> list[tuple[int, int | None]]:
-    spans: list[tuple[int, int | None]] = []
+def _alert_events(alerts: list[dict], stream: str, ticks: int) -> np.ndarray:
+    """Return a stream's alert messages as per-tick events (`engine.alerts` codes)."""
+    events = np.full(ticks, EVENT_NONE, np.int8)
     for alert in alerts:
-        if alert["stream"] != stream:
-            continue
         tick = int(alert["seq"]) - 1
-        if alert["event"] == "open":
-            spans.append((tick, None))
-        elif spans and spans[-1][1] is None:
-            spans[-1] = (spans[-1][0], tick)
-    return spans
+        if alert["stream"] == stream and 0 <= tick < ticks:
+            events[tick] = EVENT_OPEN if alert["event"] == "open" else EVENT_CLOSE
+    return events
 
 
 def _ratio(part: int, whole: int) -> str:

@@ -101,12 +101,25 @@ def test_alert_spans_pair_opens_with_closes_and_leave_the_last_one_open() -> Non
     assert report.alert_spans(np.zeros(5, np.int8)) == []
 
 
-def test_windows_caught_counts_alerts_overlapping_a_window_or_just_after_it() -> None:
+def test_a_window_is_caught_by_an_alert_opening_inside_it_or_just_after_it() -> None:
     windows = [(10, 20), (50, 60), (100, 110), (150, 160)]
     spans = [(5, 12), (60 + report.MATCH_GRACE, 75), (140, 145), (158, None)]
-    # (10, 20) overlapped; (50, 60) opened just within grace; (100, 110) missed; (150, 160) open
-    assert report.windows_caught(windows, spans, n=200) == 3
-    assert report.windows_caught(windows, [(61 + report.MATCH_GRACE, 80)], n=200) == 0
+    # (10, 20): the alert open since 5 opened for something else; (50, 60): opened just within
+    # the grace; (100, 110): missed; (150, 160): opened inside, still open
+    assert report.windows_caught(windows, spans) == 2
+    assert report.windows_caught(windows, [(61 + report.MATCH_GRACE, 80)]) == 0
+    assert report.windows_caught(windows, [(10, 11)]) == 1
+
+
+def test_demo_and_report_count_the_same_windows_as_caught() -> None:
+    from engine.demo import match_alerts
+    from producers.synthetic import Anomaly
+
+    labels = [Anomaly("s", "spike", start, end) for start, end in [(10, 20), (50, 60), (150, 160)]]
+    opens = [5, 60 + report.MATCH_GRACE, 158]
+    match = match_alerts(labels, [("s", t) for t in opens], probation=0, ticks=200)
+    spans = [(t, None) for t in opens]
+    assert match.caught == report.windows_caught([(a.start, a.end) for a in labels], spans) == 2
 
 
 def test_reading_index_takes_an_index_or_a_timestamp() -> None:
@@ -195,7 +208,7 @@ def test_synthetic_report_writes_a_png_and_prints_a_summary(tmp_path: Path, caps
     assert_png(out)
     s = report.synthetic_series(SEED, LENGTH)
     spans = report.trace(s.values).alert_spans
-    caught = report.windows_caught(s.windows, spans, LENGTH)
+    caught = report.windows_caught(s.windows, spans)
     assert capsys.readouterr().out.splitlines() == [
         str(out),
         f"synthetic-{SEED}: {LENGTH} readings, {len(spans)} alerts, "
