@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -57,6 +58,12 @@ class ServeConfig:
     alert_error_gate: float = 3.0
 
     def __post_init__(self) -> None:
+        for f in fields(self):
+            # NaN compares false with everything, so it would pass the `< 0` checks below and
+            # turn a feature off unnoticed; inf means nothing either (0 is "off" where needed).
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{f.name} must be a finite number, got {value}")
         choices = {
             "publish_mode": ("each", "batch", "both"),
             "log_format": ("plain", "json"),
@@ -83,11 +90,6 @@ class ServeConfig:
             raise ValueError(
                 "alert_min_duration must be >= 1, alert_cooldown and alert_warmup >= 0"
             )
-
-    @classmethod
-    def help_for(cls) -> dict[str, str]:
-        """One line per setting, for --help."""
-        return dict(_HELP)
 
 
 _HELP = {

@@ -154,6 +154,13 @@ def _run_synthetic(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     interval = args.streams / args.rate if args.rate > 0 else 0.0
     producer = _producer(args)
+    labels = None
+    if args.labels is not None:
+        try:  # before anything is sent, so that a bad path costs no run
+            labels = args.labels.open("w")
+        except OSError as exc:
+            producer.close(linger=0)
+            raise UserError(f"cannot write --labels {args.labels}: {exc.strerror}") from None
     progress = _Progress(args.progress)
     start = time.monotonic()
     stop_at = None if args.duration is None else start + args.duration
@@ -181,10 +188,10 @@ def _run_synthetic(args: argparse.Namespace) -> int:
     finally:
         print(progress.line(producer), file=sys.stderr, flush=True)
         producer.close()
-    if args.labels is not None:
-        with args.labels.open("w") as fh:
+    if labels is not None:
+        with labels:
             for a in fleet.labels:
-                fh.write(json.dumps(a._asdict()) + "\n")
+                labels.write(json.dumps(a._asdict()) + "\n")
         print(f"wrote {len(fleet.labels)} anomaly labels to {args.labels}", file=sys.stderr)
     return 0
 

@@ -58,11 +58,6 @@ class Producer:
         self._socket = socket
         self._send = direct_send(socket)
 
-    def _next_seq(self, stream: str) -> int:
-        seq = self._seq.get(stream, 0) + 1
-        self._seq[stream] = seq
-        return seq
-
     def last_seq(self, stream: str) -> int:
         """Return the seq of `stream`'s last sent reading (0 when none)."""
         return self._seq.get(stream, 0)
@@ -85,8 +80,9 @@ class Producer:
         """
         if type(stream) is not str:
             raise TypeError(f"stream id must be a str, got {type(stream).__name__}")
-        seq = self._seq.get(stream, 0) + 1  # _next_seq, inline: this is called per reading
-        self._seq[stream] = seq
+        # The count moves only once the frame is sent: a failed send (bad values, zmq.Again at
+        # the high-water mark) leaves it, so a retry gets the same seq and the daemon no gap.
+        seq = self._seq.get(stream, 0) + 1
         frame = protocol.encode_reading(
             stream,
             values,
@@ -99,7 +95,9 @@ class Producer:
         self.sent_messages += 1
         self.sent_readings += 1
         if end:
-            del self._seq[stream]
+            self._seq.pop(stream, None)
+        else:
+            self._seq[stream] = seq
         return seq
 
     def send_many(
@@ -118,13 +116,16 @@ class Producer:
         whose last row here has `end` is forgotten afterwards, as in `send`.
         """
         streams = list(streams)
+        last = self._seq.get
         if len(set(streams)) == len(streams):
             # each stream once: one lookup per row and one C-level update (~2x the loop's speed)
-            last = self._seq.get
             seqs = [last(s, 0) + 1 for s in streams]
-            self._seq.update(zip(streams, seqs, strict=True))
         else:
-            seqs = [self._next_seq(s) for s in streams]
+            given: dict[str, int] = {}  # seqs given so far in this call
+            seqs = []
+            for s in streams:
+                given[s] = seq = given.get(s, last(s, 0)) + 1
+                seqs.append(seq)
         frame = protocol.encode_batch(
             streams,
             np.asarray(X),
@@ -134,6 +135,8 @@ class Producer:
             end=end,
         )
         self._socket.send(frame, copy=False)
+        # counted only once sent, as in `send`; a repeated stream's last (highest) seq wins
+        self._seq.update(zip(streams, seqs, strict=True))
         self.sent_messages += 1
         self.sent_readings += len(streams)
         if end is not None:

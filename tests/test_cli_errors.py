@@ -220,8 +220,12 @@ def test_nab_missing_data_folder_says_which_flag(files):
 
 
 def test_nab_missing_windows_file_says_which_flag(files):
-    line = user_error("nab", "--windows", s(files["missing.csv"]), "--out", s(files["dir"]))
-    assert_says(line, "point --windows")
+    # an existing --data: the default one (../shared/nab/data) is checked first and may not exist
+    data = s(files["dir"] / "nab" / "data")
+    line = user_error(
+        "nab", "--data", data, "--windows", s(files["missing.csv"]), "--out", s(files["dir"])
+    )
+    assert_says(line, "missing.csv not found", "point --windows")
 
 
 def test_nab_missing_profiles_asks_for_profiles(files):
@@ -305,6 +309,20 @@ def test_produce_csv_stream_with_several_files_explains(files):
 )
 def test_produce_synthetic_bad_options_say_which(flags, needles):
     line = user_error("produce", "synthetic", "--ticks", "1", "--endpoint", NOWHERE, *flags)
+    assert_says(line, *needles)
+
+
+@pytest.mark.parametrize(
+    ("labels", "needles"),
+    [
+        ("{dir}/no-such-folder/l.jsonl", ["cannot write --labels", "l.jsonl: No such file"]),
+        ("{dir}", ["cannot write --labels", "Is a directory"]),
+    ],
+)
+def test_produce_synthetic_unwritable_labels_fails_before_sending(files, labels, needles):
+    # one line: no "sent N readings" progress line, so the run never started
+    argv = fill(["--labels", labels], files)
+    line = user_error("produce", "synthetic", "--ticks", "1", "--endpoint", NOWHERE, *argv)
     assert_says(line, *needles)
 
 

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import threading
 from pathlib import Path
+from typing import get_type_hints
 
 import numpy as np
 import pytest
@@ -26,6 +27,7 @@ from daemon_harness import (
     save_model,
 )
 
+from engine.config import ServeConfig, load_config
 from engine.model import Model
 from engine.stream import StreamEngine
 
@@ -355,6 +357,7 @@ def test_user_errors_exit_non_zero_with_one_clear_line(tmp_path, model_path):
         "unknown toml key": (["--config", str(unknown_key)], {}, "bogus_setting"),
         "bad flag value": (["--publish-mode", "sideways"], {}, "publish_mode"),
         "bad env value": ([], {"RNNSTREAM_MAX_BATCH": "lots"}, "RNNSTREAM_MAX_BATCH"),
+        "nan env value": ([], {"RNNSTREAM_CHECKPOINT_EVERY": "nan"}, "checkpoint_every"),
         "missing curve key": (
             ["--curve-secret-key", str(tmp_path / "no.key_secret"), "--curve-clients", "."],
             {},
@@ -378,6 +381,29 @@ def test_user_errors_exit_non_zero_with_one_clear_line(tmp_path, model_path):
 
 
 # ----------------------------------------------------------------------------- config layers
+
+FLOAT_SETTINGS = [name for name, kind in get_type_hints(ServeConfig).items() if kind is float]
+
+
+@pytest.mark.parametrize("text", ["nan", "inf", "-inf"])
+@pytest.mark.parametrize("name", FLOAT_SETTINGS)
+def test_non_finite_float_settings_are_refused_from_every_layer(tmp_path, name, text):
+    # NaN passes any `< 0` check, so unrefused it would silently turn e.g. checkpoints off
+    toml = tmp_path / "serve.toml"
+    toml.write_text(f"[serve]\n{name} = {text}\n")  # TOML spells nan and inf like this too
+    layers = {
+        "file": {"file": toml, "env": {}},
+        "environment": {"env": {f"RNNSTREAM_{name.upper()}": text}},
+        "flag": {"env": {}, "flags": {name: float(text)}},
+    }
+    for layer, sources in layers.items():
+        with pytest.raises(ValueError, match=f"{name} must be a finite number, got {text}"):
+            load_config(**sources)
+            pytest.fail(f"{name} = {text} from the {layer} was accepted")
+
+
+def test_float_settings_cover_the_timers_that_nan_would_turn_off():
+    assert {"checkpoint_every", "idle_timeout", "alert_error_gate"} <= set(FLOAT_SETTINGS)
 
 
 def test_flags_override_environment_which_overrides_the_config_file(tmp_path, model, model_path):

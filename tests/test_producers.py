@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
+import time
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +89,55 @@ def test_producer_send_many_gives_per_row_consecutive_seqs(pull, context):
     assert readings.streams == ["a", "b", "a", "c"] and readings.seq_list() == [2, 1, 3, 1]
     assert readings.ts_list() == [1.0, 2.0, 3.0, 4.0]
     np.testing.assert_array_equal(readings.values, x)
+
+
+def send_until_it_goes(send, *args, timeout: float = TIMEOUT_MS / 1000):
+    """Call `send(*args)` again while it raises zmq.Again (the queue is full); return its result."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return send(*args)
+        except zmq.Again:
+            if time.monotonic() > deadline:
+                pytest.fail(f"still at the high-water mark after {timeout} s")
+
+
+def test_producer_failed_send_uses_up_no_seq_so_a_retry_leaves_no_gap(context):
+    # Bound but not listening, the port refuses connections: nothing can be delivered until the
+    # "daemon" binds it below. (A closed ZeroMQ socket would not do: it closes in the
+    # background, and may still accept the producer's connection.)
+    reserved = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    reserved.bind(("127.0.0.1", 0))
+    endpoint = f"tcp://127.0.0.1:{reserved.getsockname()[1]}"
+    x = np.arange(3, dtype=np.float32).reshape(3, 1)
+    producer = Producer(endpoint, context=context, hwm=1, linger=0, send_timeout=0.05)
+    with reserved, producer:
+        assert producer.send("a", [0.0]) == 1  # queued: the one message the hwm lets wait
+        with pytest.raises(zmq.Again):
+            producer.send("a", [1.0])
+        with pytest.raises(zmq.Again):
+            producer.send_many(["a", "b"], x[1:])  # each stream once
+        with pytest.raises(zmq.Again):
+            producer.send_many(["a", "b", "a"], x)  # a stream repeated
+        with pytest.raises(ValueError):
+            producer.send("a", [1.0], ts="soon")  # does not encode
+        with pytest.raises(ValueError):
+            producer.send_many(["a", "b"], x)  # 3 rows for 2 streams
+        assert producer.last_seq("a") == 1 and producer.last_seq("b") == 0
+        assert producer.sent_messages == producer.sent_readings == 1
+        reserved.close()
+        daemon = context.socket(zmq.PULL)
+        daemon.linger = 0
+        daemon.rcvtimeo = TIMEOUT_MS
+        daemon.bind(endpoint)
+        try:
+            assert send_until_it_goes(producer.send, "a", [1.0]) == 2
+            assert send_until_it_goes(producer.send_many, ["a", "b", "a"], x) == [3, 1, 4]
+            got = [protocol.decode_ingest(receive(daemon), 1)[0] for _ in range(3)]
+        finally:
+            daemon.close(linger=0)
+    assert [r.seq_list() for r in got] == [[1], [2], [3, 1, 4]]
+    assert [producer.last_seq(s) for s in "ab"] == [4, 1]
 
 
 def test_producer_rejects_a_non_string_stream(pull, context):
