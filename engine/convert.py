@@ -4,6 +4,12 @@ INPUT is a file written by `torch.save` holding either an nn.Module (a bare RNN/
 module with exactly one such submodule and optionally one nn.Linear head applied to its output)
 or a state dict. It is read with `torch.load(weights_only=True)`; a full pickled module needs
 `--trust-pickle`, because unpickling it can run arbitrary code from the file.
+
+Only what the engine reproduces is converted. A module's own forward is run on a few random
+sequences and must give the converted model's outputs, so an activation, an input layer or
+arithmetic in forward is refused rather than dropped. A state dict holds weights only: its entries
+must be one RNN and at most one Linear head, and an nn.RNN's needs --nonlinearity, which it does
+not record. TorchScript archives are refused: they hold compiled code, not layers.
 """
 
 from __future__ import annotations
@@ -11,6 +17,8 @@ from __future__ import annotations
 import argparse
 import pickle
 import re
+import warnings
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,6 +26,18 @@ from typing import Any
 from engine.cli import UserError
 
 _CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model")
+# random sequences the module's forward is checked on; batch != steps, so that a forward which
+# swaps the two axes cannot pass on shape alone
+_CHECK_BATCH, _CHECK_STEPS = 3, 16
+# largest difference allowed, relative to 1 + the largest |output|: float32 stepping agrees with
+# torch to ~1e-6, while a dropped activation or layer is off by far more
+_CHECK_TOLERANCE = 1e-4
+_STATE_DICT_WAY = (
+    "if at inference the model does compute just the RNN and a Linear on its output, convert its "
+    "state dict instead (torch.save(model.state_dict(), path)), naming the parts with "
+    "--rnn-prefix / --head-prefix and, for an nn.RNN, --nonlinearity: that is on your "
+    "responsibility, as weights alone cannot show what forward does"
+)
 # options without a fixed default: argparse.SUPPRESS keeps "(default: None)" out of --help
 _OPTIONAL = (
     "cell",
@@ -52,8 +72,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--nonlinearity",
         choices=("tanh", "relu"),
         default=argparse.SUPPRESS,
-        help="rnn activation (default: from the module; 'tanh' for a state dict, which cannot "
-        "tell)",
+        help="rnn activation (default: from the module; required for an nn.RNN state dict, "
+        "which does not record it)",
     )
     parser.add_argument(
         "--rnn-prefix",
@@ -115,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
     from engine.model import Model
 
     obj = _load(torch, source, trust_pickle=args.trust_pickle)
+    checked = ""
     common = {
         "scaling": _scaling(args),
         "feature_names": _names(args.feature_names),
@@ -122,7 +143,10 @@ def run(args: argparse.Namespace) -> int:
     }
     try:
         if isinstance(obj, torch.nn.Module):
-            model = _from_module(torch, obj, args, common)
+            model, difference = _from_module(torch, obj, args, common)
+            checked = (
+                f"; checked against the module's forward (max relative difference {difference:.1e})"
+            )
         else:
             state_dict = _state_dict_of(torch, obj, source)
             model = Model.from_state_dict(
@@ -134,9 +158,11 @@ def run(args: argparse.Namespace) -> int:
                 **common,
             )
             if model.cell == "rnn" and args.nonlinearity is None:
-                print(
-                    "rnnstream convert: note: a state dict does not record the rnn "
-                    "nonlinearity; assumed tanh (pass --nonlinearity relu if it was relu)"
+                raise ValueError(
+                    "this is an nn.RNN state dict, which does not record whether the RNN used "
+                    "tanh or relu, and the two compute different outputs; pass --nonlinearity "
+                    "tanh or --nonlinearity relu as in the model's definition (nn.RNN's default "
+                    "is tanh)"
                 )
     except (ValueError, TypeError) as exc:
         raise UserError(f"{source}: {exc}") from exc
@@ -145,14 +171,23 @@ def run(args: argparse.Namespace) -> int:
         model.save(out)
     except OSError as exc:
         raise UserError(f"--out {out}: cannot write ({exc.strerror or exc})") from exc
-    print(f"wrote {out}: {model.describe()}, fingerprint {model.fingerprint[:16]}")
+    print(f"wrote {out}: {model.describe()}, fingerprint {model.fingerprint[:16]}{checked}")
     return 0
 
 
 def _load(torch: Any, source: Path, *, trust_pickle: bool) -> Any:
     """Return the object in `source`, unpickling arbitrary classes only with --trust-pickle."""
+    if _is_torchscript(source):
+        raise UserError(
+            f"{source}: is a TorchScript archive (torch.jit.save of a scripted or traced model), "
+            "which holds compiled code rather than layers, so it cannot be converted; in the "
+            "training code, save the weights with torch.save(model.state_dict(), path), or the "
+            "module with torch.save(model, path) (then convert with --trust-pickle)"
+        )
     try:
-        return torch.load(source, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns before refusing a TorchScript archive
+            warnings.simplefilter("ignore")
+            return torch.load(source, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         # torch reports a refused class as "Unsupported global: GLOBAL module.Class"; any other
         # weights-only failure means the bytes are not a pickle at all
@@ -178,15 +213,29 @@ def _load(torch: Any, source: Path, *, trust_pickle: bool) -> Any:
         ) from exc
 
 
-def _from_module(torch: Any, module: Any, args: argparse.Namespace, common: dict) -> Any:
-    """Find the one RNN (and optional Linear head) in `module` and convert them."""
+def _is_torchscript(source: Path) -> bool:
+    """Tell whether `source` is a torch.jit.save archive (torch.save archives hold no constants)."""
+    try:
+        with zipfile.ZipFile(source) as archive:
+            return any(name.endswith("/constants.pkl") for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return False
+
+
+def _from_module(
+    torch: Any, module: Any, args: argparse.Namespace, common: dict
+) -> tuple[Any, float]:
+    """Convert the one RNN (and optional Linear head) in `module`; check it against forward.
+
+    Return the model and the largest difference between its outputs and the module's.
+    """
     from engine.model import Model
 
     nn = torch.nn
     rnn_name, rnn = _pick(module, nn.RNNBase, args.rnn_prefix, "RNN/GRU/LSTM", "--rnn-prefix")
     if rnn is None:
         raise ValueError("module holds no torch.nn.RNN, GRU or LSTM")
-    _, head = _pick(module, nn.Linear, args.head_prefix, "Linear", "--head-prefix")
+    head_name, head = _pick(module, nn.Linear, args.head_prefix, "Linear", "--head-prefix")
     owned = {id(t) for part in (rnn, head) if part is not None for t in _tensors(part)}
     stray = [name for name, t in _named_tensors(module) if id(t) not in owned]
     if stray:
@@ -201,7 +250,95 @@ def _from_module(torch: Any, module: Any, args: argparse.Namespace, common: dict
         raise ValueError(
             f"--nonlinearity {args.nonlinearity}: the module uses {model.nonlinearity}"
         )
-    return model
+    what = f"{type(rnn).__name__} {rnn_name!r}" if rnn_name else type(rnn).__name__
+    if head is not None:
+        what += f" followed by its Linear {head_name!r}" if head_name else " and Linear"
+    # the scaling options wrap the model around the module, so check the model without them
+    difference = _check_forward(torch, module, rnn, Model.from_torch(rnn, head), what)
+    return model, difference
+
+
+def _check_forward(torch: Any, module: Any, rnn: Any, model: Any, what: str) -> float:
+    """Return max |model - forward| / (1 + max |forward|) over a few random input sequences.
+
+    `model` steps the sequences one reading at a time, as the engine will; the module's own
+    forward runs in eval mode (dropout off) and float32 on one tensor laid out as its RNN expects,
+    or, failing that, the other way round (a forward may transpose). Raise ValueError if forward
+    cannot be run, its result is neither the model's outputs at every step nor at the last, or
+    the two differ by more than float32 rounding; `what` names the converted parts.
+    """
+    import numpy as np
+
+    from engine.stream import StreamEngine
+
+    batch, steps = _CHECK_BATCH, _CHECK_STEPS
+    x = np.random.default_rng(0).standard_normal((batch, steps, model.input_size))
+    x = x.astype(np.float32)
+    engine = StreamEngine(model)
+    streams = [f"check-{i}" for i in range(batch)]
+    got = np.stack([engine.step_many(streams, x[:, t]) for t in range(steps)], axis=1)
+    module.float().eval()  # in place: the module is ours, and its weights are already copied
+    outcomes: list[ValueError | float] = []
+    for batch_first in (rnn.batch_first, not rnn.batch_first):
+        try:
+            expected = _run_forward(torch, module, x, batch_first, model.output_size)
+        except ValueError as exc:
+            outcomes.append(exc)
+            continue
+        got_steps = got if expected.ndim == 3 else got[:, -1]
+        difference = float(np.abs(got_steps - expected).max() / (1 + np.abs(expected).max()))
+        if difference <= _CHECK_TOLERANCE:
+            return difference
+        outcomes.append(difference)
+    if isinstance(outcomes[0], ValueError):  # the RNN's own layout says most
+        raise outcomes[0]
+    raise ValueError(
+        f"on random input sequences the module's output differs by up to {outcomes[0]:.2g} "
+        f"(relative) from what its {what} compute, so its forward does something more (an "
+        f"activation, a layer without weights, arithmetic), which rnnstream cannot reproduce; "
+        f"{_STATE_DICT_WAY}"
+    )
+
+
+def _run_forward(torch: Any, module: Any, x: Any, batch_first: bool, outputs: int) -> Any:
+    """Return module(x) as float64 (batch, steps, outputs), or (batch, outputs) for a last step.
+
+    `x` is (batch, steps, inputs), handed to forward transposed unless `batch_first`. A tuple
+    result counts by its first element; a squeezed size-1 output axis is restored.
+    """
+    import numpy as np
+
+    batch, steps = x.shape[:2]
+    layout = (batch, steps) if batch_first else (steps, batch)
+    tensor = torch.from_numpy(x if batch_first else np.ascontiguousarray(x.transpose(1, 0, 2)))
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result = module(tensor)
+    except Exception as exc:  # whatever forward needs beyond one tensor, the engine cannot give
+        raise ValueError(
+            f"cannot run the module's forward on one input tensor of shape {layout + x.shape[2:]} "
+            f"to check the conversion ({_first_line(exc)}); {_STATE_DICT_WAY}"
+        ) from exc
+    if isinstance(result, (tuple, list)) and result:
+        result = result[0]
+    if not isinstance(result, torch.Tensor):
+        raise ValueError(
+            f"the module's forward returns a {type(result).__name__}, not a tensor (or a tuple "
+            f"starting with one), so the conversion cannot be checked; {_STATE_DICT_WAY}"
+        )
+    found = result.detach().to("cpu", torch.float64).numpy()
+    if outputs == 1 and found.shape in (layout, (batch,)):
+        found = found[..., None]
+    if found.shape == (*layout, outputs):
+        return found if batch_first else found.transpose(1, 0, 2)
+    if found.shape == (batch, outputs):
+        return found
+    raise ValueError(
+        f"the module's forward maps input of shape {layout + x.shape[2:]} to shape "
+        f"{tuple(found.shape)}, which is neither every step nor the last of the converted "
+        f"model's {outputs} outputs, so the conversion cannot be checked; {_STATE_DICT_WAY}"
+    )
 
 
 def _pick(module: Any, kind: type, prefix: str | None, label: str, flag: str) -> tuple[str, Any]:

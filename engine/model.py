@@ -547,10 +547,14 @@ class Model:
         (weight_ih_l0 rows / hidden: 4 lstm, 3 gru, 1 rnn) unless given; the layer count from the
         keys; missing biases mean bias=False. A state dict cannot tell tanh from relu: pass
         `nonlinearity` for a relu rnn. The head is `<head_prefix>weight` / `<head_prefix>bias`,
-        or, without `head_prefix`, the single other 2-D `*weight` of shape (O, hidden). Entries
+        or, without `head_prefix`, the single other 2-D `*weight` of shape (O, hidden), unless it
+        could as well be an input layer feeding the RNN: listed before the RNN (a module's state
+        dict follows the order its layers were created in), or without a bias when input_size ==
+        hidden_size (an nn.Embedding's shape); then ValueError asks for `head_prefix`. Entries
         that are neither the RNN nor the head raise ValueError, because ignoring a layer would
         silently compute a different function. `_reverse` (bidirectional) and `weight_hr_`
-        (proj_size) keys are refused.
+        (proj_size) keys are refused. Weights cannot show what forward does between them (an
+        activation, say): converting a state dict asserts that it is the RNN, then the head.
         """
         if not isinstance(state_dict, Mapping):
             raise TypeError(f"state_dict: expected a mapping, got {type(state_dict).__name__}")
@@ -624,7 +628,11 @@ class Model:
             )
 
         others = {key: value for key, value in entries.items() if key not in rnn_keys}
-        head_weight, head_bias, head_keys = _find_head(others, head_prefix, hidden)
+        keys = list(entries)  # a module's state dict lists its layers in creation order
+        before_rnn = set(keys[: keys.index(f"{prefix}weight_ih_l0")]) - set(rnn_keys)
+        head_weight, head_bias, head_keys = _find_head(
+            others, head_prefix, hidden, in_size=in_size, before_rnn=before_rnn
+        )
         leftover = sorted(set(others) - head_keys)
         if leftover:
             raise ValueError(
@@ -854,9 +862,20 @@ def _find_rnn_prefix(entries: Mapping[str, Any], rnn_prefix: str | None) -> str:
 
 
 def _find_head(
-    others: Mapping[str, Any], head_prefix: str | None, hidden: int
+    others: Mapping[str, Any],
+    head_prefix: str | None,
+    hidden: int,
+    *,
+    in_size: int,
+    before_rnn: set[str],
 ) -> tuple[np.ndarray | None, np.ndarray | None, set[str]]:
-    """Return (weight, bias, keys used) of the head among the non-RNN entries."""
+    """Return (weight, bias, keys used) of the head among the non-RNN entries.
+
+    Without `head_prefix`, refuse a lone candidate that may be an input layer instead: one listed
+    before the RNN (`before_rnn`), or one without a bias shaped like an nn.Embedding feeding the
+    RNN (possible when in_size == hidden). Its shape alone cannot tell, and taking an input layer
+    for the head would compute a different function.
+    """
     if head_prefix is not None:
         for candidate in (head_prefix, f"{head_prefix}."):
             if f"{candidate}weight" in others:
@@ -877,6 +896,23 @@ def _find_head(
             shown = ", ".join(f"{c}weight" for c in candidates)
             raise ValueError(f"several possible heads ({shown}); pass head_prefix to pick one")
         prefix = candidates[0]
+        weight_key = f"{prefix}weight"
+        if weight_key in before_rnn:
+            why = "comes before the RNN's weights, so its layer was created before the RNN"
+        elif f"{prefix}bias" not in others and in_size == hidden:
+            why = (
+                f"has no bias and input_size == hidden_size == {hidden}, so it has the shape of "
+                "both a Linear(bias=False) head and an nn.Embedding"
+            )
+        else:
+            why = None
+        if why is not None:
+            raise ValueError(
+                f"{weight_key}: {why}, and may be an input layer feeding the RNN (an nn.Linear "
+                f"or nn.Embedding), which a model cannot hold, rather than a head on its output; "
+                f"if it is the head, pass head_prefix {prefix!r} (rnnstream convert "
+                f"--head-prefix {prefix.rstrip('.')})"
+            )
     weight = _to_numpy(others[f"{prefix}weight"], f"{prefix}weight")
     used = {f"{prefix}weight"}
     if f"{prefix}bias" in others:

@@ -82,7 +82,8 @@ class StreamEngine:
     """Keep one hidden state per stream and step it with a Model, one reading at a time.
 
     `step(stream, x)` advances one stream; `step_many(streams, X)` advances many in one call and
-    returns exactly what a loop of `step` over the rows would. A stream's state starts at zeros with
+    returns what a loop of `step` over the rows would, to float32 rounding (its matrix products
+    add in another order). A stream's state starts at zeros with
     its first reading. Memory per stream: `bytes_per_stream` (4 bytes * layers * hidden, twice for
     LSTM, plus 16; more for a scoring model) in the slabs, plus the id and about 100 bytes of dict
     entry.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,109 @@ if torch is not None:
             self.norm = torch.nn.LayerNorm(3)
             self.rnn = torch.nn.GRU(3, 4)
             self.fc = torch.nn.Linear(4, 1)
+
+    class Sequenced(torch.nn.Module):
+        """An RNN, then `after` applied to its output sequence (a head, or more than a head)."""
+
+        def __init__(self, rnn: torch.nn.Module, after: torch.nn.Module) -> None:
+            super().__init__()
+            self.rnn = rnn
+            self.after = after
+
+        def forward(self, x):
+            return self.after(self.rnn(x)[0])
+
+    class LastStep(torch.nn.Module):
+        """A Linear on the last step only, squeezed to (batch,): the streamed output's last row."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = torch.nn.GRU(3, 4, batch_first=True)
+            self.fc = torch.nn.Linear(4, 1)
+
+        def forward(self, x):
+            return self.fc(self.rnn(x)[0][:, -1]).squeeze(-1)
+
+    class BatchFirstAroundTimeMajor(torch.nn.Module):
+        """Takes (batch, time, inputs) and transposes for its time-major RNN, and back."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = torch.nn.LSTM(3, 4)
+            self.fc = torch.nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.fc(self.rnn(x.transpose(0, 1))[0]).transpose(0, 1)
+
+    class InputLayer(torch.nn.Module):
+        """A Linear or Embedding feeding the RNN (input_size == hidden_size, like a head)."""
+
+        def __init__(self, embedding: bool = False) -> None:
+            super().__init__()
+            self.proj = torch.nn.Embedding(10, 4) if embedding else torch.nn.Linear(4, 4)
+            self.rnn = torch.nn.GRU(4, 4, batch_first=True)
+
+        def forward(self, x):
+            return self.rnn(self.proj(x))[0]
+
+    class HeadFirst(torch.nn.Module):
+        """A correct RNN -> Linear whose __init__ creates the head before the RNN."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = torch.nn.Linear(4, 2)
+            self.rnn = torch.nn.GRU(3, 4)
+
+        def forward(self, x):
+            return self.fc(self.rnn(x)[0])
+
+    class NeedsLengths(torch.nn.Module):
+        """A forward that cannot be called with the input tensor alone."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = torch.nn.GRU(3, 4, batch_first=True)
+
+        def forward(self, x, lengths):
+            return self.rnn(x)[0]
+
+    class ReturnsDict(torch.nn.Module):
+        """A forward whose result is not a tensor."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = torch.nn.GRU(3, 4, batch_first=True)
+
+        def forward(self, x):
+            return {"out": self.rnn(x)[0]}
+
+    def _module(name: str) -> torch.nn.Module:
+        """Build one of the named test modules with seeded weights."""
+        torch.manual_seed(0)
+        nn = torch.nn
+        return {
+            "rnn_relu_time_major": lambda: nn.RNN(3, 5, num_layers=2, nonlinearity="relu"),
+            "gru_linear_batch_first": lambda: Sequenced(
+                nn.GRU(3, 4, num_layers=2, batch_first=True, dropout=0.3), nn.Linear(4, 2)
+            ),
+            "lstm_dropout_linear": lambda: Sequenced(
+                nn.LSTM(3, 5, batch_first=True),
+                nn.Sequential(nn.Dropout(0.5), nn.Identity(), nn.Linear(5, 1)),
+            ),
+            "float64_lstm_linear": lambda: Forecaster().double(),
+            "last_step_squeezed": LastStep,
+            "batch_first_around_time_major": BatchFirstAroundTimeMajor,
+            "sigmoid_after_head": lambda: Sequenced(
+                nn.GRU(3, 4, batch_first=True), nn.Sequential(nn.Linear(4, 2), nn.Sigmoid())
+            ),
+            "softmax_after_head": lambda: Sequenced(
+                nn.GRU(3, 4, batch_first=True), nn.Sequential(nn.Linear(4, 2), nn.Softmax(-1))
+            ),
+            "relu_between": lambda: Sequenced(
+                nn.LSTM(3, 5, batch_first=True), nn.Sequential(nn.ReLU(), nn.Linear(5, 1))
+            ),
+            "input_projection": InputLayer,
+        }[name]()
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
@@ -180,11 +284,108 @@ def test_checkpoint_dict_with_nested_state_dict_converts(tmp_path, capsys):
     assert "rnn(relu)" in out
 
 
-def test_rnn_state_dict_without_nonlinearity_notes_the_tanh_assumption(tmp_path, capsys):
+def test_rnn_state_dict_without_nonlinearity_is_refused(tmp_path, capsys):
     pytest.importorskip("torch")
     torch.save(torch.nn.RNN(2, 3).state_dict(), tmp_path / "sd.pt")
-    code, out, _ = _convert(capsys, tmp_path / "sd.pt", "--out", tmp_path / "m.npz")
-    assert code == 0 and "assumed tanh" in out
+    args = (tmp_path / "sd.pt", "--out", tmp_path / "m.npz")
+    code, out, err = _convert(capsys, *args)
+    assert code == 2 and "--nonlinearity" in err and "tanh or relu" in err
+    assert err.count("\n") == 1 and not (tmp_path / "m.npz").exists()
+    code, out, err = _convert(capsys, *args, "--nonlinearity", "tanh")
+    assert code == 0 and "rnn(tanh)" in out, err
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "rnn_relu_time_major",
+        "gru_linear_batch_first",
+        "lstm_dropout_linear",
+        "float64_lstm_linear",
+        "last_step_squeezed",
+        "batch_first_around_time_major",
+    ],
+)
+def test_module_whose_forward_the_model_reproduces_converts_after_a_check(name, tmp_path, capsys):
+    pytest.importorskip("torch")
+    module = _module(name)
+    torch.save(module, tmp_path / "net.pt")
+    code, out, err = _convert(
+        capsys, tmp_path / "net.pt", "--out", tmp_path / "m.npz", "--trust-pickle"
+    )
+    assert code == 0, err
+    assert "checked against the module's forward" in out and out.count("\n") == 1
+    assert Model.load(tmp_path / "m.npz").input_size == 3
+
+
+@pytest.mark.parametrize(
+    "name", ["sigmoid_after_head", "softmax_after_head", "relu_between", "input_projection"]
+)
+def test_module_whose_forward_does_more_than_rnn_and_linear_is_refused(name, tmp_path, capsys):
+    pytest.importorskip("torch")
+    torch.save(_module(name), tmp_path / "net.pt")
+    code, out, err = _convert(
+        capsys, tmp_path / "net.pt", "--out", tmp_path / "m.npz", "--trust-pickle"
+    )
+    assert code == 2 and "output differs" in err and "state_dict()" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "m.npz").exists()
+
+
+def test_module_whose_forward_cannot_be_checked_is_refused(tmp_path, capsys):
+    pytest.importorskip("torch")
+    args = (tmp_path / "net.pt", "--out", tmp_path / "m.npz", "--trust-pickle")
+    torch.save(NeedsLengths(), tmp_path / "net.pt")
+    code, _, err = _convert(capsys, *args)
+    assert code == 2 and "cannot run the module's forward" in err and "lengths" in err
+    assert err.count("\n") == 1
+    torch.save(ReturnsDict(), tmp_path / "net.pt")
+    code, _, err = _convert(capsys, *args)
+    assert code == 2 and "returns a dict" in err
+    assert not (tmp_path / "m.npz").exists()
+
+
+@pytest.mark.parametrize("embedding", [False, True], ids=["linear", "embedding"])
+def test_state_dict_with_an_input_layer_shaped_like_a_head_is_refused(embedding, tmp_path, capsys):
+    pytest.importorskip("torch")
+    torch.save(InputLayer(embedding).state_dict(), tmp_path / "sd.pt")
+    code, _, err = _convert(capsys, tmp_path / "sd.pt", "--out", tmp_path / "m.npz")
+    assert code == 2 and "proj.weight" in err and "input layer" in err
+    assert err.count("\n") == 1 and not (tmp_path / "m.npz").exists()
+
+
+def test_state_dict_head_that_could_be_an_input_layer_needs_head_prefix(tmp_path, capsys):
+    pytest.importorskip("torch")
+    torch.save(HeadFirst().state_dict(), tmp_path / "first.pt")
+    args = ("--out", tmp_path / "m.npz")
+    code, _, err = _convert(capsys, tmp_path / "first.pt", *args)
+    assert code == 2 and "fc.weight" in err and "--head-prefix" in err
+    code, out, err = _convert(capsys, tmp_path / "first.pt", *args, "--head-prefix", "fc")
+    assert code == 0 and "linear head -> 2 outputs" in out, err
+    # no bias and input_size == hidden_size: an Embedding's weight has the same shape
+    no_bias = Sequenced(torch.nn.GRU(4, 4), torch.nn.Linear(4, 3, bias=False))
+    torch.save(no_bias.state_dict(), tmp_path / "nobias.pt")
+    code, _, err = _convert(capsys, tmp_path / "nobias.pt", *args)
+    assert code == 2 and "after.weight" in err and "no bias" in err
+    code, out, err = _convert(capsys, tmp_path / "nobias.pt", *args, "--head-prefix", "after")
+    assert code == 0 and "linear head -> 3 outputs" in out, err
+
+
+@pytest.mark.parametrize("trust", [False, True], ids=["plain", "trust_pickle"])
+@pytest.mark.parametrize("how", ["script", "trace"])
+def test_torchscript_file_is_refused_with_how_to_save_instead(how, trust, tmp_path, capsys):
+    pytest.importorskip("torch")
+    net = Forecaster().eval()
+    with warnings.catch_warnings():  # torch deprecates jit, and tracing warns; files still exist
+        warnings.simplefilter("ignore")
+        compiled = (
+            torch.jit.script(net) if how == "script" else torch.jit.trace(net, torch.ones(1, 2, 3))
+        )
+        compiled.save(str(tmp_path / "ts.pt"))
+    args = (tmp_path / "ts.pt", "--out", tmp_path / "m.npz", *(["--trust-pickle"] * trust))
+    code, _, err = _convert(capsys, *args)
+    assert code == 2 and "TorchScript" in err and "torch.save(model.state_dict(), path)" in err
+    assert "weights_only" not in err and "Warning" not in err and err.count("\n") == 1
 
 
 def test_state_dict_problems_become_one_line_user_errors(tmp_path, capsys):
