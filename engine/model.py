@@ -16,7 +16,6 @@ import json
 import math
 import os
 import re
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Mapping, Sequence
@@ -26,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from engine.files import write_npz_atomically
 
 __all__ = ["CELLS", "FORMAT", "FORMAT_VERSION", "LayerWeights", "Model"]
 
@@ -305,21 +306,7 @@ class Model:
         header = {**self._identity(), "metadata": self.metadata, "fingerprint": self.fingerprint}
         arrays = self._arrays()
         arrays["header"] = np.frombuffer(_canonical_json(header).encode("utf-8"), dtype=np.uint8)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                os.fchmod(f.fileno(), 0o644)  # mkstemp's 0600 would hide the model from others
-                np.savez(f, **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
-        _fsync_dir(path.parent)
+        write_npz_atomically(path, arrays, mode=0o644)  # a model is for others to read too
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Model:
@@ -751,20 +738,6 @@ def _checked_metadata(metadata: Any) -> dict:
 
 def _canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Persist a rename: fsync the directory entry where the platform allows it."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:

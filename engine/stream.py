@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import operator
 import os
-import tempfile
 import time
 import zipfile
 from collections.abc import Callable, Sequence
@@ -18,6 +17,7 @@ import numpy as np
 from engine.alerts import A_THRESHOLD, ALERT_SLAB, AlertPolicy
 from engine.anomaly import AnomalyScorer, AnomalySpec
 from engine.blas import BlasThreads
+from engine.files import write_npz_atomically
 from engine.kernels import cells
 from engine.kernels.sequence import NO_SEQ, check_sequence
 from engine.model import Model
@@ -488,7 +488,9 @@ class StreamEngine:
         arrays = {f"slab_{name}": slab[slots] for name, slab in table.slabs.items()}
         arrays["idle_seconds"] = np.maximum(now - table.last_used[slots], 0.0)
         arrays["header"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
-        _write_npz_atomically(Path(path), arrays)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_npz_atomically(path, arrays, mode=0o600)  # streams' data: the daemon's user only
         return len(ids)
 
     @classmethod
@@ -612,23 +614,3 @@ def read_snapshot(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     ):
         raise ValueError(f"snapshot {path} is corrupt: header lacks streams or fingerprint")
     return header, arrays
-
-
-def _write_npz_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write arrays as .npz via a temp file in the same folder, fsync, rename, fsync the folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
