@@ -1017,6 +1017,8 @@ def pack_prediction_messages(
     streams' UTF-8 ids each followed by a 0 byte (`Readings.ids`), spare it joining them.
     """
     n = len(streams)
+    if len(predictions) != n:  # the jitted packer would read past the rows there are
+        raise ValueError(f"{len(predictions)} rows of predictions for {n} streams")
     if n == 0:
         return np.empty(0, np.uint8), np.zeros(1, np.int64)
     packed = _packed_predictions(streams, seq, ts, predictions, scores, ids)

@@ -347,3 +347,14 @@ def test_prediction_messages_are_byte_identical_to_one_encode_prediction_per_row
 
 def test_prediction_messages_of_no_rows_is_empty():
     assert list(P.prediction_messages([], [], [], np.empty((0, 2), np.float32), None)) == []
+
+
+@pytest.mark.parametrize("rows", [0, 2, 4])
+def test_packing_predictions_of_another_row_count_than_streams_raises(rows):
+    # Readings columns and float32 outputs take the jitted packer, which would read past the
+    # outputs: the mismatch must be refused, not published from stray memory.
+    seq = np.array([1, 2, 3], np.int64)
+    ts = np.array([1.0, 2.0, 3.0])
+    outputs = np.ones((rows, 2), np.float32)
+    with pytest.raises(ValueError):
+        P.pack_prediction_messages(["a", "b", "c"], seq, ts, outputs, None)

@@ -225,9 +225,9 @@ n = receiver.receive(100)
 readings, rejections = P.decode_frames(*receiver.frames(n), 3)
 assert len(readings) == 3 and not rejections
 assert readings.ids is not None
-for _ in range(2):  # admitting the streams, then finding them by their ids
-    outputs = engine.process(readings.streams, readings.values, readings.ts, readings.seq,
-                             ids=readings.ids).outputs
+for step in range(2):  # admitting the streams, then finding them by their ids
+    outputs = engine.process(readings.streams, readings.values, readings.ts,
+                             readings.seq + step, ids=readings.ids).outputs
 metrics.latency_seconds.observe_many(time.time() - readings.ts)
 for scores in (None, np.array([0.5, np.nan, 1.0])):
     sender.send_messages(*P.pack_prediction_messages(
