@@ -417,7 +417,7 @@ class Daemon:
         self.metrics.readings_in += n
         self.metrics.predictions_out += n
         self.metrics.batch_size.observe(n)
-        self.metrics.latency_seconds.observe_many(time.time() - batch.ts)
+        self.metrics.observe_latencies(batch.ts)
 
     def _alert(self, batch: Readings, result: StepResult, i: int) -> dict[str, Any]:
         """Build the alert message for row i, which opened or closed an incident."""

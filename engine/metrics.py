@@ -1,12 +1,14 @@
 """The daemon's counters and histograms, served as Prometheus text and in the `stats` reply.
 
-The hot loop adds whole batches at once (`observe_many` with a numpy array), which
+The hot loop adds a pass's latencies at once (`Histogram.observe_elapsed` with a numpy array),
+which
 prometheus_client's own Histogram cannot do without a Python call per value; so the numbers live
 here and a custom collector hands them to prometheus_client for the exposition format and HTTP.
 """
 
 from __future__ import annotations
 
+import time
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -20,8 +22,12 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from engine.kernels.counting import SUM_LIMIT, add_to_histogram
+from engine.kernels.counting import add_latencies
 
+# A reading's latency is measured from its `ts` only when that lies within this many seconds of
+# the daemon's clock: a replay of recorded data (`rnnstream produce csv` sends the file's times)
+# or a clock far off is not latency, and would leave the p99 at +Inf for the daemon's life.
+LATENCY_HORIZON = 3600.0
 LATENCY_BUCKETS = (1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 0.05, 0.1, 0.25, 1.0, 5.0)
 STEP_BUCKETS = (1e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 5e-2, 0.25)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
@@ -29,23 +35,27 @@ SNAPSHOT_BUCKETS = (1e-3, 1e-2, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0)
 
 
 class Histogram:
-    """Cumulative-bucket histogram fed with whole arrays of observations."""
+    """Cumulative-bucket histogram fed one value, or a whole array of elapsed times, at a time."""
 
     def __init__(self, buckets: tuple[float, ...]) -> None:
         self.bounds = np.asarray(buckets, np.float64)
         self._bound_list = [float(b) for b in buckets]
         self.counts = np.zeros(len(buckets) + 1, np.int64)  # last = above every bound
         self.total = 0.0
-        self.observe_many(np.empty(0))  # compiles the kernel now, not in the daemon's loop
 
     def observe(self, value: float) -> None:
         # bisect, not np.searchsorted: a scalar costs numpy ~3 us, twice in every daemon pass
         self.counts[bisect_left(self._bound_list, value)] += 1
-        self.total += min(max(value, -SUM_LIMIT), SUM_LIMIT)
+        self.total += value
 
-    def observe_many(self, values: np.ndarray) -> None:
-        """Count the finite values (NaN: no timestamp to measure from) by one jitted call."""
-        self.total += add_to_histogram(self.bounds, np.asarray(values, np.float64), self.counts)
+    def observe_elapsed(self, now: float, stamps: np.ndarray, horizon: float) -> int:
+        """Count now - stamps for the stamps within `horizon` of now, by one jitted call;
+        return how many lay beyond it (NaN stamps are neither)."""
+        total, beyond = add_latencies(
+            self.bounds, now, np.asarray(stamps, np.float64), horizon, self.counts
+        )
+        self.total += total
+        return beyond
 
     @property
     def count(self) -> int:
@@ -82,10 +92,19 @@ class Metrics:
         self.gaps = 0
         self.alerts: Counter[str] = Counter()
         self.snapshots = 0
+        self.latency_unmeasured = 0  # readings whose ts was beyond LATENCY_HORIZON
         self.batch_size = Histogram(BATCH_BUCKETS)
         self.step_seconds = Histogram(STEP_BUCKETS)
         self.latency_seconds = Histogram(LATENCY_BUCKETS)
         self.snapshot_seconds = Histogram(SNAPSHOT_BUCKETS)
+        # compiles the kernel now, not in the daemon's loop
+        self.latency_seconds.observe_elapsed(0.0, np.empty(0), LATENCY_HORIZON)
+
+    def observe_latencies(self, stamps: np.ndarray) -> None:
+        """Count the time from each reading's `ts` to now, or count it as unmeasured."""
+        self.latency_unmeasured += self.latency_seconds.observe_elapsed(
+            time.time(), stamps, LATENCY_HORIZON
+        )
 
     def snapshot(self) -> dict:
         """Return the counters as plain values (the `stats` reply)."""
@@ -108,6 +127,7 @@ class Metrics:
             "gaps": self.gaps,
             "alerts": dict(self.alerts),
             "snapshots": self.snapshots,
+            "latency_unmeasured": self.latency_unmeasured,
             "batch_size": hist(self.batch_size),
             "step_seconds": hist(self.step_seconds),
             "latency_seconds": hist(self.latency_seconds),
@@ -131,6 +151,11 @@ class MetricsCollector(Collector):
             ("rnnstream_duplicates", m.duplicates, "Readings dropped as duplicate seq."),
             ("rnnstream_seq_gaps", m.gaps, "Forward jumps in a stream's seq."),
             ("rnnstream_snapshots", m.snapshots, "State snapshots written."),
+            (
+                "rnnstream_latency_unmeasured",
+                m.latency_unmeasured,
+                "Readings whose ts lay over an hour from the daemon's clock: not in the latency.",
+            ),
         ):
             yield CounterMetricFamily(name, doc, value=value)
         rejects = CounterMetricFamily(

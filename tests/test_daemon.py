@@ -7,6 +7,7 @@ differences); tests that change the model or may crash the daemon start their ow
 from __future__ import annotations
 
 import math
+import time
 import urllib.request
 import uuid
 from collections import Counter
@@ -754,3 +755,20 @@ def test_a_duplicate_with_end_is_dropped_whole_and_leaves_its_stream_alive(daemo
     assert [p["seq"] for p in preds] == [1, 2, 3]
     assert [e["reason"] for e in kinds(got, "error")] == ["duplicate", "duplicate"]
     assert_predictions(preds, reference_outputs(model, [(s, X[0]), (s, X[1]), (s, X[3])]))
+
+
+def test_a_reading_stamped_long_ago_is_counted_apart_from_the_latency(daemon, model):
+    # A replay of recorded data sends the data's own times: not a latency of the daemon's.
+    s = unique("replayed")
+    sub = daemon.subscriber(("pred.",))
+    push = daemon.push()
+    before = daemon.stats()
+    push.send(reading(s, GOOD, ts=1.4e9))  # 2014
+    push.send(reading(s, GOOD, ts=time.time()))
+    got = daemon.until_fence(sub, push)
+    after = daemon.stats()
+
+    assert [p["ts"] for p in kinds(got, "pred")][0] == 1.4e9  # echoed all the same
+    assert after["latency_unmeasured"] - before["latency_unmeasured"] == 1
+    assert after["latency_seconds"]["count"] - before["latency_seconds"]["count"] >= 1
+    assert after["latency_seconds"]["p99"] is not None and after["latency_seconds"]["p99"] < 5

@@ -1,37 +1,53 @@
-"""The daemon's array-fed histogram: Prometheus bucket rules, one value or many at a time."""
+"""The daemon's histograms: Prometheus bucket rules, one value or a pass's latencies at a time."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
-from engine.kernels.counting import SUM_LIMIT, add_to_histogram
-from engine.metrics import BATCH_BUCKETS, LATENCY_BUCKETS, Histogram, Metrics
+from engine.kernels.counting import add_latencies
+from engine.metrics import BATCH_BUCKETS, LATENCY_BUCKETS, LATENCY_HORIZON, Histogram, Metrics
 
 
-def test_histogram_kernel_matches_numpy_searchsorted_and_bincount():
+def test_latency_kernel_matches_numpy_searchsorted_and_bincount_on_the_bounds_too():
+    # now = 0 and stamps = -values: each latency is the value exactly, bounds included
     rng = np.random.default_rng(1)
     bounds = np.asarray(LATENCY_BUCKETS)
     values = np.concatenate(
-        [rng.exponential(0.01, 2000), bounds, [np.nan, np.inf, -np.inf, -1.0, 0.0, 1e9, 3e15]]
+        [rng.exponential(0.01, 2000), bounds, [np.nan, np.inf, -np.inf, -1.0, 0.0, 1e9]]
     )
     rng.shuffle(values)
     counts = np.zeros(bounds.size + 1, np.int64)
-    total = add_to_histogram(bounds, values, counts)
+    total, beyond = add_latencies(bounds, 0.0, -values, 1e12, counts)
     finite = values[np.isfinite(values)]
     want = np.bincount(np.searchsorted(bounds, finite, side="left"), minlength=bounds.size + 1)
     assert counts.tolist() == want.tolist()
-    assert total == np.float64(sum(np.clip(finite, -SUM_LIMIT, SUM_LIMIT).tolist()))
+    assert total == np.float64(sum(finite.tolist())) and beyond == 2  # +-inf
 
 
-def test_absurd_timestamps_leave_the_histogram_sum_finite():
-    # A producer's ts of +-1.7e308 is finite and accepted; the latency it gives must not make
-    # the sum infinite or NaN for the rest of the daemon's life.
-    h = Histogram(LATENCY_BUCKETS)
-    h.observe_many(np.array([-1.7e308, -1.7e308, 1e-3]))
-    h.observe_many(np.array([1.7e308, 1.7e308, 1.7e308]))
-    h.observe(1.7e308)
-    assert np.isfinite(h.total) and h.total == SUM_LIMIT * 2 + 1e-3
-    assert h.count == 7 and h.quantile(0.5) == float("inf")
+def test_latencies_count_only_stamps_within_the_horizon_of_now():
+    rng = np.random.default_rng(2)
+    bounds = np.asarray(LATENCY_BUCKETS)
+    now = 1_800_000_000.0
+    ages = np.concatenate([rng.exponential(0.01, 500), [0.0, -0.5, 3599.0, 3601.0, -4000.0]])
+    stamps = np.concatenate([now - ages, [np.nan, 1.7e308, -1.7e308, 1.4e9]])  # 1.4e9: 2014
+    counts = np.zeros(bounds.size + 1, np.int64)
+    total, beyond = add_latencies(bounds, now, stamps, 3600.0, counts)
+    kept = now - stamps[np.abs(now - stamps) <= 3600.0]  # NaN compares false: left out too
+    want = np.bincount(np.searchsorted(bounds, kept, side="left"), minlength=bounds.size + 1)
+    assert counts.tolist() == want.tolist() and total == np.float64(sum(kept.tolist()))
+    assert beyond == 5  # 3601 and -4000 seconds old, +-1.7e308, 2014; NaN is no stamp at all
+
+
+def test_a_replay_of_old_timestamps_is_counted_apart_from_the_latency():
+    metrics = Metrics()
+    now = time.time()
+    metrics.observe_latencies(np.array([now - 0.002, np.nan, 1.4e9, 1.7e308, -1.7e308]))
+    snap = metrics.snapshot()
+    assert snap["latency_seconds"]["count"] == 1 and snap["latency_unmeasured"] == 3
+    assert np.isfinite(snap["latency_seconds"]["sum"]) and snap["latency_seconds"]["p99"] <= 5e-3
+    assert LATENCY_HORIZON == 3600.0
 
 
 def test_a_value_on_a_bound_counts_in_that_bucket_as_prometheus_le_says():
@@ -45,7 +61,7 @@ def test_a_value_on_a_bound_counts_in_that_bucket_as_prometheus_le_says():
 
 def test_the_stats_snapshot_carries_each_histograms_buckets():
     metrics = Metrics()
-    metrics.latency_seconds.observe_many(np.array([2e-4, 3e-3, 7e-3, 7e-3]))
+    metrics.latency_seconds.observe_elapsed(1.0, 1.0 - np.array([2e-4, 3e-3, 7e-3, 7e-3]), 60.0)
     latency = metrics.snapshot()["latency_seconds"]
     at_or_below = dict(latency["buckets"])
     assert [le for le, _ in latency["buckets"]] == list(LATENCY_BUCKETS)
@@ -59,15 +75,15 @@ def test_observing_one_at_a_time_equals_observing_an_array():
     one, many = Histogram(BATCH_BUCKETS), Histogram(BATCH_BUCKETS)
     for v in values.tolist():
         one.observe(v)
-    many.observe_many(values)
+    many.observe_elapsed(0.0, -values, np.inf)
     assert one.counts.tolist() == many.counts.tolist()
     assert one.total == many.total
 
 
-def test_observe_many_skips_non_finite_values_and_quantile_gives_bucket_bounds():
+def test_elapsed_times_skip_missing_stamps_and_quantile_gives_bucket_bounds():
     h = Histogram((1.0, 2.0, 4.0))
     assert h.quantile(0.5) is None
-    h.observe_many(np.array([0.5, np.nan, 1.5, 1.6, 3.0, np.inf]))
+    assert h.observe_elapsed(0.0, -np.array([0.5, np.nan, 1.5, 1.6, 3.0, np.inf]), 1e6) == 1
     assert h.count == 4
     assert h.quantile(0.5) == 2.0 and h.quantile(0.99) == 4.0
 
@@ -75,7 +91,8 @@ def test_observe_many_skips_non_finite_values_and_quantile_gives_bucket_bounds()
 def test_a_quantile_that_falls_on_a_buckets_last_observation_is_that_buckets_bound():
     # Two observations: the median is the first, in the bucket up to 1.0, not the next one.
     h = Histogram((1.0, 2.0))
-    h.observe_many(np.array([0.5, 1.5]))
+    h.observe(0.5)
+    h.observe(1.5)
     assert h.quantile(0.5) == 1.0 and h.quantile(0.51) == 2.0
     h.observe(5.0)
     assert h.quantile(1.0) == float("inf")

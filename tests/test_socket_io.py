@@ -205,7 +205,7 @@ from engine.stream import StreamEngine
 
 kernels = [wire.parse_readings, wire.pack_predictions, wire.pack_seq_array, wire.pack_ts_array,
            wire.pack_str_array, zmqcalls.recv_frames, zmqcalls.send_messages, idindex.find_slots,
-           idindex.insert_slots, idindex.remove_slot, counting.add_to_histogram]
+           idindex.insert_slots, idindex.remove_slot, counting.add_latencies]
 ctx = zmq.Context()
 pull, push, pub = ctx.socket(zmq.PULL), ctx.socket(zmq.PUSH), ctx.socket(zmq.PUB)
 port = pull.bind_to_random_port("tcp://127.0.0.1")
@@ -228,7 +228,7 @@ assert readings.ids is not None
 for step in range(2):  # admitting the streams, then finding them by their ids
     outputs = engine.process(readings.streams, readings.values, readings.ts,
                              readings.seq + step, ids=readings.ids).outputs
-metrics.latency_seconds.observe_many(time.time() - readings.ts)
+metrics.observe_latencies(readings.ts)
 for scores in (None, np.array([0.5, np.nan, 1.0])):
     sender.send_messages(*P.pack_prediction_messages(
         readings.streams, readings.seq, readings.ts, outputs, scores, ids=readings.ids))

@@ -6,28 +6,33 @@ a hundred readings, a twentieth of the pass; one loop over the values takes ~1 u
 
 from __future__ import annotations
 
-import numpy as np
-
-from engine.kernels._jit import kernel
-
-# What one value may add to a histogram's sum. A latency is measured from the producer's own
-# `ts`, which may be any finite number: unclipped, two readings stamped 1.7e308 would make the
-# sum infinite, and one more stamped -1.7e308 NaN, for the rest of the daemon's life.
-SUM_LIMIT = 1e15
+from engine.kernels._jit import inline_kernel, kernel
 
 
 @kernel
-def add_to_histogram(bounds, values, counts):
-    """Count each finite value in bucket i, the first whose upper bound bounds[i] is >= it
-    (i = len(bounds): above every bound); return the sum of those values, each clipped to
-    +-SUM_LIMIT."""
+def add_latencies(bounds, now, stamps, horizon, counts):
+    """Count now - stamps[i] in bucket k, the first whose upper bound bounds[k] is >= it
+    (k = len(bounds): above every bound), for the stamps within `horizon` of now either way;
+    return (the sum of those, how many stamps lay beyond the horizon). A NaN stamp (a reading
+    without one) is neither."""
     total = 0.0
-    for v in values:
-        if not np.isfinite(v):
+    beyond = 0
+    for stamp in stamps:
+        if stamp != stamp:
             continue
-        i = 0
-        while i < bounds.shape[0] and bounds[i] < v:
-            i += 1
-        counts[i] += 1
-        total += min(max(v, -SUM_LIMIT), SUM_LIMIT)
-    return total
+        latency = now - stamp
+        if not abs(latency) <= horizon:
+            beyond += 1
+            continue
+        total += _count(bounds, latency, counts)
+    return total, beyond
+
+
+@inline_kernel
+def _count(bounds, value, counts):
+    """Add value to its bucket of counts; return it."""
+    i = 0
+    while i < bounds.shape[0] and bounds[i] < value:
+        i += 1
+    counts[i] += 1
+    return value
