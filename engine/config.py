@@ -152,8 +152,8 @@ def load_config(
 ) -> ServeConfig:
     """Merge defaults, a TOML file, RNNSTREAM_* environment variables and flags, in that order.
 
-    The TOML file holds the settings at top level or under a [serve] table; an unknown key is an
-    error that names it.
+    The TOML file holds the settings at top level or under a [serve] table, not both; an unknown
+    key is an error that names it. An empty environment variable counts as not set.
     """
     hints = get_type_hints(ServeConfig)
     known = {f.name for f in fields(ServeConfig)}
@@ -166,7 +166,16 @@ def load_config(
             raise ValueError(f"cannot read config file {path}: {exc.strerror}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ValueError(f"config file {path} is not valid TOML: {exc}") from None
-        data = data.get("serve", data)
+        if "serve" in data:
+            outside = sorted(key for key in data if key != "serve")
+            if not isinstance(data["serve"], dict):
+                raise ValueError(f"config file {path}: 'serve' must be a table, [serve]")
+            if outside:
+                raise ValueError(
+                    f"config file {path}: with a [serve] table every setting goes in it; "
+                    f"{', '.join(map(repr, outside))} would be ignored"
+                )
+            data = data["serve"]
         for key, value in data.items():
             name = key.replace("-", "_")
             if name not in known:
@@ -178,7 +187,7 @@ def load_config(
     env = os.environ if env is None else env
     for name in known:
         var = f"RNNSTREAM_{name.upper()}"
-        if var in env:
+        if env.get(var):  # VAR= (as a unit file or compose file may leave it): not set
             values[name] = _coerce(name, hints[name], env[var], f"environment {var}")
     for name, value in (flags or {}).items():
         if value is not None:

@@ -402,6 +402,28 @@ def test_non_finite_float_settings_are_refused_from_every_layer(tmp_path, name, 
             pytest.fail(f"{name} = {text} from the {layer} was accepted")
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('ingest = "x"\n[serve]\nlog_format = "json"\n', "every setting goes in it; 'ingest'"),
+        ('serve = "yes"\n', "'serve' must be a table"),
+    ],
+    ids=["top-level key beside [serve]", "serve not a table"],
+)
+def test_a_config_file_with_a_serve_table_has_every_setting_in_it(tmp_path, text, message):
+    toml = tmp_path / "serve.toml"
+    toml.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        load_config(toml, env={})
+
+
+def test_an_empty_environment_variable_counts_as_not_set(tmp_path):
+    toml = tmp_path / "serve.toml"
+    toml.write_text('[serve]\nmodel = "from-file.npz"\n')
+    config = load_config(toml, env={"RNNSTREAM_MODEL": "", "RNNSTREAM_MAX_BATCH": ""})
+    assert config.model == "from-file.npz" and config.max_batch == ServeConfig().max_batch
+
+
 def test_float_settings_cover_the_timers_that_nan_would_turn_off():
     assert {"checkpoint_every", "idle_timeout", "alert_error_gate"} <= set(FLOAT_SETTINGS)
 
