@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import fcntl
 import gc
 import logging
 import math
@@ -35,6 +36,7 @@ from engine.socket_io import FrameReceiver, MessageSender, context_with_batch_io
 from engine.stream import StepResult, StreamEngine
 
 SNAPSHOT_NAME = "state.npz"
+LOCK_NAME = "serve.lock"  # in the state directory: one daemon a state directory
 _POLL_MS = 100
 # Rows per engine call: bigger batches no longer amortise anything and their buffers leave the
 # cache (a 75,000-row LSTM batch made step_many ~2x slower per reading than 1,024-row ones).
@@ -73,6 +75,7 @@ class Daemon:
         self._busy = False
         self._metrics_server: Any = None
         self._auth: Any = None
+        self._state_lock: Any = None
         self.state_path = Path(config.state_dir) / SNAPSHOT_NAME
 
     # ------------------------------------------------------------------ start
@@ -142,6 +145,23 @@ class Daemon:
                 f"state directory {folder} is not writable ({exc.strerror}); "
                 "choose another with --state-dir"
             ) from None
+        # Two daemons on one folder would overwrite each other's snapshots and restore a mix.
+        # The kernel drops the lock when the process ends, however it ends.
+        lock = (folder / LOCK_NAME).open("a+")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "?"
+            lock.close()
+            raise StartupError(
+                f"state directory {folder} is in use by another rnnstream serve (pid {holder}); "
+                "give each daemon its own --state-dir"
+            ) from None
+        lock.truncate(0)
+        lock.write(f"{os.getpid()}\n")
+        lock.flush()
+        self._state_lock = lock
 
     def _restore_or_new(self, model: Model) -> StreamEngine:
         path = self.state_path

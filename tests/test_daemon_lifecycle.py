@@ -190,6 +190,25 @@ def test_sigterm_under_sustained_load_still_stops_and_snapshots(tmp_path, model_
         assert [r["why"] for r in records(daemon, "snapshot written")] == ["shutdown"]
 
 
+def test_a_second_daemon_on_a_state_directory_in_use_is_refused_until_the_first_stops(
+    tmp_path, model_path
+):
+    with DaemonProcess(model_path, tmp_path / "state") as first:
+        first.start()
+        second = DaemonProcess(model_path, tmp_path / "state")  # other ports, same folder
+        second.close()  # only its argv is used; it runs to completion here
+        result = _run_serve(second.command(), {})
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.strip().splitlines() == [
+            f"rnnstream serve: error: state directory {tmp_path / 'state'} is in use by another "
+            f"rnnstream serve (pid {first.proc.pid}); give each daemon its own --state-dir"
+        ]
+        first.kill()  # however it ends, the folder is free again
+    with DaemonProcess(model_path, tmp_path / "state") as third:
+        third.start()
+        assert third.control("health")["ok"]
+
+
 def test_shutdown_command_stops_the_daemon_with_exit_code_0(tmp_path, model_path):
     with DaemonProcess(model_path, tmp_path / "state") as daemon:
         daemon.start()
