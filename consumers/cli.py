@@ -85,7 +85,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _records(sub: Subscriber, duration: float | None) -> Iterator[tuple[str, dict]]:
-    """Yield (kind, payload) with batch publications expanded into "pred" rows."""
+    """Yield (kind, payload) with batch publications expanded into "pred" rows.
+
+    A daemon in `--publish-mode both` sends every prediction twice, as `pred.<stream>` and in a
+    `batch.pred`, a pass's `pred.` messages before its batch; so once a `pred.` message has
+    arrived, batches are skipped, and each prediction is yielded once in any mode.
+    """
+    per_reading = False
     stop_at = None if duration is None else time.monotonic() + duration
     while True:
         wait = 0.5
@@ -98,10 +104,12 @@ def _records(sub: Subscriber, duration: float | None) -> Iterator[tuple[str, dic
             continue
         kind, payload = item
         if kind == "batch":
-            for row in protocol.batch_rows(payload):
-                yield "pred", row
-        else:
-            yield kind, payload
+            if not per_reading:
+                for row in protocol.batch_rows(payload):
+                    yield "pred", row
+            continue
+        per_reading = per_reading or kind == "pred"
+        yield kind, payload
 
 
 def _clock(ts: Any) -> str:

@@ -249,6 +249,21 @@ def test_consume_record_csv_expands_batches(pub, tmp_path):
     assert rows[0]["score"] == "0.25" and rows[2]["score"] == ""
 
 
+def test_consume_record_takes_each_prediction_once_from_a_daemon_publishing_both_ways(
+    pub, tmp_path
+):
+    # --publish-mode both: a pass's pred.<stream> messages, then the same rows as a batch.pred
+    sock, endpoint = pub
+    out_file = tmp_path / "preds.jsonl"
+    args = parse(["record", "--endpoint", endpoint, "--out", str(out_file), "--count", "30"])
+    run_while_publishing(args, sock, [pred("a", 1), pred("b", 2), batch(["a", "b"])])
+    rows = [json.loads(line) for line in out_file.read_text().splitlines()]
+    from_batches = [len(r["prediction"]) == 2 for r in rows]  # batch() rows carry two outputs
+    first_pred = from_batches.index(False)  # a late joiner may take one batch before any pred.
+    assert not any(from_batches[first_pred:]) and first_pred <= 2
+    assert [r["stream"] for r in rows[first_pred:]][:2] in (["a", "b"], ["b", "a"])
+
+
 def test_consume_record_jsonl_keeps_only_the_chosen_streams(pub, tmp_path):
     sock, endpoint = pub
     out_file = tmp_path / "preds.jsonl"
