@@ -253,7 +253,7 @@ class Daemon:
             self._close_sockets(linger=0)
             raise StartupError(
                 f"cannot serve metrics on {self.config.metrics_host}:{self.config.metrics_port}: "
-                f"{exc.strerror}; choose another with --metrics-port"
+                f"{exc.strerror}; choose another --metrics-port or --metrics-host"
             ) from None
         self._metrics_server = server
 
@@ -570,16 +570,27 @@ class Daemon:
 
     def _reload(self, request: dict) -> dict:
         path = request.get("path") or self.config.model
+        if path is not None and not isinstance(path, str):
+            return {"ok": False, "error": "'path' must be a string (or nil for the daemon's model)"}
+        reset = request.get("reset", False)
+        if not isinstance(reset, bool):
+            return {"ok": False, "error": "'reset' must be a bool"}
         try:
             model = self._load_model(path)
         except StartupError as exc:
             return {"ok": False, "error": str(exc)}
         try:
-            self.engine.swap_model(model, reset=bool(request.get("reset", False)))
+            self.engine.swap_model(model, reset=reset)
         except ValueError as exc:
             return {"ok": False, "error": str(exc)}
         self.model = model
-        log(self.logger, logging.INFO, "model reloaded", model=model.fingerprint[:16], path=path)
+        log(
+            self.logger,
+            logging.INFO,
+            "model reloaded",
+            model=model.fingerprint[:16],
+            path=path or "(built in)",
+        )
         return {"model": model.fingerprint, "streams": len(self.engine)}
 
     # -------------------------------------------------------------- snapshots

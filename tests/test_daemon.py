@@ -673,6 +673,11 @@ def test_reload_keeps_states_for_same_shapes_and_needs_reset_for_another_hidden_
         assert refused["ok"] is False and "reset" in refused["error"]
         missing = own.control("reload", path=str(tmp_path / "missing.npz"))
         assert missing["ok"] is False and "does not exist" in missing["error"]
+        not_a_path = own.control("reload", path=123)
+        assert not_a_path == {"ok": False, "error": not_a_path["error"]}
+        assert "'path' must be a string" in not_a_path["error"]
+        not_a_bool = own.control("reload", path=str(bigger_path), reset="yes")
+        assert not_a_bool["ok"] is False and "'reset' must be a bool" in not_a_bool["error"]
         producer.send("r", X[3])
         still = kinds(own.until_fence(sub, producer), "pred")
 
