@@ -96,7 +96,16 @@ def main(argv: list[str] | None = None) -> int:
     module.add_arguments(parser)
     args = parser.parse_args(argv[1:])
     try:
-        return int(module.run(args) or 0)
+        code = int(module.run(args) or 0)
+        sys.stdout.flush()  # so that a closed pipe shows up here, not at exit
+        return code
+    except BrokenPipeError:
+        # `rnnstream ... | head`: the reader has gone. Python flushes stdout once more at exit;
+        # let that write to /dev/null rather than fail again (the Python docs' "Note on SIGPIPE").
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 1
     except UserError as exc:
         print(f"rnnstream {name}: error: {exc}", file=sys.stderr)
         return 2

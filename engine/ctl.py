@@ -2,8 +2,8 @@
 
 Commands: health, stats, streams [--limit N], reset STREAM, drop STREAM, snapshot,
 threshold LEVEL [--stream STREAM], reload [PATH] [--reset], shutdown. Exit status 0 when the
-daemon answered ok, 1 when it answered with an error or did not answer within --timeout, 2 for a
-usage mistake.
+daemon answered ok, 1 when it answered with an error or did not answer within --timeout (or when
+the reader of the output went away first, as `| head` does), 2 for a usage mistake.
 """
 
 from __future__ import annotations
@@ -16,11 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from engine import protocol
 from engine.keys import KeyLike, add_curve_client_arguments, apply_curve_client
 
 DEFAULT_CONTROL_ENDPOINT = "tcp://127.0.0.1:5557"
+# ZeroMQ keeps a socket's timeouts as a C int of milliseconds: at most 2**31 - 1 ms, 24.8 days.
+MAX_TIMEOUT = 2_147_483  # seconds
 
 # A dict with these keys is a histogram summary from the daemon's `stats` reply (its
 # `buckets` are left to --json).
@@ -47,16 +50,24 @@ def control(
     for a bad endpoint or key. `server_public_key` (Z85 text or the daemon's `.key` file) turns
     on CURVE; `client_secret_key` is this client's secret key (its `.key_secret` file or Z85
     text). Without it an ephemeral key pair is used, which a daemon that checks client keys
-    refuses: that shows up as `NoReply`.
+    refuses: that shows up as `NoReply`, whose message says what the connection went through
+    (nothing listening, a CURVE key refused, another kind of socket). `timeout` must lie in
+    (0, MAX_TIMEOUT].
     """
+    if not 0 < timeout <= MAX_TIMEOUT:  # also refuses NaN
+        raise ValueError(
+            f"timeout must be a number of seconds in (0, {MAX_TIMEOUT}], not {timeout}"
+        )
     ms = max(1, int(timeout * 1000))
     ctx = zmq.Context()
     sock = ctx.socket(zmq.REQ)
+    monitor = None
     try:
         sock.linger = 0
         sock.rcvtimeo = ms
         sock.sndtimeo = ms
         apply_curve_client(sock, server_public_key, client_secret_key=client_secret_key)
+        monitor = sock.get_monitor_socket(_CONNECTION_EVENTS)
         try:
             sock.connect(endpoint)
         except zmq.ZMQError as exc:
@@ -65,13 +76,62 @@ def control(
             sock.send(protocol.encode_control(cmd, **fields))
             frame = sock.recv()
         except zmq.Again:
-            raise NoReply(
-                f"no reply from {endpoint} within {timeout:g} s: is rnnstream serve running?"
-            ) from None
+            why = _why_no_reply(monitor, curve=server_public_key is not None)
+            raise NoReply(f"no reply from {endpoint} within {timeout:g} s: {why}") from None
         return protocol.decode_reply(frame)
     finally:
+        if monitor is not None:
+            sock.disable_monitor()
+            monitor.close(linger=0)
         sock.close(linger=0)
         ctx.term()
+
+
+_CONNECTION_EVENTS = (
+    zmq.EVENT_CONNECTED
+    | zmq.EVENT_HANDSHAKE_SUCCEEDED
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+)
+
+
+def _why_no_reply(monitor: zmq.Socket, *, curve: bool) -> str:
+    """Say why no reply came, from the connection events `monitor` has seen so far."""
+    seen: dict[int, int] = {}  # event -> its last value
+    while monitor.poll(0):
+        message = recv_monitor_message(monitor)
+        seen[message["event"]] = message["value"]
+    if zmq.EVENT_HANDSHAKE_SUCCEEDED in seen:
+        return "the daemon took the request but did not answer in time (busy? a longer --timeout)"
+    if zmq.EVENT_HANDSHAKE_FAILED_AUTH in seen:
+        # the ZAP handler said no: this client's public key is not in the daemon's folder
+        return (
+            "the daemon refused this client's CURVE key: pass --client-secret-key with a key "
+            "whose public half is in the daemon's --curve-clients folder"
+        )
+    if seen.get(zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL) == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
+        if curve:
+            return "the daemon does not use CURVE: leave out --server-public-key"
+        return "the daemon uses CURVE: give --server-public-key (and --client-secret-key)"
+    # Otherwise a failed handshake does not say why: a CURVE server cannot open a HELLO sealed
+    # for another key and just hangs up, and which side sees a mechanism mismatch is a race.
+    if seen.keys() & {zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL, zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL}:
+        if curve:
+            return (
+                "the CURVE handshake failed: is --endpoint the control socket of a daemon with "
+                "CURVE, and --server-public-key its public key?"
+            )
+        return (
+            "the handshake failed: is --endpoint the daemon's control socket? (one with CURVE "
+            "needs --server-public-key)"
+        )
+    if seen:  # connected, then nothing: a socket of another kind hangs up without a word
+        return (
+            "something accepted the connection but no handshake followed: is --endpoint the "
+            "daemon's control socket?"
+        )
+    return "is rnnstream serve running?"
 
 
 # --------------------------------------------------------------------------- printing
@@ -165,6 +225,25 @@ def format_reply(reply: dict, indent: int = 0) -> list[str]:
     return lines
 
 
+def to_json(reply: dict) -> str:
+    """Return `reply` as strict JSON (RFC 8259), which has no Infinity or NaN.
+
+    Non-finite numbers become the strings "+Inf", "-Inf" and "NaN", as Prometheus writes them;
+    null stays what the daemon means by it (no observation yet).
+    """
+    return json.dumps(_finite(reply), indent=2, allow_nan=False, default=str)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else "+Inf" if value > 0 else "-Inf"
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
 # --------------------------------------------------------------------------- CLI
 
 
@@ -172,8 +251,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--endpoint", default=DEFAULT_CONTROL_ENDPOINT, help="the daemon's control socket"
     )
-    parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the reply")
-    parser.add_argument("--json", action="store_true", help="print the raw reply as JSON")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=5.0,
+        help=f"seconds to wait for the reply, at most {MAX_TIMEOUT} (24.8 days)",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the raw reply as strict JSON; infinite and NaN numbers (a quantile beyond "
+        'the highest bucket) are written as the strings "+Inf", "-Inf" and "NaN", as Prometheus '
+        "writes them",
+    )
     add_curve_client_arguments(parser)
     fmt = argparse.ArgumentDefaultsHelpFormatter
     sub = parser.add_subparsers(dest="cmd", metavar="COMMAND", required=True)
@@ -253,8 +343,11 @@ def _fields(args: argparse.Namespace) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     from engine.cli import UserError
 
-    if not args.timeout > 0:
-        raise UserError("--timeout must be a positive number of seconds")
+    if not 0 < args.timeout <= MAX_TIMEOUT:  # also refuses NaN
+        raise UserError(
+            f"--timeout must be a positive number of seconds, at most {MAX_TIMEOUT} (24.8 days), "
+            f"not {args.timeout}"
+        )
     if args.cmd == "streams" and args.limit < 0:
         raise UserError("--limit must not be negative")
     if args.client_secret_key is not None and args.server_public_key is None:
@@ -279,12 +372,12 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UserError(str(exc)) from None
     if args.json:
-        print(json.dumps(reply, indent=2, sort_keys=False, default=str))
+        text = to_json(reply)
     else:
         # A failure's error goes to stderr below, not twice.
-        lines = format_reply({k: v for k, v in reply.items() if k != "error"})
-        if lines:
-            print("\n".join(lines))
+        text = "\n".join(format_reply({k: v for k, v in reply.items() if k != "error"}))
+    if text:
+        print(text)
     if not reply["ok"]:
         print(f"rnnstream ctl: {args.cmd} failed: {reply.get('error')}", file=sys.stderr)
         return 1

@@ -1,9 +1,14 @@
-"""Send readings to a running `rnnstream serve`: synthetic sensors or a replay of CSV files."""
+"""Send readings to a running `rnnstream serve`: synthetic sensors or a replay of CSV files.
+
+Exit status 0 when every reading left for the daemon, 1 when some were still queued when the
+linger ran out at the end (no daemon took them), 2 for a usage mistake.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -15,6 +20,10 @@ from engine.keys import add_curve_client_arguments
 from producers.client import DEFAULT_INGEST_ENDPOINT, Producer
 from producers.csv_replay import merge, paced, read_csv
 from producers.synthetic import ANOMALY_KINDS, DEFAULT_PERIOD, SyntheticFleet
+
+# Seconds `close` waits at the end for queued readings to leave; a daemon that takes them at all
+# takes them well within this.
+LINGER = 5.0
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -99,10 +108,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _common(csv_p)
 
 
+def _require(ok: bool, flag: str, what: str, value: float | None) -> None:
+    """Refuse `value` of `flag` with a usage error unless `ok` (checks must refuse NaN too)."""
+    if not ok:
+        raise UserError(f"{flag} must be {what}, not {value}")
+
+
+def _check_progress(args: argparse.Namespace) -> None:
+    ok = math.isfinite(args.progress) and args.progress >= 0
+    _require(ok, "--progress", "a finite number of seconds >= 0 (0: none)", args.progress)
+
+
 def _producer(args: argparse.Namespace) -> Producer:
     try:
         return Producer(
             args.endpoint,
+            linger=LINGER,
             server_public_key=args.server_public_key,
             client_secret_key=args.client_secret_key,
         )
@@ -110,6 +131,28 @@ def _producer(args: argparse.Namespace) -> Producer:
         raise UserError(str(exc)) from None
     except Exception as exc:  # zmq.ZMQError for a malformed endpoint
         raise UserError(f"cannot connect to {args.endpoint!r}: {exc}") from None
+
+
+def _close(producer: Producer, args: argparse.Namespace) -> bool:
+    """Close `producer`, waiting up to LINGER seconds; say so and return False if it ran out.
+
+    ZeroMQ does not tell whether queued messages left; but closing returns as soon as they have,
+    so a close that takes the whole linger left some behind (the daemon never took them).
+    """
+    start = time.monotonic()
+    producer.close()
+    if time.monotonic() - start < LINGER - 0.01:  # ZeroMQ counts whole milliseconds
+        return True
+    if args.server_public_key is None:
+        hint = "(one with CURVE needs --server-public-key)"
+    else:
+        hint = "(and does it admit this client's CURVE key?)"
+    print(
+        f"rnnstream produce: readings were still queued when the {LINGER:g} s linger ran out and "
+        f"are lost: is rnnstream serve running at {args.endpoint}? {hint}",
+        file=sys.stderr,
+    )
+    return False
 
 
 class _Progress:
@@ -142,8 +185,11 @@ def run(args: argparse.Namespace) -> int:
 def _run_synthetic(args: argparse.Namespace) -> int:
     if args.streams < 1:
         raise UserError("--streams must be at least 1")
-    if args.rate < 0:
-        raise UserError("--rate must be >= 0 (0 sends as fast as possible)")
+    rate_ok = math.isfinite(args.rate) and args.rate >= 0
+    _require(rate_ok, "--rate", "a finite number >= 0 (0 sends as fast as possible)", args.rate)
+    for flag, value in (("--duration", args.duration), ("--anomaly-rate", args.anomaly_rate)):
+        _require(value is None or math.isfinite(value), flag, "a finite number", value)
+    _check_progress(args)
     kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
     options = {"period": args.period, "kinds": kinds}
     if args.anomaly_rate is not None:
@@ -164,6 +210,7 @@ def _run_synthetic(args: argparse.Namespace) -> int:
     progress = _Progress(args.progress)
     start = time.monotonic()
     stop_at = None if args.duration is None else start + args.duration
+    flushed = False
     try:
         tick = 0
         while args.ticks is None or tick < args.ticks:
@@ -187,16 +234,25 @@ def _run_synthetic(args: argparse.Namespace) -> int:
         pass
     finally:
         print(progress.line(producer), file=sys.stderr, flush=True)
-        producer.close()
+        flushed = _close(producer, args)
     if labels is not None:
         with labels:
             for a in fleet.labels:
                 labels.write(json.dumps(a._asdict()) + "\n")
         print(f"wrote {len(fleet.labels)} anomaly labels to {args.labels}", file=sys.stderr)
-    return 0
+    return 0 if flushed else 1
 
 
 def _run_csv(args: argparse.Namespace) -> int:
+    # before the files are read, which may take a while
+    if not args.as_fast_as_possible:
+        ok = math.isfinite(args.speed) and args.speed > 0
+        what = "a finite number > 0 (--as-fast-as-possible does not pace at all)"
+        _require(ok, "--speed", what, args.speed)
+    if args.max_gap is not None:
+        ok = math.isfinite(args.max_gap) and args.max_gap >= 0
+        _require(ok, "--max-gap", "a finite number >= 0", args.max_gap)
+    _check_progress(args)
     value_columns = None
     if args.value_columns:
         value_columns = [c.strip() for c in args.value_columns.split(",") if c.strip()]
@@ -223,14 +279,13 @@ def _run_csv(args: argparse.Namespace) -> int:
     rows = merge(*tables)
     if not rows:
         raise UserError("the CSV files hold no rows")
-    if args.speed is not None and args.speed <= 0:
-        raise UserError("--speed must be > 0")
     speed = None if args.as_fast_as_possible else args.speed
     last_of = {r.stream: i for i, r in enumerate(rows)} if args.end else {}
     last_rows = set(last_of.values())
     producer = _producer(args)
     progress = _Progress(args.progress)
     index = 0
+    flushed = False
     try:
         for group in paced(rows, speed=speed, max_gap=args.max_gap):
             ends = [index + k in last_rows for k in range(len(group))]
@@ -255,5 +310,5 @@ def _run_csv(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
-        producer.close()
-    return 0
+        flushed = _close(producer, args)
+    return 0 if flushed else 1

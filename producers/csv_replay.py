@@ -128,8 +128,12 @@ def paced(
     anchored at the first row, so time spent by the consumer is not added to the gaps. `max_gap`
     caps one wait (in wall seconds), useful for files with long holes.
     """
-    if speed is not None and not speed > 0:
-        raise ValueError("speed must be > 0 (or None for as fast as possible)")
+    if speed is not None and not (math.isfinite(speed) and speed > 0):
+        raise ValueError(
+            f"speed must be a finite number > 0 (or None for as fast as possible), not {speed}"
+        )
+    if max_gap is not None and not (math.isfinite(max_gap) and max_gap >= 0):
+        raise ValueError(f"max_gap must be a finite number >= 0 (or None: no cap), not {max_gap}")
     if not rows:
         return
     t_first = rows[0].ts

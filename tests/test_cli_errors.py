@@ -282,7 +282,12 @@ def test_nab_score_only_with_a_non_number_names_file_and_column(files):
         ("header_only.csv", [], ["hold no rows"]),
         ("short.csv", ["--value-columns", "nope"], ["no column 'nope'"]),
         ("short.csv", ["--time-column", "when"], ["no column 'when'"]),
-        ("short.csv", ["--speed", "0"], ["--speed must be > 0"]),
+        ("short.csv", ["--speed", "0"], ["--speed must be a finite number > 0", "not 0.0"]),
+        ("short.csv", ["--speed", "nan"], ["--speed must be a finite number > 0", "not nan"]),
+        ("short.csv", ["--speed", "inf"], ["--speed must be a finite", "--as-fast-as-possible"]),
+        ("short.csv", ["--max-gap", "nan"], ["--max-gap must be a finite number >= 0"]),
+        ("short.csv", ["--max-gap", "-1"], ["--max-gap must be a finite number >= 0"]),
+        ("short.csv", ["--progress", "inf"], ["--progress must be a finite number"]),
     ],
 )
 def test_produce_csv_bad_input_says_what_is_wrong(files, csv, flags, needles):
@@ -300,7 +305,13 @@ def test_produce_csv_stream_with_several_files_explains(files):
     ("flags", "needles"),
     [
         (["--streams", "0"], ["--streams must be at least 1"]),
-        (["--rate", "-1"], ["--rate must be >= 0"]),
+        (["--rate", "-1"], ["--rate must be a finite number >= 0"]),
+        (["--rate", "nan"], ["--rate must be a finite number >= 0", "not nan"]),
+        (["--rate", "inf"], ["--rate must be a finite number >= 0", "0 sends as fast"]),
+        (["--duration", "nan"], ["--duration must be a finite number"]),
+        (["--duration=-inf"], ["--duration must be a finite number"]),
+        (["--anomaly-rate", "nan"], ["--anomaly-rate must be a finite number"]),
+        (["--progress", "nan"], ["--progress must be a finite number"]),
         (["--kinds", "bogus"], ["unknown anomaly kinds", "spike"]),
         (["--period", "1"], ["period must be at least 4"]),
         (["--endpoint", "nonsense"], ["cannot connect to 'nonsense'"]),
@@ -353,6 +364,9 @@ def test_consume_bad_options_say_which(files, argv, needles):
     ("argv", "needles"),
     [
         (["--timeout", "0", "health"], ["--timeout must be a positive number"]),
+        (["--timeout", "nan", "health"], ["--timeout must be a positive number"]),
+        (["--timeout", "inf", "health"], ["--timeout must be", "at most 2147483"]),
+        (["--timeout", "1e12", "health"], ["--timeout must be", "at most 2147483"]),
         (["--endpoint", "nonsense", "health"], ["cannot connect to 'nonsense'"]),
         (["--client-secret-key", "x", "health"], ["--client-secret-key needs --server-public-key"]),
         (["--server-public-key", "/no/such.key", "health"], ["neither a 40-character Z85 key"]),

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -17,6 +19,7 @@ import pytest
 from engine import ctl
 from engine.cli import UserError
 from engine.default_model import default_model_path
+from engine.keys import generate
 from engine.model import Model
 from engine.process import ServeProcess, free_ports
 from producers.client import Producer
@@ -281,6 +284,163 @@ def test_shutdown_stops_the_daemon_in_order(model_path, tmp_path, capsys):
         assert (tmp_path / next(p.name for p in tmp_path.glob("state-*")) / "state.npz").is_file()
     finally:
         server.kill()
+
+
+def test_timeout_is_refused_unless_zeromq_can_hold_it_in_milliseconds(daemon, capsys):
+    for value in ("inf", "1e12", "nan", "-1", "0"):
+        assert run_ctl("--endpoint", daemon.control, "--timeout", value, "health") == 2, value
+        assert "--timeout must be a positive number of seconds" in capsys.readouterr().err
+    # the documented maximum itself is taken (the reply comes at once)
+    assert run_ctl("--endpoint", daemon.control, "--timeout", "2147483", "health") == 0
+    with pytest.raises(ValueError, match="timeout"):
+        ctl.control(daemon.control, "health", timeout=math.inf)
+
+
+def test_json_is_strict_with_non_finite_numbers_written_as_prometheus_does(monkeypatch, capsys):
+    # p50 is +Inf once half the observations lie beyond the highest bucket
+    reply = {
+        "ok": True,
+        "latency_seconds": {
+            "count": 3,
+            "sum": 300.0,
+            "p50": math.inf,
+            "p99": math.inf,
+            "buckets": [[5.0, 1]],
+        },
+        "snapshot_seconds": {"count": 0, "sum": 0.0, "p50": None, "p99": None, "buckets": []},
+        "low": -math.inf,
+        "odd": [math.nan, 1.5],
+    }
+    monkeypatch.setattr(ctl, "control", lambda *args, **kwargs: reply)
+    assert run_ctl("--json", "stats") == 0
+
+    def refuse(name: str) -> None:
+        raise ValueError(f"{name} is not JSON")
+
+    got = json.loads(capsys.readouterr().out, parse_constant=refuse)
+    assert got["latency_seconds"] == {
+        "count": 3,
+        "sum": 300.0,
+        "p50": "+Inf",
+        "p99": "+Inf",
+        "buckets": [[5.0, 1]],
+    }
+    assert got["snapshot_seconds"]["p50"] is None  # before any observation, as the daemon says
+    assert (got["low"], got["odd"]) == ("-Inf", ["NaN", 1.5])
+
+
+@pytest.mark.parametrize("json_flag", [["--json"], []])
+def test_output_into_a_closed_pipe_exits_quietly(daemon, json_flag):
+    # `rnnstream ctl --json stats | head -1`: the reader is gone before ctl prints it all
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "engine.cli", "ctl", "--endpoint", daemon.control]
+            + [*json_flag, "stats"],
+            stdin=subprocess.DEVNULL,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+            timeout=60,
+        )
+    finally:
+        os.close(write_end)
+    assert proc.stderr == ""
+    assert proc.returncode == 1
+
+
+@pytest.fixture(scope="module")
+def curve_daemon(model_path, tmp_path_factory):
+    """A daemon that admits only `client`'s key; yields (server, folder of the certificates)."""
+    keys = tmp_path_factory.mktemp("keys")
+    generate(keys, ["server", "client", "intruder"])
+    allowed = keys / "allowed"
+    allowed.mkdir()
+    shutil.copy(keys / "client.key", allowed)
+    server = ServeProcess(
+        model_path,
+        tmp_path_factory.mktemp("curve-serve"),
+        extra=[
+            "--curve-secret-key",
+            str(keys / "server.key_secret"),
+            "--curve-clients",
+            str(allowed),
+        ],
+    )
+    server.start()
+    try:
+        yield server, keys
+        ctl.control(
+            server.control,
+            "shutdown",
+            server_public_key=keys / "server.key",
+            client_secret_key=keys / "client.key_secret",
+        )
+        server.process.wait(30)
+    finally:
+        server.kill()
+
+
+@pytest.mark.parametrize(
+    ("curve_argv", "needles"),
+    [
+        ([], ["CURVE", "--server-public-key"]),  # which side sees the mismatch is a race
+        (
+            ["--server-public-key", "intruder.key"],
+            ["the CURVE handshake failed", "and --server-public-key its public key?"],
+        ),
+        (
+            ["--server-public-key", "server.key", "--client-secret-key", "intruder.key_secret"],
+            ["the daemon refused this client's CURVE key", "--curve-clients"],
+        ),
+        (
+            ["--server-public-key", "server.key"],  # a throwaway key pair: refused as well
+            ["the daemon refused this client's CURVE key", "--client-secret-key"],
+        ),
+    ],
+)
+def test_no_reply_from_a_curve_daemon_says_which_key_does_not_fit(
+    curve_daemon, curve_argv, needles, capsys
+):
+    server, keys = curve_daemon
+    argv = [a if a.startswith("--") else str(keys / a) for a in curve_argv]
+    assert run_ctl("--endpoint", server.control, "--timeout", "0.5", *argv, "health") == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith(f"rnnstream ctl: no reply from {server.control} within 0.5 s: ")
+    assert captured.err.count("\n") == 1
+    for needle in needles:
+        assert needle in captured.err
+    assert "is rnnstream serve running?" not in captured.err  # it is: the keys are wrong
+
+
+def test_admitted_curve_client_gets_its_reply(curve_daemon, capsys):
+    server, keys = curve_daemon
+    argv = ["--server-public-key", str(keys / "server.key")]
+    argv += ["--client-secret-key", str(keys / "client.key_secret")]
+    assert run_ctl("--endpoint", server.control, *argv, "health") == 0
+    assert fields_of(capsys.readouterr().out)["status"] == "ready"
+
+
+def test_no_reply_says_when_the_daemon_does_not_use_curve(daemon, tmp_path, capsys):
+    generate(tmp_path, ["server"])
+    argv = ["--server-public-key", str(tmp_path / "server.key")]
+    assert run_ctl("--endpoint", daemon.control, "--timeout", "0.5", *argv, "health") == 1
+    err = capsys.readouterr().err
+    # libzmq reports a mechanism mismatch, or just a hang-up, depending on who reads first
+    assert (
+        "the daemon does not use CURVE: leave out --server-public-key" in err
+        or "is --endpoint the control socket of a daemon with CURVE" in err
+    )
+
+
+def test_no_reply_from_a_socket_that_is_not_the_control_one_says_so(daemon, capsys):
+    assert run_ctl("--endpoint", daemon.ingest, "--timeout", "0.5", "health") == 1
+    err = capsys.readouterr().err
+    assert "is --endpoint the daemon's control socket?" in err
+    assert "is rnnstream serve running?" not in err
 
 
 def test_format_reply_handles_empty_histograms_lists_and_infinities():

@@ -7,10 +7,12 @@ differences); tests that change the model or may crash the daemon start their ow
 from __future__ import annotations
 
 import math
+import re
 import time
 import urllib.request
 import uuid
 from collections import Counter
+from pathlib import Path
 
 import msgpack
 import numpy as np
@@ -724,6 +726,23 @@ def test_metrics_endpoint_serves_prometheus_counters(daemon):
     assert samples['rnnstream_rejects_total{reason="non_finite"}'] >= 1
     assert samples["rnnstream_ready"] == 1.0
     assert samples["rnnstream_batch_size_count"] == stats["batch_size"]["count"]
+
+
+def test_the_operations_guide_lists_exactly_the_metrics_the_daemon_serves(daemon):
+    port = daemon.metrics_port
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=RECV_TIMEOUT) as r:
+        text = r.read().decode()
+    served = set()
+    for line in text.splitlines():
+        if line.startswith("# TYPE rnnstream_"):
+            _, _, name, kind = line.split()
+            served.add((name, kind))
+    guide = (Path(__file__).resolve().parents[1] / "docs" / "OPERATIONS.md").read_text()
+    listed = {
+        (m.group(1), m.group(2))
+        for m in re.finditer(r"^\| `(rnnstream_\w+)(?:\{\w+\})?` \| (\w+) \|", guide, re.M)
+    }
+    assert listed == served
 
 
 def test_seq_may_restart_after_end_even_within_one_batch(daemon, model):

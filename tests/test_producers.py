@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import socket
 import time
 from pathlib import Path
@@ -383,6 +384,23 @@ def test_paced_max_gap_caps_long_waits():
     assert clock.sleeps == [10.0, 10.0, 10.0]
 
 
+@pytest.mark.parametrize(
+    "pacing",
+    [
+        {"speed": math.nan},
+        {"speed": math.inf},
+        {"speed": 0.0},
+        {"max_gap": math.nan},
+        {"max_gap": math.inf},
+        {"max_gap": -1.0},
+    ],
+)
+def test_paced_refuses_a_speed_or_max_gap_that_is_not_a_finite_number_in_range(pacing):
+    clock = FakeClock()
+    with pytest.raises(ValueError, match="must be a finite number"):
+        list(paced(ROWS, clock=clock, sleep=clock.sleep, **pacing))
+
+
 def test_paced_real_clock_with_a_large_speed_up_finishes_quickly():
     rows = [Row(float(t), "s", (1.0,)) for t in range(0, 500, 100)]
     assert len(list(paced(rows, speed=1e5))) == 5
@@ -506,3 +524,27 @@ def test_produce_csv_reports_a_missing_file_as_a_user_error(tmp_path):
 def test_produce_csv_speed_and_as_fast_as_possible_are_exclusive():
     with pytest.raises(SystemExit):
         parse(["csv", "x.csv", "--speed", "2", "--as-fast-as-possible"])
+
+
+@pytest.mark.parametrize("source", ["synthetic", "csv"])
+def test_produce_to_no_daemon_says_readings_were_left_unsent_and_exits_1(
+    source, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setattr(cli, "LINGER", 0.3, raising=False)  # instead of seconds per test
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    endpoint = f"tcp://127.0.0.1:{port}"
+    if source == "synthetic":
+        argv = ["synthetic", "--streams", "2", "--rate", "0", "--ticks", "3"]
+    else:
+        (tmp_path / "a.csv").write_text("timestamp,value\n2020-01-01 00:00:00,1\n")
+        argv = ["csv", str(tmp_path / "a.csv"), "--as-fast-as-possible"]
+    assert cli.run(parse([*argv, "--endpoint", endpoint])) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and err[0].startswith("sent ")
+    assert err[1] == (
+        "rnnstream produce: readings were still queued when the 0.3 s linger ran out and are "
+        f"lost: is rnnstream serve running at {endpoint}? (one with CURVE needs "
+        "--server-public-key)"
+    )
