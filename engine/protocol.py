@@ -793,10 +793,11 @@ def _decode_batch(msg: dict, n_inputs: int) -> tuple[Readings, list[Rejection]]:
             Rejection(RejectReason.BAD_VALUES, f"{what}; expected float32 bytes or a list of rows")
         ]
 
-    # Cheap whole-column checks first; fall back to per-row diagnosis only when one fails.
+    # Cheap whole-column checks first; fall back to per-row diagnosis only when one fails. A
+    # row's first problem is the one a single reading would get: its id, values, seq, ts, flags.
     if not _ids_surely_valid(streams):
         for i, s in enumerate(streams):
-            if (problem := _stream_problem(s)) is not None and i not in bad:
+            if (problem := _stream_problem(s)) is not None:
                 bad[i] = problem
     seq_out = _seq_column(seq, n, bad)
     ts_out = _ts_column(msg["ts"] if ts is not None else None, ts, n, bad)

@@ -502,3 +502,23 @@ def test_batch_publication_sends_a_shared_ts_once_and_decodes_it_per_row(ts, pac
     assert msgpack.unpackb(payload)["ts"] == packed
     _, msg = P.decode_publication(P.BATCH_TOPIC, payload)
     assert msg["ts"] == [None if t != t else t for t in ts]
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        {"stream": 5, "values": [math.nan, 0.0]},
+        {"stream": "", "values": [1.0]},
+        {"stream": "x" * 300, "values": [1.0, 2.0], "seq": -1},
+        {"stream": "ok", "values": [math.nan, 0.0], "seq": -1, "ts": "t"},
+        {"stream": "ok", "values": [1.0, 2.0], "seq": -1, "ts": "t"},
+        {"stream": "ok", "values": [1.0, 2.0], "ts": "t", "end": "no"},
+    ],
+)
+def test_a_batch_row_gets_the_rejection_the_same_single_reading_gets(row):
+    single = single_rejection(pack(row))
+    batch = {"streams": [row["stream"], "good"], "values": [row["values"], [1.0, 2.0]]}
+    batch.update({key: [row[key], None] for key in ("seq", "ts", "end") if key in row})
+    readings, rejections = P.decode_ingest(pack(batch), 2)
+    assert readings.streams == ["good"] and len(rejections) == 1
+    assert (rejections[0].reason, rejections[0].stream) == (single.reason, single.stream)
