@@ -65,7 +65,7 @@ def _reference_batch(msg: dict, n_inputs: int) -> tuple[list[tuple], list[P.Reje
             )
         else:
             _, value_problem = P._row_values(rows[i], n_inputs)
-        problem = value_problem or P._stream_problem(streams[i])
+        problem = P._stream_problem(streams[i]) or value_problem  # a single reading's order
         for text, reason in (
             (P._seq_problem(seq), R.BAD_SEQ),
             (P._ts_problem(ts), R.BAD_TS),
@@ -93,7 +93,7 @@ def reference_decode(frames: list[bytes], n_inputs: int = N_INPUTS):
         msg = P._decode_frame(frame, P.DEFAULT_MAX_FRAME_BYTES)
         if type(msg) is P.Rejection:
             rejections.append(msg)
-        elif "streams" in msg:
+        elif msg.get("streams") is not None:
             good, bad = _reference_batch(msg, n_inputs)
             rows += good
             rejections += bad
