@@ -1,7 +1,9 @@
 """ZeroMQ CURVE keys: `rnnstream keygen` certificates, and the client side of every connection.
 
 Each NAME gets `NAME.key` (public key, safe to share) and `NAME.key_secret` (both keys, mode
-0600, keep it private). The first name is taken as the daemon's in the printed instructions.
+0600, keep it private). The printed instructions name the daemon's certificate as
+`daemon_name` decides: `--server NAME`, else `server`, else the first name of a new folder; a
+name added to a folder that already has certificates is a client.
 Producers, subscribers and `rnnstream ctl` all connect through `apply_curve_client`, and their
 command lines take the same `add_curve_client_arguments` options.
 """
@@ -19,6 +21,8 @@ import zmq.auth
 from engine import protocol
 
 DEFAULT_NAMES = ("server", "client")
+DEFAULT_SERVER = "server"
+_SUFFIXES = (".key", ".key_secret")
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
 KeyLike = str | bytes | os.PathLike
@@ -82,9 +86,12 @@ def generate(out: str | os.PathLike, names: list[str], *, force: bool = False) -
     """Write a CURVE certificate pair per name into `out` and return the files written.
 
     Create `out` (mode 0700) when missing. Raise `FileExistsError` naming the first existing
-    file unless `force`, before writing anything; raise `ValueError` for an unusable name.
+    file unless `force`, before writing anything; raise `ValueError` for an unusable name or
+    when `out` is a file.
     """
     folder = Path(out)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{folder} is a file, not a folder; give --out a folder for certificates")
     if not names:
         raise ValueError("give at least one name")
     for name in names:
@@ -119,18 +126,61 @@ def generate(out: str | os.PathLike, names: list[str], *, force: bool = False) -
     return written
 
 
-def usage_text(out: Path, names: list[str]) -> str:
-    """Return instructions for using the certificates with serve, ctl, producers and consumers."""
+def existing_names(out: str | os.PathLike) -> set[str]:
+    """Return the names that have a certificate (`NAME.key` or `NAME.key_secret`) in `out`."""
+    folder = Path(out)
+    if not folder.is_dir():
+        return set()
+    return {p.name.rsplit(".", 1)[0] for p in folder.glob("*.key*") if p.suffix in _SUFFIXES}
+
+
+def daemon_name(names: list[str], existing: set[str], server: str | None = None) -> str | None:
+    """Return which certificate is the daemon's, or None when nothing says.
+
+    `names` are the certificates being made, `existing` those the folder held before. The
+    daemon's is `server` when given; else "server" (DEFAULT_SERVER) when it is being made or is
+    already there; else, in a folder that held no certificate, the first name. Names added to a
+    folder that already has certificates are otherwise clients.
+    """
+    if server is not None:
+        return server
+    if DEFAULT_SERVER in names or DEFAULT_SERVER in existing:
+        return DEFAULT_SERVER
+    if not existing:
+        return names[0]
+    return None
+
+
+def usage_text(out: Path, names: list[str], server: str | None) -> str:
+    """Return instructions for using the certificates with serve, ctl, producers and consumers.
+
+    `names` are the certificates just made; `server` is the daemon's certificate (one of them or
+    one already in `out`), or None when unknown (see `daemon_name`).
+    """
     q = shlex.quote
-    server = names[0]
-    server_public, server_secret = certificate_paths(out, server)
-    clients = names[1:]
-    lines = [
-        f"daemon: rnnstream serve --curve-secret-key {q(str(server_secret))} "
-        f"--curve-clients {q(str(out))}",
+    clients = [name for name in names if name != server]
+    if server is None:
+        server_public = out / "DAEMON.key"
+        lines = [
+            f"daemon: {', '.join(names)} {'is a client' if len(names) == 1 else 'are clients'}; "
+            f"{out} has no server.key, so DAEMON.key below stands for the daemon's public key "
+            "(rerun with --server NAME to name it)",
+        ]
+    else:
+        server_public, server_secret = certificate_paths(out, server)
+        lines = [
+            f"daemon ({server}): rnnstream serve --curve-secret-key {q(str(server_secret))} "
+            f"--curve-clients {q(str(out))}",
+        ]
+    lines.append(
         f"  (--curve-clients allows every public NAME.key in {out}; keep only allowed clients' "
-        "public keys there, or point it at a folder holding just those)",
-    ]
+        "public keys there, or point it at a folder holding just those)"
+    )
+    if server not in names:
+        lines.append(
+            "  a running daemon reads --curve-clients when it starts: restart it to admit "
+            f"{', '.join(clients)}"
+        )
     if clients:
         _, client_secret = certificate_paths(out, clients[0])
         lines += [
@@ -158,8 +208,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         dest="names",
         metavar="NAME",
-        help="certificate to create (repeat for more); the first is the daemon's "
-        f"(default: {' and '.join(DEFAULT_NAMES)})",
+        help=f"certificate to create (repeat for more) (default: {' and '.join(DEFAULT_NAMES)})",
+    )
+    parser.add_argument(
+        "--server",
+        metavar="NAME",
+        default=None,
+        help="the daemon's certificate, for the printed instructions: one of the names or one "
+        f"already in --out (default: {DEFAULT_SERVER!r} if made now or already there, else the "
+        "first name when --out holds no certificate yet; names added to a folder of "
+        "certificates are clients)",
     )
     parser.add_argument("--force", action="store_true", help="overwrite existing certificate files")
 
@@ -168,6 +226,13 @@ def run(args: argparse.Namespace) -> int:
     from engine.cli import UserError
 
     names = list(args.names or DEFAULT_NAMES)
+    existing = existing_names(args.out)
+    server = daemon_name(names, existing, args.server)
+    if server is not None and server not in names and server not in existing:
+        raise UserError(
+            f"--server {server}: no {server}.key in {args.out} and not among the names to "
+            "create; give one of them"
+        )
     try:
         written = generate(args.out, names, force=args.force)
     except FileExistsError as exc:
@@ -178,5 +243,5 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"cannot write certificates to {args.out}: {exc.strerror}") from None
     for path in written:
         print(f"wrote {path}")
-    print(usage_text(Path(args.out), names))
+    print(usage_text(Path(args.out), names, server))
     return 0

@@ -95,15 +95,31 @@ def _parse_timestamps(texts: Sequence[str], where: str) -> np.ndarray:
         raise ValueError(f"{where}: unreadable timestamp ({exc})") from None
 
 
-def _numbers(texts: Sequence[str], path: Path, column: str) -> np.ndarray:
+def _numbers(
+    texts: Sequence[str], path: Path, column: str, lines: Sequence[int] | None = None
+) -> np.ndarray:
     try:
         return np.array(texts, dtype=np.float64)
     except ValueError as exc:
-        raise ValueError(f"{path}: column {column!r} holds a non-number ({exc})") from None
+        where = str(path)
+        if lines is not None:
+            for text, line in zip(texts, lines, strict=True):
+                try:
+                    float(text)
+                except ValueError:
+                    where = f"{path}:{line}"
+                    break
+        raise ValueError(f"{where}: column {column!r} holds a non-number ({exc})") from None
 
 
-def _read_csv_columns(path: Path, columns: Sequence[str]) -> list[list[str]]:
-    with path.open(newline="") as fh:
+def _read_csv_columns(
+    path: Path, columns: Sequence[str], lines: list[int] | None = None
+) -> list[list[str]]:
+    """Return the text of `columns`, one list per column; append each row's line to `lines`.
+
+    A UTF-8 byte order mark before the header is ignored; empty rows are skipped.
+    """
+    with path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.reader(fh)
         header = next(reader, None)
         if header is None:
@@ -121,6 +137,8 @@ def _read_csv_columns(path: Path, columns: Sequence[str]) -> list[list[str]]:
                 raise ValueError(f"{path}:{reader.line_num}: too few fields ({len(row)})")
             for col, i in zip(out, idx, strict=True):
                 col.append(row[i])
+            if lines is not None:
+                lines.append(reader.line_num)
     return out
 
 
@@ -181,8 +199,16 @@ def load_corpus(data_dir: str | Path, windows_file: str | Path) -> list[NabSerie
     """Load every file named in `windows_file` (NAB labels JSON) from `data_dir`, sorted by key."""
     data_dir = Path(data_dir)
     labels = _read_json(windows_file)
-    if not isinstance(labels, dict) or not labels:
-        raise ValueError(f"{windows_file}: expected a JSON object of file -> windows")
+    if not isinstance(labels, dict):
+        raise ValueError(
+            f"{windows_file}: expected a JSON object of <category>/<name>.csv -> windows, "
+            f"got a JSON {type(labels).__name__}"
+        )
+    if not labels:
+        raise ValueError(
+            f"{windows_file}: the JSON object names no file; expected entries like "
+            '"<category>/<name>.csv": [[start, end], ...]'
+        )
     series = []
     for key in sorted(labels):
         path = data_dir / key
@@ -215,16 +241,60 @@ def load_profiles(path: str | Path) -> dict[str, Profile]:
     return profiles
 
 
-def read_detector_results(results_dir: str | Path) -> dict[str, np.ndarray]:
-    """Read `<dir>/<category>/<name>.csv` files with an `anomaly_score` column, keyed like NAB."""
+def read_detector_results(
+    results_dir: str | Path, corpus: Sequence[NabSeries] | None = None
+) -> dict[str, np.ndarray]:
+    """Read `<dir>/<category>/<name>.csv` files with an `anomaly_score` column, keyed like NAB.
+
+    Every score must lie in [0, 1]. With `corpus`, the result file of each of its series must
+    also have a `timestamp` column with the data file's timestamps, row for row. Raise
+    ValueError naming the file and line of the first offending row.
+    """
     results_dir = Path(results_dir)
+    by_key = {s.key: s for s in corpus or ()}
     scores = {}
     for path in sorted(results_dir.glob("*/*.csv")):
-        (column,) = _read_csv_columns(path, ("anomaly_score",))
-        scores[f"{path.parent.name}/{path.name}"] = _numbers(column, path, "anomaly_score")
+        key = f"{path.parent.name}/{path.name}"
+        data = by_key.get(key)
+        lines: list[int] = []
+        columns = ("anomaly_score",) if data is None else ("anomaly_score", TIMESTAMP_HEADER)
+        texts = _read_csv_columns(path, columns, lines)
+        a = _numbers(texts[0], path, "anomaly_score", lines)
+        outside = np.flatnonzero(~((a >= 0.0) & (a <= 1.0)))  # NaN is outside too
+        if len(outside):
+            i = int(outside[0])
+            raise ValueError(f"{path}:{lines[i]}: anomaly_score {texts[0][i]} is not in [0, 1]")
+        if data is not None:
+            _check_timestamps(path, lines, texts[1], data)
+        scores[key] = a
     if not scores:
         raise FileNotFoundError(f"{results_dir}: no <category>/<name>.csv result files")
     return scores
+
+
+def _check_timestamps(
+    path: Path, lines: Sequence[int], texts: Sequence[str], data: NabSeries
+) -> None:
+    """Raise ValueError unless a result file's timestamps are its data file's, row for row."""
+    n = len(data)
+    if len(texts) > n:
+        raise ValueError(f"{path}:{lines[n]}: a row beyond the {n} rows of {data.key}")
+    try:
+        stamps = np.array(texts, dtype="datetime64[s]")
+    except ValueError:
+        for text, line in zip(texts, lines, strict=True):
+            _parse_timestamps([text], f"{path}:{line}")  # raises naming the first bad line
+        raise
+    differ = np.flatnonzero(stamps != data.timestamps[: len(stamps)])
+    if len(differ):
+        i = int(differ[0])
+        want = _format_timestamps(data.timestamps[i : i + 1])[0]
+        raise ValueError(
+            f"{path}:{lines[i]}: timestamp {texts[i].strip()}, but row {i + 1} of {data.key} "
+            f"is at {want}"
+        )
+    if len(texts) < n:
+        raise ValueError(f"{path}: {len(texts)} rows for the {n} rows of {data.key}")
 
 
 # ----------------------------------------------------------------------------- scoring
@@ -564,11 +634,17 @@ def run(args: argparse.Namespace) -> int:
         series = load_corpus(args.data, windows)
         profiles = load_profiles(profiles_path)
         if args.score_only:
-            scores = read_detector_results(args.score_only)
+            if not Path(args.score_only).is_dir():
+                raise UserError(
+                    f"--score-only {args.score_only} is not a folder; give it the folder of "
+                    "<category>/<name>.csv result files"
+                )
+            scores = read_detector_results(args.score_only, series)
             source = args.score_only
         else:
             if not args.out:
                 raise UserError("give --out DIR for the result files (or --score-only DIR)")
+            _make_out_dir(Path(args.out))
             scores = run_detector(series, DETECTORS[args.detector], args.out)
             source = f"detector {args.detector!r}, results in {args.out}"
         results = score_corpus(series, scores, profiles)
@@ -578,3 +654,15 @@ def run(args: argparse.Namespace) -> int:
     print(f"NAB: {len(series)} files, {n_windows} windows; {source}")
     print(format_table(results))
     return 0
+
+
+def _make_out_dir(out: Path) -> None:
+    """Create the --out folder, or raise UserError saying why it cannot be one."""
+    from engine.cli import UserError
+
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a folder for the result files")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot make the --out folder {out}: {exc.strerror}") from None

@@ -16,8 +16,10 @@ import argparse
 import csv
 import json
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +36,12 @@ DEFAULT_LENGTH = 2016  # one week of the synthetic sensors' 5-minute readings
 # a level shift's return to normal is itself surprising to a forecaster.
 MATCH_GRACE = 10
 PLOT_EXTRA_HINT = "pip install 'rnnstream[plot]'"
+# The engine computes in float32: a reading beyond its range would become infinite.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+RANGE_RULE = (
+    "digits alone are a reading index (0 is the first); a time is YYYY-MM-DD[ HH:MM[:SS]] or "
+    "ISO 8601 (UTC unless it has an offset), or @SECONDS since the epoch"
+)
 
 Span = tuple[int, int | None]  # (first reading, last reading or None while still open)
 
@@ -111,9 +119,13 @@ def trace(
 def check_scoring_model(model: Model) -> None:
     """Raise ValueError unless `model` scores anomalies on one input."""
     if model.metadata.get("anomaly") is None:
+        if model.metadata.get("trained_by") == "rnnstream train":
+            hint = "it was trained with --no-scoring: train it again without --no-scoring"
+        else:
+            hint = "use a forecaster trained by `rnnstream train` without --no-scoring"
         raise ValueError(
             "the model does not score anomalies (no 'anomaly' section in its metadata); "
-            "use a forecaster trained by `rnnstream train` or the built-in model"
+            f"{hint}, or use the built-in model"
         )
     if model.input_size != 1:
         raise ValueError(f"the model reads {model.input_size} inputs; a report draws one value")
@@ -169,13 +181,15 @@ def csv_series(
     Without `value_column` the column is "value", or the only column besides the time column.
     Without `time_column` it is "timestamp" if the file has one, else readings are untimed.
     `windows_file` is NAB's labels JSON, keyed `<category>/<name>.csv` (the file's folder and
-    name); its windows are placed on the readings whose timestamps they cover.
+    name); its windows are placed on the readings whose timestamps they cover. A UTF-8 byte
+    order mark is ignored; every row must have as many fields as the header, and every value
+    must be finite and within float32 range (the engine's).
     Raise ValueError naming the file (and line) for anything wrong.
     """
     from producers.csv_replay import parse_timestamp
 
     path = Path(path)
-    with path.open(newline="") as fh:
+    with path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.reader(fh)
         header = [h.strip() for h in next(reader, [])]
         if not header:
@@ -197,17 +211,27 @@ def csv_series(
         t_idx = None if time_column is None else header.index(time_column)
         values: list[float] = []
         stamps: list[float] = []
-        for line, cells in enumerate(reader, start=2):
+        for cells in reader:
+            line = reader.line_num
             if not cells or all(not c.strip() for c in cells):
                 continue
+            if len(cells) != len(header):
+                raise ValueError(
+                    f"{path}:{line}: {len(cells)} fields, the header has {len(header)}"
+                )
             try:
                 value = float(cells[v_idx])
                 if t_idx is not None:
                     stamps.append(parse_timestamp(cells[t_idx]))
-            except (ValueError, IndexError) as exc:
+            except ValueError as exc:
                 raise ValueError(f"{path}:{line}: {exc}") from None
             if not math.isfinite(value):
                 raise ValueError(f"{path}:{line}: {value_column} is {value}; readings are finite")
+            if abs(value) > FLOAT32_MAX:
+                raise ValueError(
+                    f"{path}:{line}: {value_column} is {value:g}, beyond the float32 range "
+                    f"(+-{FLOAT32_MAX:.4g}) the engine computes in"
+                )
             values.append(value)
     if not values:
         raise ValueError(f"{path}: no readings")
@@ -251,23 +275,58 @@ def _labelled_windows(
 
 
 def reading_index(text: str, ts: np.ndarray | None, n: int, *, end: bool) -> int:
-    """Turn a --start / --end value (reading index or timestamp) into a reading index."""
-    from producers.csv_replay import parse_timestamp
+    """Turn a --start / --end value into the index of a reading (`RANGE_RULE`).
 
-    try:
+    Digits alone are a reading index, which must lie in 0..n-1. Anything else is a time: the
+    start is the first reading at or after it, the end the last reading at or before it, and
+    there must be one. `ts` (n,) are the readings' epoch seconds in time order, None if untimed.
+    Raise ValueError saying what is wrong.
+    """
+    text = text.strip()
+    if re.fullmatch(r"[0-9]+", text):
         index = int(text)
-    except ValueError:
-        index = None
-    if index is not None:
-        if not 0 <= index < n:
-            raise ValueError(f"reading {index} is outside 0..{n - 1}")
+        if index >= n:
+            raise ValueError(f"reading {index} is outside 0..{n - 1}; {RANGE_RULE}")
         return index
+    moment = _moment(text)
     if ts is None:
-        raise ValueError(f"{text!r} is not a reading index, and the readings have no timestamps")
-    moment = parse_timestamp(text)
+        raise ValueError(f"{text!r} is a time, and the readings have no timestamps")
+    span = f"the readings run from {_utc(ts[0])} to {_utc(ts[-1])}"
     if end:
-        return max(int(np.searchsorted(ts, moment, side="right")) - 1, 0)
-    return min(int(np.searchsorted(ts, moment, side="left")), n - 1)
+        index = int(np.searchsorted(ts, moment, side="right")) - 1
+        if index < 0:
+            raise ValueError(f"no reading at or before {_utc(moment)}; {span}")
+    else:
+        index = int(np.searchsorted(ts, moment, side="left"))
+        if index >= n:
+            raise ValueError(f"no reading at or after {_utc(moment)}; {span}")
+    return index
+
+
+def _moment(text: str) -> float:
+    """Return the epoch seconds of a time written as `RANGE_RULE` says."""
+    if text.startswith("@"):
+        try:
+            seconds = float(text[1:])
+        except ValueError:
+            seconds = math.nan
+        if not math.isfinite(seconds):
+            raise ValueError(f"{text!r}: @ takes epoch seconds, e.g. @1409529600")
+        return seconds
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is neither a reading index nor a time; {RANGE_RULE}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def _utc(seconds: float) -> str:
+    try:
+        return datetime.fromtimestamp(float(seconds), UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (OverflowError, OSError, ValueError):
+        return f"@{float(seconds):g}"
 
 
 # ----------------------------------------------------------------------------- drawing
@@ -428,8 +487,10 @@ def plot_stream(
     else:
         bottom.set_xlabel("reading")
     path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        fig.savefig(path, dpi=100, format="png")  # a PNG whatever the name: written as named
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -515,12 +576,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=defaults.error_gate,
         help="an alert opens only on a reading this many typical forecast errors off (0: off)",
     )
-    view = parser.add_argument_group("picture")
-    view.add_argument(
-        "--out", metavar="FILE.png", default=None, help="the picture; without it, <name>.png here"
+    view = parser.add_argument_group(
+        "picture",
+        f"--start and --end: {RANGE_RULE}. A time selects the readings at or after --start and "
+        "at or before --end. With either, the summary gets a second line for the readings drawn.",
     )
-    view.add_argument("--start", default=None, help="first reading drawn: index or timestamp")
-    view.add_argument("--end", default=None, help="last reading drawn: index or timestamp")
+    view.add_argument(
+        "--out",
+        metavar="FILE.png",
+        default=None,
+        help="the PNG to write (.png is added to a name without an extension; an existing "
+        "folder gets <name>.png inside it); without it, <name>.png here",
+    )
+    view.add_argument("--start", default=None, help="first reading drawn: index or time")
+    view.add_argument("--end", default=None, help="last reading drawn: index or time")
     view.add_argument("--title", default=None, help="title above the picture")
 
 
@@ -536,6 +605,8 @@ def _load(args: argparse.Namespace) -> Series:
             raise UserError("--anomaly-rate must be between 0 and 1")
         return synthetic_series(args.synthetic, args.length, args.anomaly_rate)
     path = Path(args.csv)
+    if path.is_dir():
+        raise UserError(f"{path} is a folder; give --csv a CSV file")
     if not path.is_file():
         raise UserError(f"{path} not found; give --csv an existing CSV file")
     if args.windows is not None and not Path(args.windows).is_file():
@@ -588,20 +659,24 @@ def run(args: argparse.Namespace) -> int:
     series = _load(args)
     model = _load_model(args.model)
     n = len(series.values)
-    try:
-        first = 0 if args.start is None else reading_index(args.start, series.ts, n, end=False)
-        last = n - 1 if args.end is None else reading_index(args.end, series.ts, n, end=True)
-    except ValueError as exc:
-        raise UserError(f"--start / --end: {exc}") from None
+    first, last = 0, n - 1
+    for flag, text in (("--start", args.start), ("--end", args.end)):
+        if text is None:
+            continue
+        try:
+            index = reading_index(text, series.ts, n, end=flag == "--end")
+        except ValueError as exc:
+            raise UserError(f"{flag} {text}: {exc}") from None
+        first, last = (index, last) if flag == "--start" else (first, index)
     if last < first:
-        raise UserError(f"--start / --end select no reading (readings {first} to {last})")
-    out = Path(args.out) if args.out else Path(f"{series.name}.png")
-    if not out.parent.is_dir():
-        raise UserError(f"{out.parent} is not a folder; choose another --out")
+        raise UserError(
+            f"--start / --end select no reading: the first reading from --start is {first}, "
+            f"the last up to --end is {last}"
+        )
+    out = out_path(args.out, series.name)
 
     result = trace(series.values, ts=series.ts, model=model, policy=policy, stream=series.name)
     spans = result.alert_spans
-    caught = windows_caught(series.windows, spans)
 
     view = slice(first, last + 1)
     if series.ts is not None:
@@ -627,9 +702,49 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise UserError(f"cannot write {out}: {exc.strerror}; choose another --out") from None
     print(out)
-    windows = f"labelled windows caught {caught} of {len(series.windows)}"
-    print(f"{series.name}: {n} readings, {len(spans)} alerts, {windows}")
+    # Labels exist for a synthetic sensor and for a CSV given --windows; otherwise say nothing.
+    labelled = args.synthetic is not None or args.windows is not None
+    print(f"{series.name}: {n} readings" + _summary(spans, series.windows, labelled))
+    if (first, last) != (0, n - 1):
+        drawn = [(lo, hi) for lo, hi in spans if lo <= last and (hi is None or hi >= first)]
+        shown = [(lo, hi) for lo, hi in series.windows if lo <= last and hi >= first]
+        when = ""
+        if series.ts is not None:
+            when = f" ({_utc(series.ts[first])} to {_utc(series.ts[last])})"
+        print(f"drawn: readings {first} to {last}{when}" + _summary(drawn, shown, labelled))
     return 0
+
+
+def _summary(spans: Sequence[Span], windows: Sequence[tuple[int, int]], labelled: bool) -> str:
+    """Return ", A alerts[, labelled windows caught C of W]" for a summary line."""
+    text = f", {len(spans)} alert{'' if len(spans) == 1 else 's'}"
+    if labelled and windows:
+        text += f", labelled windows caught {windows_caught(windows, spans)} of {len(windows)}"
+    elif labelled:
+        text += ", no labelled windows"
+    return text
+
+
+def out_path(out: str | None, name: str) -> Path:
+    """Return the PNG `rnnstream report --out OUT` writes for a series called `name`.
+
+    No OUT: `<name>.png` here; an existing folder: `<name>.png` inside it; a name without an
+    extension gets `.png`. Raise UserError for another extension or a missing parent folder.
+    """
+    if out is None:
+        return Path(f"{name}.png")
+    path = Path(out)
+    if path.is_dir():
+        return path / f"{name}.png"
+    if out.endswith("/"):
+        raise UserError(f"{out} is not an existing folder; choose another --out")
+    if not path.suffix:
+        path = path.with_name(path.name + ".png")
+    elif path.suffix.lower() != ".png":
+        raise UserError(f"--out {out}: the picture is a PNG; give a name ending in .png")
+    if not path.parent.is_dir():
+        raise UserError(f"{path.parent} is not a folder; choose another --out")
+    return path
 
 
 def _clip(

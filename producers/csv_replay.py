@@ -63,7 +63,8 @@ def read_csv(
     Raise ValueError naming the file and line for a missing column or an unparsable cell.
     """
     path = Path(path)
-    with path.open(newline="") as fh:
+    # utf-8-sig: a byte order mark (Excel writes one) must not stick to the first column name
+    with path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.reader(fh)
         try:
             header = [h.strip() for h in next(reader)]

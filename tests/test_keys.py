@@ -90,6 +90,60 @@ def test_keygen_rejects_the_same_name_twice(tmp_path, capsys):
     assert "must differ" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("force", [[], ["--force"]])
+def test_keygen_out_that_is_a_file_says_it_is_not_a_folder(tmp_path, capsys, force):
+    a_file = tmp_path / "uni.csv"
+    a_file.write_text("timestamp,value\n")
+    assert run_keygen("--out", str(a_file), "--name", "x", *force) == 2
+    assert f"{a_file} is a file, not a folder; give --out a folder" in capsys.readouterr().err
+    assert a_file.read_text() == "timestamp,value\n"
+
+
+def daemon_line(text: str) -> str:
+    return next(line for line in text.splitlines() if line.startswith("daemon"))
+
+
+def test_keygen_first_name_of_a_new_folder_is_the_daemons(tmp_path, capsys):
+    assert run_keygen("--out", str(tmp_path), "--name", "daemon", "--name", "a") == 0
+    text = capsys.readouterr().out
+    assert f"--curve-secret-key {tmp_path / 'daemon.key_secret'} " in daemon_line(text)
+    assert f"--server-public-key {tmp_path / 'daemon.key'} " in text
+
+
+def test_keygen_names_added_to_a_folder_are_clients_of_its_server(tmp_path, capsys):
+    assert run_keygen("--out", str(tmp_path)) == 0
+    capsys.readouterr()
+    assert run_keygen("--out", str(tmp_path), "--name", "newclient") == 0
+    text = capsys.readouterr().out
+    assert f"--curve-secret-key {tmp_path / 'server.key_secret'} " in daemon_line(text)
+    assert "restart it to admit newclient" in text
+    assert (
+        f"--server-public-key {tmp_path / 'server.key'} "
+        f"--client-secret-key {tmp_path / 'newclient.key_secret'}"
+    ) in text
+    assert "newclient.key_secret --curve-clients" not in text
+    # "server" is the daemon's wherever it comes in the names
+    assert run_keygen("--out", str(tmp_path / "b"), "--name", "ops", "--name", "server") == 0
+    assert f"{tmp_path / 'b' / 'server.key_secret'}" in daemon_line(capsys.readouterr().out)
+
+
+def test_keygen_names_the_daemon_of_a_folder_without_server_only_when_told(tmp_path, capsys):
+    assert run_keygen("--out", str(tmp_path), "--name", "daemon", "--name", "a") == 0
+    capsys.readouterr()
+    assert run_keygen("--out", str(tmp_path), "--name", "b") == 0
+    text = capsys.readouterr().out
+    assert daemon_line(text).startswith("daemon: b is a client; ")
+    assert "--curve-secret-key" not in text and "b.key_secret --curve-clients" not in text
+    assert f"--server-public-key {tmp_path / 'DAEMON.key'} " in text
+    assert run_keygen("--out", str(tmp_path), "--name", "c", "--server", "daemon") == 0
+    text = capsys.readouterr().out
+    assert f"--curve-secret-key {tmp_path / 'daemon.key_secret'} " in daemon_line(text)
+    assert f"--server-public-key {tmp_path / 'daemon.key'} " in text
+    assert run_keygen("--out", str(tmp_path), "--name", "d", "--server", "nope") == 2
+    assert "--server nope: no nope.key in" in capsys.readouterr().err
+    assert not (tmp_path / "d.key").exists()
+
+
 def test_generated_keys_secure_a_real_daemon_and_ctl(tmp_path):
     certs = tmp_path / "certs"
     keys.generate(certs, ["server", "client"])

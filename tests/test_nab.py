@@ -431,3 +431,81 @@ def test_cli_reports_missing_data_and_missing_out_as_user_errors(tmp_path: Path)
     args = parser.parse_args(["--data", str(data), "--windows", str(windows)])
     with pytest.raises(UserError, match="--out"):
         nab.run(args)
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def nab_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser()
+    nab.add_arguments(parser)
+    return parser
+
+
+def rewrite_row(path: Path, row: int, column: int, text: str) -> None:
+    """Replace one cell of a result file (row 0 is the first row under the header)."""
+    with path.open() as fh:
+        rows = list(csv.reader(fh))
+    rows[row + 1][column] = text
+    with path.open("w", newline="") as fh:
+        csv.writer(fh, lineterminator="\n").writerows(rows)
+
+
+@pytest.mark.parametrize("score", ["1.5", "-0.1", "nan"])
+def test_result_files_with_a_score_outside_zero_one_are_refused_with_file_and_line(
+    tmp_path: Path, score: str
+) -> None:
+    data, windows = write_nab_dir(tmp_path)
+    out = tmp_path / "out"
+    nab.run_detector(nab.load_corpus(data, windows), Counter, out)
+    rewrite_row(out / "catB" / "y.csv", 6, 2, score)
+    with pytest.raises(ValueError, match=rf"y\.csv:8: anomaly_score {score} is not in \[0, 1\]"):
+        nab.read_detector_results(out)
+
+
+def test_result_files_must_have_the_data_files_timestamps(tmp_path: Path) -> None:
+    data, windows = write_nab_dir(tmp_path)
+    series = nab.load_corpus(data, windows)
+    out = tmp_path / "out"
+    nab.run_detector(series, Counter, out)
+    assert set(nab.read_detector_results(out, series)) == {"catA/x.csv", "catB/y.csv"}
+    rewrite_row(out / "catA" / "x.csv", 3, 0, "2014-04-01 00:16:00")
+    with pytest.raises(ValueError, match=r"x\.csv:5: timestamp 2014-04-01 00:16:00, but row 4"):
+        nab.read_detector_results(out, series)
+    with (out / "catA" / "x.csv").open() as fh:
+        rows = list(csv.reader(fh))
+    (out / "catA" / "x.csv").write_text("\n".join(",".join(r) for r in rows[:-1]) + "\n")
+    rewrite_row(out / "catA" / "x.csv", 3, 0, "2014-04-01 00:15:00")
+    with pytest.raises(ValueError, match=r"x\.csv: 29 rows for the 30 rows of catA/x\.csv"):
+        nab.read_detector_results(out, series)
+
+
+def test_a_byte_order_mark_before_the_header_is_ignored(tmp_path: Path) -> None:
+    path = tmp_path / "bom.csv"
+    path.write_text("\ufefftimestamp,value\n2014-04-01 00:00:00,1\n2014-04-01 00:05:00,2\n")
+    got = nab.load_series(path, "cat/bom.csv", [])
+    assert got.timestamps[1] == np.datetime64("2014-04-01T00:05:00")
+    np.testing.assert_array_equal(got.values, [1.0, 2.0])
+
+
+def test_cli_says_an_out_file_is_not_a_folder(tmp_path: Path) -> None:
+    data, windows = write_nab_dir(tmp_path)
+    (tmp_path / "profiles.json").write_text(json.dumps({"standard": {"CostMatrix": {
+        "tpWeight": 1.0, "fpWeight": 0.11, "fnWeight": 1.0}}}))  # fmt: skip
+    a_file = tmp_path / "results.txt"
+    a_file.write_text("")
+    argv = ["--data", str(data), "--windows", str(windows), "--detector", "baseline", "--out"]
+    with pytest.raises(UserError, match="results.txt is a file; give a folder"):
+        nab.run(nab_parser().parse_args([*argv, str(a_file)]))
+    with pytest.raises(UserError, match="cannot make the --out folder .*: Not a directory"):
+        nab.run(nab_parser().parse_args([*argv, str(a_file / "sub")]))
+
+
+def test_an_empty_windows_object_says_no_file_is_named(tmp_path: Path) -> None:
+    windows = tmp_path / "windows.json"
+    windows.write_text("{}")
+    with pytest.raises(ValueError, match="names no file; expected entries like"):
+        nab.load_corpus(tmp_path, windows)
+    windows.write_text("[]")
+    with pytest.raises(ValueError, match="expected a JSON object .* got a JSON list"):
+        nab.load_corpus(tmp_path, windows)

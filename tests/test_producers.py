@@ -302,6 +302,13 @@ def test_read_csv_uses_the_file_stem_and_sorts_by_time(tmp_path):
     assert rows[1].ts - rows[0].ts == 300
 
 
+def test_read_csv_ignores_a_byte_order_mark_before_the_header(tmp_path):
+    path = tmp_path / "excel.csv"
+    path.write_text("\ufefftimestamp,value\n2020-01-01 00:05:00,2\n2020-01-01 00:00:00,1\n")
+    rows = read_csv(path)
+    assert rows == [Row(1577836800.0, "excel", (1.0,)), Row(1577837100.0, "excel", (2.0,))]
+
+
 def test_read_csv_with_stream_and_several_value_columns(tmp_path):
     path = tmp_path / "fleet.csv"
     path.write_text(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -89,8 +90,15 @@ def test_trace_expectation_is_the_previous_readings_forecast_in_stream_units() -
 
 def test_trace_refuses_a_model_that_does_not_score() -> None:
     model = Model.random("gru", 1, 4, output_size=1)
-    with pytest.raises(ValueError, match="does not score"):
+    with pytest.raises(ValueError, match="does not score.*without --no-scoring"):
         report.trace(np.ones(10), model=model)
+
+
+def test_a_model_trained_with_no_scoring_is_told_to_train_without_it() -> None:
+    model = Model.random("gru", 1, 4, output_size=1)
+    model = replace(model, metadata={"trained_by": "rnnstream train"})
+    with pytest.raises(ValueError, match="trained with --no-scoring: train it again without"):
+        report.check_scoring_model(model)
 
 
 def test_alert_spans_pair_opens_with_closes_and_leave_the_last_one_open() -> None:
@@ -132,6 +140,29 @@ def test_reading_index_takes_an_index_or_a_timestamp() -> None:
         report.reading_index("10", ts, 10, end=False)
     with pytest.raises(ValueError, match="no timestamps"):
         report.reading_index("2020-09-13", None, 10, end=False)
+
+
+def test_reading_index_digits_are_an_index_and_a_time_is_written_as_one() -> None:
+    ts = 1_600_000_000.0 + 60.0 * np.arange(10)
+    assert report.reading_index("@1600000120", ts, 10, end=False) == 2  # epoch seconds
+    assert report.reading_index("2020-09-13T14:28:40+02:00", ts, 10, end=False) == 2
+    # Epoch seconds without @ are digits, so an index: refused, saying how to write a time.
+    with pytest.raises(ValueError, match="outside 0..9; digits alone are a reading index.*@"):
+        report.reading_index("1600000120", ts, 10, end=False)
+    for text in ("5.5", "-1", "@soon", "@inf"):
+        with pytest.raises(ValueError, match="reading index|epoch seconds"):
+            report.reading_index(text, ts, 10, end=False)
+
+
+def test_reading_index_refuses_a_time_with_no_reading_on_its_side() -> None:
+    ts = 1_600_000_000.0 + 60.0 * np.arange(10)  # 2020-09-13 12:26:40 .. 12:35:40 UTC
+    with pytest.raises(ValueError, match="no reading at or before 2000-01-01 00:00:00 UTC"):
+        report.reading_index("2000-01-01", ts, 10, end=True)
+    with pytest.raises(ValueError, match="run from 2020-09-13 12:26:40 UTC to .* 12:35:40 UTC"):
+        report.reading_index("2030-01-01", ts, 10, end=False)
+    # A time before the data is a fine start, and one after it a fine end.
+    assert report.reading_index("2000-01-01", ts, 10, end=False) == 0
+    assert report.reading_index("2030-01-01", ts, 10, end=True) == 9
 
 
 # ----------------------------------------------------------------------------- CSV
@@ -179,6 +210,9 @@ def test_csv_series_picks_the_only_value_column_and_works_without_time(tmp_path:
         ("timestamp,value", ["2020-01-01,1", "2020-01-02,high"], {}, r"x\.csv:3"),
         ("timestamp,value", ["yesterday,1"], {}, "cannot parse timestamp"),
         ("timestamp,value", ["2020-01-01,nan"], {}, "finite"),
+        ("timestamp,value", ["2020-01-01,1", "2020-01-02,-1e300"], {}, r"x\.csv:3: .*float32"),
+        ("timestamp,value", ["2020-01-01,1", "2020-01-02,2,3"], {}, r"x\.csv:3: 3 fields, .* 2"),
+        ("timestamp,value", ["2020-01-01,1", "2020-01-02"], {}, r"x\.csv:3: 1 fields, .* 2"),
         ("timestamp,value", [], {}, "no readings"),
     ],
 )
@@ -188,6 +222,14 @@ def test_csv_series_says_what_is_wrong_with_a_file(
     path = write_csv(tmp_path / "x.csv", header, rows)
     with pytest.raises(ValueError, match=message):
         report.csv_series(path, **options)
+
+
+def test_csv_series_ignores_a_byte_order_mark(tmp_path: Path) -> None:
+    path = tmp_path / "bom.csv"
+    path.write_text("\ufefftimestamp,value\n2020-01-01 00:00:00,1\n2020-01-01 00:05:00,2\n")
+    got = report.csv_series(path)
+    np.testing.assert_array_equal(got.ts, [1577836800.0, 1577837100.0])
+    np.testing.assert_array_equal(got.values, [1.0, 2.0])
 
 
 def test_csv_series_needs_the_files_key_in_the_windows_file(tmp_path: Path) -> None:
@@ -211,10 +253,52 @@ def test_synthetic_report_writes_a_png_and_prints_a_summary(tmp_path: Path, caps
     caught = report.windows_caught(s.windows, spans)
     assert capsys.readouterr().out.splitlines() == [
         str(out),
-        f"synthetic-{SEED}: {LENGTH} readings, {len(spans)} alerts, "
+        f"synthetic-{SEED}: {LENGTH} readings, {len(spans)} alert{'s' * (len(spans) != 1)}, "
         f"labelled windows caught {caught} of {len(s.windows)}",
     ]
     assert len(spans) >= 1 and caught >= 1
+
+
+def test_a_drawn_range_gets_its_own_summary_line(tmp_path: Path, capsys) -> None:
+    # Seed 8's only labelled window (637..655) and alert (637..638) lie after reading 300.
+    argv = ["--synthetic", str(SEED), "--length", str(LENGTH), "--out", str(tmp_path / "r.png")]
+    assert report.run(parse([*argv, "--start", "0", "--end", "300"])) == 0
+    assert capsys.readouterr().out.splitlines()[1:] == [
+        f"synthetic-{SEED}: {LENGTH} readings, 1 alert, labelled windows caught 1 of 1",
+        "drawn: readings 0 to 300, 0 alerts, no labelled windows",
+    ]
+    assert report.run(parse([*argv, "--start", "600"])) == 0
+    assert capsys.readouterr().out.splitlines()[2] == (
+        f"drawn: readings 600 to {LENGTH - 1}, 1 alert, labelled windows caught 1 of 1"
+    )
+
+
+def test_a_csv_without_windows_says_nothing_about_labelled_windows(tmp_path: Path, capsys) -> None:
+    rows = [f"{i},{np.sin(i / 5):.4f}" for i in range(60)]
+    path = write_csv(tmp_path / "plain.csv", "i,value", rows)
+    assert report.run(parse(["--csv", str(path), "--out", str(tmp_path / "p.png")])) == 0
+    assert capsys.readouterr().out.splitlines()[1] == "plain: 60 readings, 0 alerts"
+
+
+@pytest.mark.parametrize("name", ["x.txt", "x.svg", "x.png.pdf"])
+def test_out_must_be_a_png(tmp_path: Path, name: str) -> None:
+    out = tmp_path / name
+    with pytest.raises(UserError, match=r"the picture is a PNG; give a name ending in \.png"):
+        report.run(parse(["--synthetic", "3", "--length", "50", "--out", str(out)]))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_out_prints_the_path_written_for_a_bare_name_and_a_folder(tmp_path: Path, capsys) -> None:
+    argv = ["--synthetic", "3", "--length", "50", "--out"]
+    assert report.run(parse([*argv, str(tmp_path / "noext")])) == 0
+    assert capsys.readouterr().out.splitlines()[0] == str(tmp_path / "noext.png")
+    assert_png(tmp_path / "noext.png", min_bytes=5_000)
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    assert report.run(parse([*argv, str(folder)])) == 0
+    assert capsys.readouterr().out.splitlines()[0] == str(folder / "synthetic-3.png")
+    assert_png(folder / "synthetic-3.png", min_bytes=5_000)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["noext.png", "pictures"]
 
 
 def test_alert_options_reach_the_alert_policy(tmp_path: Path, capsys) -> None:
@@ -251,9 +335,11 @@ def test_csv_report_with_time_axis_windows_and_zoom_writes_a_png(tmp_path: Path,
     argv = ["--csv", str(path), "--windows", str(labels), "--out", str(out)]
     assert report.run(parse([*argv, "--start", stamps[300], "--end", "599"])) == 0
     assert_png(out)
-    summary = capsys.readouterr().out.splitlines()[1]
+    summary, drawn = capsys.readouterr().out.splitlines()[1:]
     assert summary.startswith("plant: 600 readings, ")
     assert summary.endswith("labelled windows caught 1 of 1")
+    assert drawn.startswith("drawn: readings 300 to 599 (2021-03-02 01:00:00 UTC to ")
+    assert drawn.endswith("labelled windows caught 1 of 1")
 
 
 @pytest.mark.skipif(
@@ -311,6 +397,8 @@ def test_missing_matplotlib_is_a_user_error_naming_the_extra(tmp_path: Path, mon
         (["--synthetic", "1", "--length", "50", "--start", "40", "--end", "10"], "no reading"),
         (["--synthetic", "1", "--length", "50", "--start", "99"], "outside"),
         (["--synthetic", "1", "--length", "50", "--end", "2020-01-01"], "no timestamps"),
+        (["--synthetic", "1", "--length", "50", "--start", "5.5"], "--start 5.5: '5.5' is neither"),
+        (["--csv", "."], r"\. is a folder; give --csv a CSV file"),
         (["--synthetic", "1", "--length", "50", "--out", "no/such/dir/x.png"], "not a folder"),
         (["--synthetic", "1", "--model", "no/such/model.npz"], "not found"),
     ],
