@@ -760,30 +760,39 @@ class AnomalyScorer:
 
 def online_normalise(values: np.ndarray, spec: AnomalySpec | None = None) -> np.ndarray:
     """Return a whole series (T,) or (T, F) normalised the way the engine does it online."""
-    spec = spec or AnomalySpec()
     x = np.asarray(values, dtype=np.float64)
-    x2 = x.reshape(len(x), -1)
-    spec = AnomalySpec(**{**spec.to_dict(), "features": x2.shape[1]})
-    norm = np.zeros((1, x2.shape[1], 5))
-    out = np.empty_like(x2)
-    novel = np.empty(len(x2))
-    slots = np.zeros(len(x2), np.int64)
+    z, _, _ = normalise_series(x.reshape(len(x), -1), spec)
+    return z.reshape(x.shape)
+
+
+def normalise_series(
+    values: np.ndarray, spec: AnomalySpec | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Normalise one stream's readings (T, F) as the engine does online; return z and the
+    offset and scale (T, F) that map the forecast made at each reading back to the stream's
+    units, forecast * scale + offset, as `finish_batch` does."""
+    spec = spec or AnomalySpec()
+    x = np.ascontiguousarray(values, dtype=np.float64)
+    spec = AnomalySpec(**{**spec.to_dict(), "features": x.shape[1]})
+    z = np.empty_like(x)
+    mean = np.empty_like(x)
+    root = np.empty_like(x)
     normalise_batch(
-        slots,
-        x2,
-        norm,
+        np.zeros(len(x), np.int64),
+        x,
+        np.zeros((1, x.shape[1], 5)),
         spec.norm_window,
         spec.norm_clip,
         spec.z_clip,
         spec.scale_floor_rel,
         spec.scale_floor_abs,
         spec.novel_tol,
-        out,
-        novel,
-        np.empty_like(x2),
-        np.empty_like(x2),
+        z,
+        np.empty(len(x)),
+        mean,
+        root,
     )
-    return out.reshape(x.shape)
+    return z, mean, root + spec.scale_floor_rel * np.abs(mean) + spec.scale_floor_abs
 
 
 __all__ = [
@@ -800,6 +809,7 @@ __all__ = [
     "exchange_forecast",
     "finish_batch",
     "normalise_batch",
+    "normalise_series",
     "online_normalise",
     "prefetch_row",
     "residual_batch",

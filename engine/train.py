@@ -11,6 +11,13 @@ layout (LSTM gates i,f,g,o; GRU r,z,n), saved as float32.
 Parameters travel as a dict of float64 arrays named like PyTorch's recurrent modules:
 `weight_ih_l{k}`, `weight_hh_l{k}`, `bias_ih_l{k}`, `bias_hh_l{k}` for each layer k, then
 `head_weight` (O, H) and `head_bias` (O,).
+
+An epoch is one pass over windows that start every `stride` rows. The stride is seq_len
+(back-to-back windows) when the data gives `min_steps` optimiser steps over all epochs that way;
+with less data windows overlap, down to one starting at every row, so a short series is still
+trained for enough steps. After training, the one-step mean absolute error on the validation
+windows, in the stream's units, is set beside that of the last-value forecast x_{t+1} = x_t on the
+same windows: a forecaster that does not beat it is worth little, and `rnnstream train` says so.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,6 +43,10 @@ NONLINEARITIES = ("tanh", "relu")
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}
 # First-column names that mark a timestamp / index column rather than a value column.
 _TIME_NAMES = {"timestamp", "time", "date", "datetime", "ts", "t", "index", "time_s", "epoch"}
+# Names that mark a time column in any position.
+_TIME_COLUMN_NAMES = {"timestamp", "time", "datetime", "date"}
+# The engine computes in float32: readings must fit.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 Params = dict[str, np.ndarray]
 
@@ -64,6 +76,11 @@ class TrainConfig:
     min_lr_fraction: float = 0.1
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
+    # Fewest optimiser steps over all epochs. When back-to-back windows give fewer, training
+    # windows overlap: their starts step by the largest stride (< seq_len, >= 1) that gives
+    # enough. 0 keeps windows back to back.
+    min_steps: int = 1500
+    patience: int = 0  # stop after this many epochs without a better validation loss; 0: never
 
     def validate(self) -> None:
         """Raise ValueError naming the first setting that cannot work."""
@@ -71,6 +88,11 @@ class TrainConfig:
             raise ValueError(f"cell must be one of {', '.join(CELLS)}, not {self.cell!r}")
         if self.nonlinearity not in NONLINEARITIES:
             raise ValueError(f"nonlinearity must be tanh or relu, not {self.nonlinearity!r}")
+        if self.cell != "rnn" and self.nonlinearity != "tanh":
+            raise ValueError(
+                f"nonlinearity {self.nonlinearity} is for the rnn cell only; {self.cell} has "
+                "fixed gate activations"
+            )
         for name in ("hidden_size", "num_layers", "seq_len", "batch_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be at least 1")
@@ -80,8 +102,12 @@ class TrainConfig:
             raise ValueError("burn_in must be >= 0 and smaller than seq_len")
         if not 0.0 <= self.validation_fraction < 1.0:
             raise ValueError("validation_fraction must be in [0, 1)")
-        if not self.lr > 0:
-            raise ValueError("lr must be positive")
+        if not 0 < self.lr < math.inf:
+            raise ValueError(f"lr must be positive and finite, not {self.lr}")
+        if not 0 < self.clip_norm < math.inf:
+            raise ValueError(f"clip_norm must be positive and finite, not {self.clip_norm}")
+        if self.min_steps < 0 or self.patience < 0:
+            raise ValueError("min_steps and patience must be >= 0")
         if self.lr_schedule not in ("cosine", "constant"):
             raise ValueError("lr_schedule must be 'cosine' or 'constant'")
 
@@ -120,6 +146,19 @@ class TrainReport:
     elapsed: float
     train_windows: int
     validation_windows: int
+    window_stride: int = 0
+    steps: int = 0
+    # Per-feature one-step mean absolute errors on the validation windows, in the stream's
+    # units: the model's, and the last-value forecast's (x_{t+1} = x_t). None without validation.
+    validation_mae: tuple[float, ...] | None = None
+    last_value_mae: tuple[float, ...] | None = None
+
+    @property
+    def beats_last_value(self) -> bool | None:
+        """Return whether the model forecasts every feature better than the last value does."""
+        if self.validation_mae is None or self.last_value_mae is None:
+            return None
+        return all(m < n for m, n in zip(self.validation_mae, self.last_value_mae, strict=True))
 
 
 def format_epoch(stats: EpochStats) -> str:
@@ -517,9 +556,25 @@ def _split(
     return train, val
 
 
-def _window_starts(length: int, seq_len: int, offset: int) -> np.ndarray:
-    """Return starts of back-to-back windows of seq_len + 1 rows from `offset` on."""
-    return np.arange(offset, length - seq_len, seq_len)
+def _window_starts(length: int, seq_len: int, offset: int, stride: int | None = None) -> np.ndarray:
+    """Return starts of windows of seq_len + 1 rows from `offset` on, `stride` (seq_len) apart."""
+    return np.arange(offset, length - seq_len, stride or seq_len)
+
+
+def _window_stride(train: list[np.ndarray], config: TrainConfig) -> int:
+    """Return the largest stride <= seq_len whose windows give config.min_steps steps (>= 1)."""
+    seq_len = config.seq_len
+    if config.min_steps <= 0 or config.epochs <= 0:
+        return seq_len
+    for stride in range(seq_len, 1, -1):
+        # Count at the epochs' largest random offset, which gives the fewest windows.
+        windows = sum(
+            len(_window_starts(len(s), seq_len, min(stride, len(s) - seq_len) - 1, stride))
+            for s in train
+        )
+        if math.ceil(windows / config.batch_size) * config.epochs >= config.min_steps:
+            return stride
+    return 1
 
 
 def _cut(segment: np.ndarray, starts: np.ndarray, seq_len: int) -> np.ndarray:
@@ -562,6 +617,39 @@ def _evaluate(params: Params, windows: np.ndarray, config: TrainConfig, chunk: i
     return total / count
 
 
+def _stream_errors(
+    params: Params,
+    windows: np.ndarray,
+    units: np.ndarray,
+    mean: np.ndarray,
+    std: np.ndarray,
+    config: TrainConfig,
+    chunk: int = 256,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return per-feature mean absolute one-step errors of the model and of the last value.
+
+    `windows` are the standardised validation windows (n, T+1, F); `units` (n, T+1, 3F) holds,
+    for the same rows, the readings in the stream's units, then the offset and scale that map
+    the trainer's input units to them at each step. Both errors cover the scored steps
+    (>= burn_in) of every window, so they compare like with like.
+    """
+    f = windows.shape[2]
+    model_sum = np.zeros(f)
+    last_sum = np.zeros(f)
+    count = 0
+    b = config.burn_in
+    for lo in range(0, len(windows), chunk):
+        w = windows[lo : lo + chunk]
+        u = units[lo : lo + chunk]
+        raw, shift, scale = u[..., :f], u[..., f : 2 * f], u[..., 2 * f :]
+        pred = forward(params, w[:, :-1], config.cell, config.nonlinearity) * std + mean
+        forecast = pred * scale[:, :-1] + shift[:, :-1]
+        model_sum += np.abs(forecast - raw[:, 1:])[:, b:].sum(axis=(0, 1))
+        last_sum += np.abs(raw[:, :-1] - raw[:, 1:])[:, b:].sum(axis=(0, 1))
+        count += len(w) * (w.shape[1] - 1 - b)
+    return model_sum / count, last_sum / count
+
+
 def scaling(train: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Return per-feature mean and std over the training rows; constant features get std 1."""
     rows = np.concatenate(train)
@@ -594,21 +682,41 @@ def train_forecaster(
     config = config or TrainConfig()
     config.validate()
     data = _as_series(series)
+    units = [np.concatenate([s, np.zeros_like(s), np.ones_like(s)], axis=1) for s in data]
+    return _fit(data, units, config, progress, feature_names, metadata)
+
+
+def _fit(
+    data: list[np.ndarray],
+    units: list[np.ndarray],
+    config: TrainConfig,
+    progress: Callable[[EpochStats], None] | None,
+    feature_names: Sequence[str] | None,
+    metadata: dict | None,
+) -> tuple[Model, TrainReport]:
+    """Train on `data` (validated series); `units` maps each series to the stream's units.
+
+    units[i] (T_i, 3F) holds per row the reading in the stream's units, then the offset and
+    scale with which a value in data[i]'s units maps to them (`_stream_errors`).
+    """
     n_features = data[0].shape[1]
     if feature_names is not None and len(feature_names) != n_features:
         raise ValueError(f"{len(feature_names)} feature names for {n_features} features")
     train, val = _split(data, config)
+    _, val_units = _split(units, config)
     mean, std = scaling(train)
     train = [(s - mean) / std for s in train]
     val = [(s - mean) / std for s in val]
     val_windows, n_val = _validation_windows(val, config)
+    unit_windows, _ = _validation_windows(val_units, config)
 
     rng = np.random.default_rng(config.seed)
     params = init_params(
         config.cell, n_features, config.hidden_size, config.num_layers, n_features, rng
     )
     adam = Adam(params, config.betas, config.eps)
-    windows_per_epoch = sum(len(_window_starts(len(s), config.seq_len, 0)) for s in train)
+    stride = _window_stride(train, config)
+    windows_per_epoch = sum(len(_window_starts(len(s), config.seq_len, 0, stride)) for s in train)
     batches_per_epoch = math.ceil(windows_per_epoch / config.batch_size)
     total_steps = batches_per_epoch * config.epochs
 
@@ -624,8 +732,9 @@ def train_forecaster(
         # Random offsets per series and epoch, so window edges fall at different phases.
         parts = []
         for s in train:
-            offset = int(rng.integers(0, min(config.seq_len, len(s) - config.seq_len)))
-            parts.append(_cut(s, _window_starts(len(s), config.seq_len, offset), config.seq_len))
+            offset = int(rng.integers(0, min(stride, len(s) - config.seq_len)))
+            starts = _window_starts(len(s), config.seq_len, offset, stride)
+            parts.append(_cut(s, starts, config.seq_len))
         windows = np.concatenate(parts)
         windows = windows[rng.permutation(len(windows))]
         total, count = 0.0, 0
@@ -650,6 +759,7 @@ def train_forecaster(
             best_val, best_epoch = val_loss, epoch
             best_params = {name: p.copy() for name, p in params.items()}
         elapsed = time.perf_counter() - started
+        stop = n_val > 0 and 0 < config.patience <= epoch - best_epoch
         stats = EpochStats(
             epoch=epoch,
             epochs=config.epochs,
@@ -657,13 +767,20 @@ def train_forecaster(
             validation_loss=val_loss,
             lr=lr,
             elapsed=elapsed,
-            eta=elapsed / epoch * (config.epochs - epoch),
+            eta=0.0 if stop else elapsed / epoch * (config.epochs - epoch),
             improved=improved and n_val > 0,
         )
         history.append(stats)
         if progress is not None:
             progress(stats)
+        if stop:
+            break
 
+    model_mae = last_mae = None
+    if n_val:
+        model_mae, last_mae = _stream_errors(
+            best_params, val_windows, unit_windows, mean, std, config
+        )
     report = TrainReport(
         history=tuple(history),
         initial_validation_loss=initial_val,
@@ -673,6 +790,10 @@ def train_forecaster(
         elapsed=time.perf_counter() - started,
         train_windows=windows_per_epoch,
         validation_windows=n_val,
+        window_stride=stride,
+        steps=step,
+        validation_mae=None if model_mae is None else tuple(float(v) for v in model_mae),
+        last_value_mae=None if last_mae is None else tuple(float(v) for v in last_mae),
     )
     meta = dict(metadata or {})
     meta.update(
@@ -682,6 +803,9 @@ def train_forecaster(
         series=len(data),
         rows=int(sum(len(s) for s in data)),
         train_windows_per_epoch=windows_per_epoch,
+        window_stride=stride,
+        optimizer_steps=step,
+        epochs_run=len(history),
         validation_windows=n_val,
         best_epoch=best_epoch,
         initial_validation_loss=_jsonable(initial_val),
@@ -689,6 +813,13 @@ def train_forecaster(
         final_train_loss=_jsonable(train_loss),
         train_seconds=round(report.elapsed, 3),
     )
+    if model_mae is not None:
+        # One-step mean absolute errors on the validation windows, in the stream's units.
+        meta.update(
+            validation_mae=_jsonable(report.validation_mae),
+            last_value_mae=_jsonable(report.last_value_mae),
+            beats_last_value=report.beats_last_value,
+        )
     model = build_model(
         best_params, config.cell, config.nonlinearity, mean, std, feature_names, meta
     )
@@ -721,60 +852,191 @@ def _is_float(text: str) -> bool:
     return True
 
 
-def load_csv(path: str | Path, value_columns: Sequence[str] | None = None):
-    """Read a CSV with a header row; return `(values (T, F) float64, column names)`.
+def _parse_time(text: str) -> float:
+    """Return seconds for an epoch-seconds, `YYYY-MM-DD HH:MM:SS` or ISO 8601 timestamp.
 
-    Without `value_columns`, take every column whose values are all numbers, except a first
-    column named like a timestamp or index (`timestamp,value` from NAB gives just `value`).
-    Raise ValueError for unknown columns, non-numeric cells in chosen columns, or no data.
+    The formats `rnnstream produce csv` replays (producers.csv_replay.parse_timestamp); times
+    without an offset are taken as UTC.
+    """
+    text = text.strip()
+    try:
+        value = float(text)
+    except ValueError:
+        moment = datetime.fromisoformat(text)  # ValueError if it is not a timestamp either
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return moment.timestamp()
+    if not math.isfinite(value):
+        raise ValueError(f"timestamp {text!r} is not finite")
+    return value
+
+
+@dataclass(frozen=True)
+class CsvSeries:
+    """What `read_csv` found: one series (T_i, F) per stream, each in time order."""
+
+    series: tuple[np.ndarray, ...]
+    names: tuple[str, ...]  # the value columns, one per feature
+    streams: tuple[str, ...]  # stream ids, "" for a file without a stream column
+    time_column: str | None  # the column that ordered the rows, if any
+    notes: tuple[str, ...]  # things the user should know: columns left out, rows reordered
+
+
+def read_csv(
+    path: str | Path,
+    value_columns: Sequence[str] | None = None,
+    time_column: str | None = None,
+    stream_column: str | None = None,
+) -> CsvSeries:
+    """Read a CSV with a header row into one series per stream, each in time order.
+
+    Without `time_column`, a first column named like a timestamp or index (or any column named
+    timestamp, time, datetime or date) orders the rows, if its cells all parse as epoch seconds,
+    `YYYY-MM-DD HH:MM:SS` or ISO 8601; ties keep file order. Without `stream_column` all rows
+    are one stream. Without `value_columns`, every other column whose cells are all numbers is
+    a value column, and a column without a number is left out (said in `notes`). Raise
+    ValueError naming the file, line and column of a cell that is not a number (also in a
+    column that is mostly numbers), not finite or beyond float32 range, or of a timestamp that
+    does not parse in a column named by `time_column`.
     """
     try:
-        with open(path, newline="") as fh:
-            rows = list(csv.reader(fh))
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.reader(fh)
+            rows = [(reader.line_num, r) for r in reader if any(cell.strip() for cell in r)]
     except UnicodeDecodeError:
         raise ValueError(f"{path} is not a UTF-8 text CSV file") from None
-    rows = [r for r in rows if any(cell.strip() for cell in r)]
     if len(rows) < 2:
         raise ValueError(f"{path} has no data rows under a header")
-    header = [h.strip() for h in rows[0]]
+    header = [h.strip() for h in rows[0][1]]
     body = rows[1:]
     width = len(header)
-    for n, r in enumerate(body, start=2):
+    for line, r in body:
         if len(r) != width:
-            raise ValueError(f"{path} line {n} has {len(r)} fields; the header has {width}")
-    if value_columns is None:
-        chosen = []
-        for j, name in enumerate(header):
-            if j == 0 and name.lower() in _TIME_NAMES:
-                continue
-            if all(_is_float(r[j]) for r in body):
-                chosen.append(name)
-        if not chosen:
-            raise ValueError(f"{path} has no numeric value columns")
-    else:
-        chosen = list(value_columns)
-        unknown = [c for c in chosen if c not in header]
+            raise ValueError(f"{path} line {line} has {len(r)} fields; the header has {width}")
+    for role, name in (("time", time_column), ("stream", stream_column)):
+        if name is not None and name not in header:
+            raise ValueError(f"{path} has no {role} column {name!r}; the header is {header}")
+    if value_columns is not None:
+        unknown = [c for c in value_columns if c not in header]
         if unknown:
             raise ValueError(
                 f"unknown column(s) {', '.join(unknown)}; the header has {', '.join(header)}"
             )
+    auto_time = time_column is None
+    if auto_time:
+        time_column = _find_time_column(header, value_columns or ())
+    notes: list[str] = []
+    if value_columns is None:
+        chosen, mixed = [], []
+        for j, name in enumerate(header):
+            if name in (time_column, stream_column):
+                continue
+            bad = next(((line, r[j]) for line, r in body if not _is_float(r[j])), None)
+            if bad is None:
+                chosen.append(name)
+            elif any(_is_float(r[j]) for _, r in body):
+                mixed.append(f"line {bad[0]} column {name!r} is not a number: {bad[1]!r}")
+            else:
+                hint = "" if stream_column else f" (if it holds stream ids: --stream-column {name})"
+                notes.append(f"column {name!r} has no numbers and is not used{hint}")
+        if mixed:
+            # A column of numbers with a stray cell is one the user wants; do not drop it.
+            raise ValueError(
+                f"{path}{' has no numeric value columns:' if not chosen else ''} {mixed[0]} "
+                "(the column holds numbers elsewhere; fix the cell, or name the columns to "
+                "model with --value-columns)"
+            )
+        if not chosen:
+            raise ValueError(f"{path} has no numeric value columns")
+    else:
+        chosen = list(value_columns)
     repeated = sorted({c for c in chosen if header.count(c) > 1 or not c})
     if repeated or len(set(chosen)) != len(chosen):
         raise ValueError(f"{path}: value columns need unique, non-empty header names")
     index = [header.index(c) for c in chosen]
     values = np.empty((len(body), len(index)))
-    for n, r in enumerate(body):
+    for n, (line, r) in enumerate(body):
         for m, j in enumerate(index):
             try:
-                values[n, m] = float(r[j])
+                v = float(r[j])
             except ValueError:
                 raise ValueError(
-                    f"{path} line {n + 2} column {chosen[m]!r} is not a number: {r[j]!r}"
+                    f"{path} line {line} column {chosen[m]!r} is not a number: {r[j]!r}"
                 ) from None
-    if not np.all(np.isfinite(values)):
-        bad = int(np.argwhere(~np.isfinite(values))[0, 0])
-        raise ValueError(f"{path} line {bad + 2} has a NaN or infinite value")
-    return values, tuple(chosen)
+            if not abs(v) <= FLOAT32_MAX:
+                what = "is not finite" if not math.isfinite(v) else "is beyond float32 range"
+                raise ValueError(
+                    f"{path} line {line} column {chosen[m]!r} {what}: {r[j].strip()!r} (the "
+                    f"engine computes in float32: |value| <= {FLOAT32_MAX:.8g})"
+                )
+            values[n, m] = v
+
+    times = None
+    if time_column is not None:
+        t = header.index(time_column)
+        times = np.empty(len(body))
+        for n, (line, r) in enumerate(body):
+            try:
+                times[n] = _parse_time(r[t])
+            except ValueError:
+                if not auto_time:
+                    raise ValueError(
+                        f"{path} line {line} column {time_column!r} is not a timestamp: "
+                        f"{r[t]!r} (use epoch seconds, YYYY-MM-DD HH:MM:SS or ISO 8601)"
+                    ) from None
+                notes.append(
+                    f"column {time_column!r} line {line} is not a timestamp ({r[t]!r}); "
+                    "the rows are used in file order"
+                )
+                times, time_column = None, None
+                break
+    if stream_column is None:
+        groups = {"": np.arange(len(body))}
+    else:
+        s = header.index(stream_column)
+        ids: dict[str, list[int]] = {}
+        for n, (_, r) in enumerate(body):
+            ids.setdefault(r[s].strip(), []).append(n)
+        groups = {k: np.asarray(v) for k, v in ids.items()}
+    series = []
+    reordered = 0
+    for rows_of in groups.values():
+        if times is not None:
+            order = np.argsort(times[rows_of], kind="stable")
+            reordered += int(np.any(order != np.arange(len(order))))
+            rows_of = rows_of[order]
+        series.append(values[rows_of])
+    if reordered:
+        which = "the rows" if stream_column is None else f"the rows of {reordered} stream(s)"
+        notes.append(f"{which} were not in time order; sorted by {time_column!r}")
+    return CsvSeries(
+        series=tuple(series),
+        names=tuple(chosen),
+        streams=tuple(groups),
+        time_column=time_column,
+        notes=tuple(notes),
+    )
+
+
+def _find_time_column(header: list[str], value_columns: Sequence[str]) -> str | None:
+    """Return a first column named like a timestamp or index, else one named like a time."""
+    if header[0].lower() in _TIME_NAMES and header[0] not in value_columns:
+        return header[0]
+    for name in header:
+        if name.lower() in _TIME_COLUMN_NAMES and name not in value_columns:
+            return name
+    return None
+
+
+def load_csv(path: str | Path, value_columns: Sequence[str] | None = None):
+    """Read a CSV with a header row; return `(values (T, F) float64, column names)`.
+
+    The rows of one stream, in time order, as `read_csv` reads them (`timestamp,value` from NAB
+    gives just `value`). Raise ValueError for unknown columns, bad cells in chosen columns, or
+    no data.
+    """
+    found = read_csv(path, value_columns)
+    return found.series[0], found.names
 
 
 # --------------------------------------------------------------------------------------------
@@ -793,27 +1055,31 @@ def train_scoring_forecaster(
     """Train a forecaster the engine serves with anomaly scores and alerts.
 
     Each series is normalised online, per stream, exactly as the engine will normalise a stream
-    (`engine.anomaly.online_normalise`), its first `spec.probation // 3` readings (normalised by
+    (`engine.anomaly.normalise_series`), its first `spec.probation // 3` readings (normalised by
     a handful of samples, and never scored) are left out, and the model's metadata gets the
     "anomaly" section that makes `StreamEngine` normalise, score and alert with `spec`.
     """
-    from engine.anomaly import AnomalySpec, online_normalise
+    from engine.anomaly import AnomalySpec, normalise_series
 
+    config = config or TrainConfig()
+    config.validate()
     data = _as_series(series)
     spec = spec or AnomalySpec(features=data[0].shape[1])
     if spec.features != data[0].shape[1]:
         raise ValueError(f"spec has {spec.features} features, the series {data[0].shape[1]}")
     skip = spec.probation // 3
-    normalised = [online_normalise(s, spec)[skip:] for s in data]
+    normalised, units = [], []
+    for s in data:
+        z, shift, scale = normalise_series(s, spec)
+        normalised.append(z[skip:])
+        units.append(np.concatenate([s, shift, scale], axis=1)[skip:])
     extra = {
         "input": "per-stream online-normalised readings (engine.anomaly.normalise_batch)",
         "dropped_leading_readings": skip,
         # StreamEngine rebuilds its scorer from this: AnomalySpec(**metadata["anomaly"]).
         "anomaly": spec.to_dict(),
     }
-    return train_forecaster(
-        normalised, config, progress, feature_names, {**(metadata or {}), **extra}
-    )
+    return _fit(normalised, units, config, progress, feature_names, {**(metadata or {}), **extra})
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -823,8 +1089,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--value-columns",
         default=None,
-        help="comma-separated columns to model (default: every numeric column except a "
-        "timestamp-like first column)",
+        help="comma-separated columns to model (default: every column whose cells are all "
+        "numbers, except the time and stream columns; a column mixing numbers and other cells "
+        "is an error)",
+    )
+    parser.add_argument(
+        "--time-column",
+        default=None,
+        help="column of timestamps (epoch seconds, YYYY-MM-DD HH:MM:SS or ISO 8601) that puts "
+        "each stream's rows in time order (default: a first column named like timestamp, time, "
+        "date or index, or a column named timestamp, time, datetime or date; without one, or "
+        "if its cells do not all parse, file order)",
+    )
+    parser.add_argument(
+        "--stream-column",
+        default=None,
+        help="column of stream ids: each stream's rows are a series of their own, normalised "
+        "and windowed apart, as the engine keeps streams apart (default: one stream)",
     )
     parser.add_argument("--cell", choices=CELLS, default=d.cell, help="recurrent cell")
     parser.add_argument(
@@ -832,17 +1113,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--hidden", type=int, default=d.hidden_size, help="hidden units")
     parser.add_argument("--layers", type=int, default=d.num_layers, help="stacked layers")
-    parser.add_argument("--epochs", type=int, default=d.epochs, help="passes over the data")
+    parser.add_argument(
+        "--epochs", type=int, default=d.epochs, help="passes over the training windows"
+    )
+    parser.add_argument(
+        "--min-steps",
+        type=int,
+        default=d.min_steps,
+        help="fewest optimiser steps in all: when back-to-back windows give fewer minibatches "
+        "over all epochs, windows overlap (start every N < seq-len rows, down to every row), so "
+        "a short series is still trained enough; 0 keeps them back to back",
+    )
+    parser.add_argument(
+        "--patience",
+        type=int,
+        default=d.patience,
+        help="stop after this many epochs without a lower validation loss (0: run all epochs)",
+    )
     parser.add_argument("--seq-len", type=int, default=d.seq_len, help="steps per window (BPTT)")
     parser.add_argument("--batch", type=int, default=d.batch_size, help="windows per minibatch")
     parser.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
-    parser.add_argument("--clip", type=float, default=d.clip_norm, help="gradient norm cap")
+    parser.add_argument(
+        "--clip",
+        type=float,
+        default=d.clip_norm,
+        help="gradient norm cap (positive and finite; clipping is always on)",
+    )
     parser.add_argument("--seed", type=int, default=d.seed, help="random seed")
     parser.add_argument(
         "--validation-fraction",
         type=float,
         default=d.validation_fraction,
-        help="share of each series' tail held out to pick the best epoch",
+        help="share of each series' tail held out to pick the best epoch and to compare the "
+        "model with the last-value forecast",
     )
     parser.add_argument(
         "--burn-in", type=int, default=d.burn_in, help="leading window steps left out of the loss"
@@ -862,82 +1165,139 @@ def run(args: argparse.Namespace) -> int:
     """Train on the CSV and write the model file."""
     import sys
 
+    from engine.anomaly import AnomalySpec
     from engine.cli import UserError
+
+    def say(text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
 
     path = Path(args.csv)
     if not path.is_file():
         raise UserError(f"no such CSV file: {path}")
     out = Path(args.out)
+    if out.is_dir():
+        raise UserError(f"--out {out} is a directory; give a file name such as {out / 'model.npz'}")
     if not out.parent.is_dir():
         raise UserError(f"output directory does not exist: {out.parent}")
     columns = None
     if args.value_columns:
         columns = [c.strip() for c in args.value_columns.split(",") if c.strip()]
-    config = TrainConfig(
-        cell=args.cell,
-        hidden_size=args.hidden,
-        num_layers=args.layers,
-        seq_len=args.seq_len,
-        batch_size=args.batch,
-        epochs=args.epochs,
-        lr=args.lr,
-        clip_norm=args.clip,
-        seed=args.seed,
-        validation_fraction=args.validation_fraction,
-        nonlinearity=args.nonlinearity,
-        burn_in=args.burn_in,
-    )
     try:
+        config = TrainConfig(
+            cell=args.cell,
+            hidden_size=args.hidden,
+            num_layers=args.layers,
+            seq_len=args.seq_len,
+            batch_size=args.batch,
+            epochs=args.epochs,
+            lr=args.lr,
+            clip_norm=args.clip,
+            seed=args.seed,
+            validation_fraction=args.validation_fraction,
+            nonlinearity=args.nonlinearity,
+            burn_in=args.burn_in,
+            min_steps=args.min_steps,
+            patience=args.patience,
+        )
         config.validate()
-        values, names = load_csv(path, columns)
+        found = read_csv(path, columns, args.time_column, args.stream_column)
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    need = config.min_series_length()
-    if len(values) < need:
-        raise UserError(
-            f"{path} has {len(values)} rows but --seq-len {config.seq_len} needs at least {need}; "
-            "lower --seq-len or --validation-fraction"
+    for note in found.notes:
+        say(f"note: {note}")
+
+    # Scoring drops each stream's first readings (normalised by a handful of samples).
+    skip = 0 if args.no_scoring else AnomalySpec().probation // 3
+    need = config.min_series_length() + skip
+    why = f"--seq-len {config.seq_len} needs at least {need}" + (
+        ""
+        if args.no_scoring
+        else f" ({need - skip}, plus the first {skip} readings, which only warm up the "
+        "online normalisation)"
+    )
+    series, streams = [], []
+    for stream, values in zip(found.streams, found.series, strict=True):
+        if len(values) >= need:
+            series.append(values)
+            streams.append(stream)
+        elif args.stream_column:
+            say(f"note: stream {stream!r} has {len(values)} rows, fewer than {need}; not used")
+    if not series:
+        have = (
+            f"no stream in {path} has enough rows"
+            if args.stream_column
+            else f"{path} has {len(found.series[0])} rows"
         )
+        raise UserError(f"{have} but {why}; lower --seq-len or --validation-fraction")
 
-    def show(stats: EpochStats) -> None:
-        print(format_epoch(stats), file=sys.stderr, flush=True)
-
-    print(
-        f"training {config.cell} {config.num_layers}x{config.hidden_size} on {len(values)} rows "
-        f"of {', '.join(names)}",
-        file=sys.stderr,
+    rows = sum(len(s) for s in series)
+    ordered = f" in order of {found.time_column!r}" if found.time_column else " in file order"
+    streams_text = f" in {len(series)} streams" if args.stream_column else ""
+    say(
+        f"training {config.cell} {config.num_layers}x{config.hidden_size} on {rows} rows"
+        f"{streams_text} of {', '.join(found.names)}{ordered}"
     )
     trainer = train_forecaster if args.no_scoring else train_scoring_forecaster
     model, report = trainer(
-        [values],
+        series,
         config,
-        progress=None if args.quiet else show,
-        feature_names=names,
-        metadata={"source_csv": path.name},
+        progress=None if args.quiet else lambda stats: say(format_epoch(stats)),
+        feature_names=found.names,
+        metadata={"source_csv": path.name}
+        | ({"streams": streams, "stream_column": args.stream_column} if args.stream_column else {})
+        | ({"time_column": found.time_column} if found.time_column else {}),
     )
     model.save(out)
     val = report.best_validation_loss
-    print(
-        f"wrote {out} (best epoch {report.best_epoch}, validation loss "
-        f"{'-' if val is None else f'{val:.5g}'}, {_duration(report.elapsed)})",
-        file=sys.stderr,
+    say(
+        f"wrote {out} (best epoch {report.best_epoch} of {len(report.history)}, "
+        f"{report.steps} steps, windows every {report.window_stride} rows, validation loss "
+        f"{'-' if val is None else f'{val:.5g}'}, {_duration(report.elapsed)})"
     )
+    for line in compare_with_last_value(report, found.names):
+        say(line)
     return 0
 
 
+def compare_with_last_value(report: TrainReport, names: Sequence[str]) -> list[str]:
+    """Return lines comparing the model's validation error with the last-value forecast's."""
+    if report.validation_mae is None or report.last_value_mae is None:
+        return ["no validation rows, so no comparison with the last-value forecast"]
+    pairs = list(zip(names, report.validation_mae, report.last_value_mae, strict=True))
+    lines = [
+        "validation one-step mean absolute error, in the stream's units: "
+        + ", ".join(f"{n} model {m:.5g} vs last value {v:.5g}" for n, m, v in pairs)
+    ]
+    worse = [n for n, m, v in pairs if not m < v]
+    if worse:
+        lines.append(
+            f"warning: the model does NOT beat the last-value forecast (x[t+1] = x[t]) on "
+            f"{', '.join(worse)}; try more --epochs or --min-steps, another --cell or "
+            "--hidden, or more data"
+        )
+    else:
+        lines.append("the model beats the last-value forecast on every column")
+    return lines
+
+
 __all__ = [
+    "FLOAT32_MAX",
     "Adam",
+    "CsvSeries",
     "EpochStats",
     "TrainConfig",
     "TrainReport",
     "add_arguments",
     "build_model",
     "clip_grad_norm",
+    "compare_with_last_value",
     "forward",
     "init_params",
     "load_csv",
     "loss_and_gradients",
     "params_from_model",
+    "read_csv",
     "run",
     "train_forecaster",
+    "train_scoring_forecaster",
 ]

@@ -141,7 +141,9 @@ def test_clip_grad_norm_caps_global_norm_and_keeps_direction():
 
 
 def test_training_on_sine_cuts_validation_loss_more_than_tenfold():
-    config = TrainConfig(cell="lstm", hidden_size=16, seq_len=32, batch_size=16, epochs=30, lr=1e-2)
+    config = TrainConfig(
+        cell="lstm", hidden_size=16, seq_len=32, batch_size=16, epochs=30, lr=1e-2, min_steps=0
+    )
     seen = []
     model, report = train_forecaster([_sine(1500)], config, progress=seen.append)
     assert report.initial_validation_loss > 0.3  # an untrained model cannot forecast the wave
@@ -326,3 +328,257 @@ def test_invalid_settings_and_series_are_rejected():
         train_forecaster([_sine(500), np.zeros((500, 2))], TrainConfig(seq_len=8, epochs=1))
     with pytest.raises(ValueError, match="NaN"):
         train_forecaster([np.full(500, np.nan)], TrainConfig(seq_len=8, epochs=1))
+
+
+# ---------------------------------------------------------------- enough training, and honesty
+
+
+def _noisy_sine(rows: int, seed: int = 3, noise: float = 0.2) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return 10 + 3 * _sine(rows, 50.0) + noise * rng.normal(size=rows)
+
+
+def test_short_series_get_overlapping_windows_for_enough_optimiser_steps():
+    # 540 training rows give 33 back-to-back windows of 16 steps: 5 minibatches of 8 an epoch, 50
+    # steps in 10 epochs. min_steps asks for 300: windows start every 2 rows (every 3 gives 220).
+    config = TrainConfig(hidden_size=4, seq_len=16, batch_size=8, epochs=10, min_steps=300)
+    _, report = train_forecaster([_sine(600)], config)
+    assert report.window_stride == 2 and report.train_windows == 262
+    assert report.steps == 330
+    # Enough data keeps windows back to back; min_steps=0 always does.
+    _, report = train_forecaster([_sine(600)], TrainConfig(**{**vars(config), "min_steps": 40}))
+    assert report.window_stride == 16 and report.steps >= 40
+    _, report = train_forecaster([_sine(600)], TrainConfig(**{**vars(config), "min_steps": 0}))
+    assert report.window_stride == 16
+    assert TrainConfig().min_steps >= 1000
+
+
+def test_default_step_budget_beats_the_last_value_forecast_where_back_to_back_windows_do_not():
+    series = [_noisy_sine(1200)]
+    config = TrainConfig(hidden_size=8, seq_len=32, batch_size=16, epochs=10, lr=1e-2)
+    few, few_report = train_forecaster(series, TrainConfig(**{**vars(config), "min_steps": 0}))
+    assert few_report.steps <= 30 and few_report.beats_last_value is False
+    assert few.metadata["beats_last_value"] is False
+    model, report = train_forecaster(series, config)
+    # Every window start is used (stride 1): 1048 windows, 66 minibatches an epoch.
+    assert report.window_stride == 1 and report.steps == 660
+    assert report.beats_last_value is True
+    assert report.validation_mae[0] < 0.8 * report.last_value_mae[0]
+    assert model.metadata["validation_mae"] == [pytest.approx(report.validation_mae[0])]
+    assert model.metadata["last_value_mae"] == [pytest.approx(report.last_value_mae[0])]
+    assert model.metadata["beats_last_value"] is True
+
+
+def test_patience_stops_after_epochs_without_a_better_validation_loss():
+    config = TrainConfig(hidden_size=4, seq_len=16, batch_size=8, epochs=40, lr=0.3, patience=2)
+    _, report = train_forecaster([_noisy_sine(400)], config)
+    assert len(report.history) < 40
+    assert len(report.history) == report.best_epoch + 2
+    assert report.history[-1].eta == 0.0
+
+
+def test_validation_errors_are_in_the_streams_units_on_the_validation_windows():
+    config = TrainConfig(hidden_size=4, seq_len=20, batch_size=8, epochs=2, burn_in=3)
+    series = [_two_feature_series(400, 1), _two_feature_series(300, 2)]
+    model, report = train_forecaster(series, config, feature_names=("a", "b"))
+    # Validation windows as in test_saved_model_runs_what_was_trained: 40 and 30 tail rows,
+    # windows of 20 steps from a zero state, scored from step 3 on, the last one overlapping.
+    model_err, last_err = [], []
+    for s, starts in ((series[0], (356, 373, 379)), (series[1], (266, 279))):
+        for start in starts:
+            x = s[start : start + 21]
+            pred = reference_run(model, x[:-1])
+            model_err.append(np.abs(pred - x[1:])[3:])
+            last_err.append(np.abs(x[:-1] - x[1:])[3:])
+    np.testing.assert_allclose(report.validation_mae, np.mean(model_err, axis=(0, 1)), rtol=1e-4)
+    np.testing.assert_allclose(report.last_value_mae, np.mean(last_err, axis=(0, 1)), rtol=1e-12)
+
+
+def test_scoring_forecasts_map_to_the_streams_units_as_the_engine_maps_them():
+    from engine.anomaly import AnomalySpec, normalise_series
+    from engine.stream import StreamEngine
+    from engine.train import train_scoring_forecaster
+
+    values = _noisy_sine(400).astype(np.float32).astype(np.float64)  # as the engine reads them
+    config = TrainConfig(hidden_size=4, epochs=1, seq_len=16, batch_size=8, min_steps=0)
+    model, report = train_scoring_forecaster([values], config, AnomalySpec())
+    assert report.validation_mae is not None and "validation_mae" in model.metadata
+    z, shift, scale = normalise_series(values[:, None], AnomalySpec())
+    mean = model.input_mean.astype(np.float64)
+    std = model.input_std.astype(np.float64)
+    pred = train.forward(params_from_model(model), ((z - mean) / std)[None], "lstm")[0]
+    expected = (pred * std + mean) * scale + shift
+    engine = StreamEngine(model)
+    served = [engine.step_many(["s"], np.float32([[v]]))[0, 0] for v in values]
+    np.testing.assert_allclose(served, expected[:, 0], rtol=1e-4, atol=1e-4)
+
+
+def test_cli_says_whether_the_model_beats_the_last_value_forecast(tmp_path, capsys):
+    from engine.model import Model
+
+    csv_path = tmp_path / "series.csv"
+    _nab_style_csv(csv_path, 300)
+    out = tmp_path / "model.npz"
+    _cli(
+        "--csv", str(csv_path), "--hidden", "4", "--epochs", "1", "--min-steps", "0",
+        "--seq-len", "16", "--batch", "4", "--no-scoring", "--quiet", "--out", str(out),
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    meta = Model.load(out).metadata
+    model_mae, last_mae = meta["validation_mae"][0], meta["last_value_mae"][0]
+    assert f"value model {model_mae:.5g} vs last value {last_mae:.5g}" in err
+    assert meta["beats_last_value"] is (model_mae < last_mae)
+    if meta["beats_last_value"]:
+        assert "beats the last-value forecast" in err
+    else:
+        assert "does NOT beat the last-value forecast" in err
+
+
+# ---------------------------------------------------------------- input checks
+
+
+def _write(path, text: str):
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _rows(n: int, start: int = 0) -> str:
+    return "".join(f"{1700000000 + 300 * i},{10 + math.sin(i / 5):.4f}\n" for i in range(start, n))
+
+
+@pytest.mark.parametrize(
+    ("cell", "message"),
+    [
+        ("1e301", "line 4 column 'value' is beyond float32 range: '1e301'"),
+        ("-3.5e38", "line 4 column 'value' is beyond float32 range: '-3.5e38'"),
+        ("inf", "line 4 column 'value' is not finite: 'inf'"),
+        ("nan", "line 4 column 'value' is not finite: 'nan'"),
+    ],
+)
+def test_values_beyond_float32_or_not_finite_are_refused_with_line_and_column(
+    tmp_path, cell, message
+):
+    path = _write(
+        tmp_path / "x.csv", f"timestamp,value\n{_rows(2)}1700000600,{cell}\n{_rows(9, 3)}"
+    )
+    with pytest.raises(ValueError, match=message):
+        load_csv(path)
+    ok = _write(tmp_path / "ok.csv", f"timestamp,value\n{_rows(2)}1700000600,-3.4e38\n")
+    assert load_csv(ok)[0][2, 0] == -3.4e38
+
+
+def test_huge_values_are_a_user_error_also_without_scoring(tmp_path):
+    path = _write(tmp_path / "huge.csv", "timestamp,value\n" + "".join(
+        f"{i},{1.0e301 * (1 + 0.01 * math.sin(i))}\n" for i in range(400)
+    ))  # fmt: skip
+    for extra in ((), ("--no-scoring",)):
+        with pytest.raises(UserError, match="line 2 column 'value' is beyond float32 range"):
+            _cli("--csv", str(path), "--out", str(tmp_path / "m.npz"), *extra)
+
+
+def test_row_check_counts_the_readings_scoring_drops(tmp_path):
+    path = _write(tmp_path / "short.csv", "timestamp,value\n" + _rows(200))
+    out = str(tmp_path / "m.npz")
+    with pytest.raises(UserError, match=r"has 200 rows but --seq-len 64 needs at least 229 "
+                       r"\(129, plus the first 100 readings"):  # fmt: skip
+        _cli("--csv", str(path), "--out", out)
+    with pytest.raises(UserError, match="has 100 rows but --seq-len 64 needs at least 129"):
+        _cli("--csv", str(_write(tmp_path / "s.csv", "t,v\n" + _rows(100))), "--no-scoring",
+             "--out", out)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (("--cell", "gru", "--nonlinearity", "relu"), "relu is for the rnn cell only"),
+        (("--cell", "lstm", "--nonlinearity", "relu"), "relu is for the rnn cell only"),
+        (("--clip", "0"), "clip_norm must be positive and finite"),
+        (("--clip", "-1"), "clip_norm must be positive and finite"),
+        (("--clip", "nan"), "clip_norm must be positive and finite"),
+        (("--clip", "inf"), "clip_norm must be positive and finite"),
+        (("--lr", "inf"), "lr must be positive and finite"),
+        (("--min-steps", "-1"), "min_steps and patience"),
+    ],
+)
+def test_settings_that_cannot_work_are_refused_before_training(tmp_path, argv, message):
+    path = _write(tmp_path / "x.csv", "timestamp,value\n" + _rows(400))
+    out = tmp_path / "m.npz"
+    with pytest.raises(UserError, match=message):
+        _cli("--csv", str(path), "--out", str(out), "--quiet", *argv)
+    assert not out.exists()
+
+
+def test_out_that_is_a_directory_is_refused_before_training(tmp_path):
+    path = _write(tmp_path / "x.csv", "timestamp,value\n" + _rows(400))
+    with pytest.raises(UserError, match="is a directory"):
+        _cli("--csv", str(path), "--out", str(tmp_path))
+
+
+def test_utf8_byte_order_mark_is_not_part_of_the_first_column_name(tmp_path):
+    path = tmp_path / "bom.csv"
+    path.write_bytes(b"\xef\xbb\xbfvalue,timestamp\n1.5,0\n2.5,1\n")
+    assert load_csv(path)[1] == ("value",)
+    path.write_bytes(b"\xef\xbb\xbftimestamp,value\n0,1.5\n1,2.5\n")
+    found = train.read_csv(path)
+    assert found.names == ("value",) and found.time_column == "timestamp"
+
+
+@pytest.mark.parametrize("cell", ["", "n/a", " "])
+def test_a_bad_cell_in_a_numeric_column_is_named_not_dropped(tmp_path, cell):
+    path = _write(tmp_path / "x.csv", f"timestamp,a,b\n0,1,2\n1,2,3\n2,3,{cell}\n3,4,5\n")
+    with pytest.raises(ValueError, match="line 4 column 'b' is not a number"):
+        load_csv(path)
+    only = _write(tmp_path / "one.csv", f"timestamp,value\n0,1\n\n1,{cell}\n")
+    with pytest.raises(ValueError, match="no numeric value columns: line 4 column 'value' is not"):
+        load_csv(only)
+
+
+def test_rows_are_trained_in_time_order(tmp_path):
+    path = _write(tmp_path / "x.csv", "value,timestamp\n3,2024-01-01 00:10:00\n1,2024-01-01 "
+                  "00:00:00\n2,2024-01-01T00:05:00Z\n4,1704068100\n")  # fmt: skip
+    found = train.read_csv(path)
+    assert found.time_column == "timestamp"
+    np.testing.assert_array_equal(found.series[0][:, 0], [1, 2, 3, 4])
+    assert any("not in time order" in note for note in found.notes)
+    # An explicit time column must parse; a guessed one that does not leaves file order.
+    bad = _write(tmp_path / "bad.csv", "time,value\nnoon,1\n0,2\n")
+    with pytest.raises(ValueError, match="line 2 column 'time' is not a timestamp"):
+        train.read_csv(bad, time_column="time")
+    found = train.read_csv(bad)
+    assert found.time_column is None and "file order" in found.notes[0]
+    np.testing.assert_array_equal(found.series[0][:, 0], [1, 2])
+
+
+def _two_stream_csv(path, rows: int):
+    lines = ["sensor,time,value"]
+    for i in range(rows):  # interleaved, and stream b's rows written newest first
+        lines.append(f"a,{1000 + i},{10 + _sine(rows)[i]:.4f}")
+        lines.append(f"b,{1000 + rows - i},{-i:.1f}")
+    return _write(path, "\n".join(lines) + "\n")
+
+
+def test_stream_column_makes_one_series_per_stream_in_time_order(tmp_path):
+    path = _two_stream_csv(tmp_path / "s.csv", 6)
+    found = train.read_csv(path, stream_column="sensor")
+    assert found.streams == ("a", "b") and found.names == ("value",)
+    np.testing.assert_allclose(found.series[0][:, 0], 10 + _sine(6), atol=1e-4)
+    np.testing.assert_array_equal(found.series[1][:, 0], [-5, -4, -3, -2, -1, 0])
+    # Without --stream-column the text column is left out, and the user is told how to use it.
+    alone = train.read_csv(path)
+    assert alone.streams == ("",) and len(alone.series[0]) == 12
+    assert any("--stream-column sensor" in note for note in alone.notes)
+
+
+def test_cli_trains_each_stream_as_its_own_series(tmp_path, capsys):
+    from engine.model import Model
+
+    path = _two_stream_csv(tmp_path / "s.csv", 150)
+    out = tmp_path / "m.npz"
+    _cli(
+        "--csv", str(path), "--stream-column", "sensor", "--no-scoring", "--seq-len", "16",
+        "--hidden", "4", "--epochs", "1", "--min-steps", "0", "--quiet", "--out", str(out),
+    )  # fmt: skip
+    meta = Model.load(out).metadata
+    assert meta["series"] == 2 and meta["streams"] == ["a", "b"] and meta["rows"] == 300
+    assert meta["stream_column"] == "sensor" and meta["time_column"] == "time"
+    assert "on 300 rows in 2 streams of value in order of 'time'" in capsys.readouterr().err
