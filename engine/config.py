@@ -108,7 +108,8 @@ _HELP = {
     "what is queued at once; a wait saves CPU at moderate load and adds to every latency)",
     "blas_threads": "BLAS threads for big matrix products (an LSTM H=64's gates from 512 readings "
     "on); smaller ones use one, as waking a thread costs more than it saves",
-    "max_streams": "evict the least recently used stream beyond this many (0: no limit)",
+    "max_streams": "evict the least recently used streams beyond this many, a 64th of it at a "
+    "time (0: no limit)",
     "idle_timeout": "evict streams idle for this many seconds (0: never)",
     "ingest_hwm": "intake queue high-water mark, in messages",
     "publish_hwm": "per-subscriber queue high-water mark; a slow subscriber loses messages "

@@ -162,6 +162,11 @@ class Daemon:
         lock.write(f"{os.getpid()}\n")
         lock.flush()
         self._state_lock = lock
+        # A daemon killed while writing a snapshot leaves its temp file (engine.files); with the
+        # folder now ours, no other writer can own one.
+        for leftover in folder.glob(f".{self.state_path.name}.*.tmp"):
+            leftover.unlink(missing_ok=True)
+            log(self.logger, logging.WARNING, "removed an unfinished snapshot", path=leftover)
 
     def _restore_or_new(self, model: Model) -> StreamEngine:
         path = self.state_path

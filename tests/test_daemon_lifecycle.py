@@ -209,6 +209,19 @@ def test_a_second_daemon_on_a_state_directory_in_use_is_refused_until_the_first_
         assert third.control("health")["ok"]
 
 
+def test_a_snapshot_left_unfinished_by_a_kill_is_removed_at_start(tmp_path, model_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    leftover = state / ".state.npz.k53qzg0y.tmp"  # as a kill mid-snapshot leaves it
+    leftover.write_bytes(b"half a snapshot")
+    unrelated = state / "notes.txt"
+    unrelated.write_text("mine")
+    with DaemonProcess(model_path, state) as daemon:
+        daemon.start()
+        assert not leftover.exists() and unrelated.read_text() == "mine"
+        assert records(daemon, "removed an unfinished snapshot")[0]["path"] == str(leftover)
+
+
 def test_shutdown_command_stops_the_daemon_with_exit_code_0(tmp_path, model_path):
     with DaemonProcess(model_path, tmp_path / "state") as daemon:
         daemon.start()

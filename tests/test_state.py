@@ -182,6 +182,23 @@ def test_max_streams_bounds_memory_under_endless_new_ids(gru1: Model) -> None:
     assert sorted(engine.streams()) == [f"batch{i}" for i in range(4)]
 
 
+def test_over_max_streams_the_least_recent_go_a_64th_at_a_time_and_the_rest_stay():
+    # Finding the least recent scans every slot: done once per max_streams // 64 admissions.
+    table = StateTable({"h": ((1,), np.float32)}, capacity=8, max_streams=640)
+    for i in range(640):
+        table.admit(f"s{i}", now=float(i))
+    table.release("s3")  # a freed slot is never a victim, nor idle
+    table.admit("late", now=1000.0)
+    table.admit("later", now=1001.0)
+
+    gone = {f"s{i}" for i in range(11)} - {"s3"}  # the ten least recent live streams
+    assert set(table.slot_of) == {f"s{i}" for i in range(640)} - gone - {"s3"} | {"late", "later"}
+    assert table.evicted_lru == table.evictions == 10 and len(table) == 631
+    assert table.capacity == 640
+    table.idle_timeout = 100.0
+    assert sorted(table.evict_idle(now=120.0)) == sorted(f"s{i}" for i in range(11, 20))
+
+
 def test_batch_never_evicts_a_stream_it_uses(lstm2: Model) -> None:
     clock = FakeClock()
     engine = StreamEngine(lstm2, max_streams=3, clock=clock)
