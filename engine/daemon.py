@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import signal
+import threading
 import time
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -33,7 +34,7 @@ from engine.metrics import Metrics, registry_for
 from engine.model import Model
 from engine.protocol import Readings, Rejection, RejectReason
 from engine.socket_io import FrameReceiver, MessageSender, context_with_batch_io_threads
-from engine.stream import StepResult, StreamEngine
+from engine.stream import StepResult, StreamEngine, write_snapshot
 
 SNAPSHOT_NAME = "state.npz"
 LOCK_NAME = "serve.lock"  # in the state directory: one daemon a state directory
@@ -76,6 +77,7 @@ class Daemon:
         self._metrics_server: Any = None
         self._auth: Any = None
         self._state_lock: Any = None
+        self._snapshot_writer: threading.Thread | None = None
         self.state_path = Path(config.state_dir) / SNAPSHOT_NAME
 
     # ------------------------------------------------------------------ start
@@ -305,7 +307,7 @@ class Daemon:
                 self._next_sweep = now + 1.0
                 self.engine.evict_idle()  # so idle streams go even when no reading arrives
             if now >= self._next_checkpoint:
-                self._checkpoint("periodic")
+                self._checkpoint_in_background()
         self._shutdown()
 
     def _intake_pass(self, wait: bool = True) -> int:
@@ -600,6 +602,8 @@ class Daemon:
 
     # -------------------------------------------------------------- snapshots
     def _checkpoint(self, why: str) -> dict:
+        """Write a snapshot before going on (on request, at shutdown); return the reply."""
+        self._wait_for_snapshot_writer()  # one writer of the file at a time
         began = time.perf_counter()
         try:
             count = self.engine.snapshot(self.state_path)
@@ -607,8 +611,45 @@ class Daemon:
             log(self.logger, logging.ERROR, "snapshot failed", error=str(exc), path=self.state_path)
             return {"ok": False, "error": f"snapshot failed: {exc}"}
         finally:
-            if self.config.checkpoint_every:
-                self._next_checkpoint = time.monotonic() + self.config.checkpoint_every
+            self._schedule_checkpoint()
+        return self._snapshot_written(why, count, began)
+
+    def _checkpoint_in_background(self) -> None:
+        """Copy the states here and write the file on a thread, so readings wait for the copy
+        only: written in the loop, a snapshot of 500,000 streams held intake up for ~0.9 s."""
+        self._schedule_checkpoint()
+        if self._snapshot_writer is not None and self._snapshot_writer.is_alive():
+            return  # still writing the last one: the timer comes round again
+        began = time.perf_counter()
+        header, arrays = self.engine.snapshot_copy()
+
+        def write() -> None:
+            try:
+                count = write_snapshot(self.state_path, header, arrays)
+            except OSError as exc:
+                log(
+                    self.logger,
+                    logging.ERROR,
+                    "snapshot failed",
+                    error=str(exc),
+                    path=self.state_path,
+                )
+                return
+            self._snapshot_written("periodic", count, began)
+
+        self._snapshot_writer = threading.Thread(target=write, name="snapshot", daemon=True)
+        self._snapshot_writer.start()
+
+    def _wait_for_snapshot_writer(self) -> None:
+        if self._snapshot_writer is not None:
+            self._snapshot_writer.join()
+            self._snapshot_writer = None
+
+    def _schedule_checkpoint(self) -> None:
+        if self.config.checkpoint_every:
+            self._next_checkpoint = time.monotonic() + self.config.checkpoint_every
+
+    def _snapshot_written(self, why: str, count: int, began: float) -> dict:
         seconds = time.perf_counter() - began
         self.metrics.snapshots += 1
         self.metrics.snapshot_seconds.observe(seconds)

@@ -473,6 +473,12 @@ class StreamEngine:
     # --------------------------------------------------------------- snapshots
     def snapshot(self, path: str | os.PathLike[str]) -> int:
         """Write every stream's state to `path` atomically; return the number of streams."""
+        return write_snapshot(path, *self.snapshot_copy())
+
+    def snapshot_copy(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Return (header, arrays) of a snapshot: copies, which `write_snapshot` may write
+        while the engine goes on stepping (the daemon does, so readings wait for the copy
+        only, not for the file)."""
         table = self._table
         ids, slots = table.live()
         now = self._clock()
@@ -483,15 +489,11 @@ class StreamEngine:
             "scoring_fingerprint": self.model.scoring_fingerprint,
             "streams": ids,
             "created": time.time(),
-            "extra": self.snapshot_extra,
+            "extra": json.loads(json.dumps(self.snapshot_extra)),
         }
         arrays = {f"slab_{name}": slab[slots] for name, slab in table.slabs.items()}
         arrays["idle_seconds"] = np.maximum(now - table.last_used[slots], 0.0)
-        arrays["header"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_npz_atomically(path, arrays, mode=0o600)  # streams' data: the daemon's user only
-        return len(ids)
+        return header, arrays
 
     @classmethod
     def restore(
@@ -586,6 +588,18 @@ def _check_finite_row(x: np.ndarray) -> None:
     bad = np.flatnonzero(~np.isfinite(x))
     if bad.size:
         raise ValueError(f"reading holds {x[bad[0]]} at input {bad[0]}: values must be finite")
+
+
+def write_snapshot(
+    path: str | os.PathLike[str], header: dict[str, Any], arrays: dict[str, np.ndarray]
+) -> int:
+    """Write a `StreamEngine.snapshot_copy` to `path` atomically; return the number of streams."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    encoded = np.frombuffer(json.dumps(header).encode(), np.uint8)
+    # streams' data: for the daemon's user only
+    write_npz_atomically(path, {**arrays, "header": encoded}, mode=0o600)
+    return len(header["streams"])
 
 
 def read_snapshot(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

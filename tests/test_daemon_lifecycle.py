@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import threading
+import time
 from pathlib import Path
 from typing import get_type_hints
 
@@ -281,12 +282,20 @@ def test_kill_9_restart_restores_the_last_periodic_checkpoint(tmp_path, model, m
         producer = daemon.producer()
         names = send_readings(producer, ["ck-a", "ck-b"], X[:20], batch=4)
         first = daemon.until_fence(sub, producer)
-        # Any periodic checkpoint logged from now on holds ck-a and ck-b as they are now.
-        daemon.wait_for_log(
-            lambda r: r["msg"] == "snapshot written" and r["why"] == "periodic",
-            after=daemon.log_count(),
-            timeout=15,
-        )
+
+        # A periodic checkpoint is copied in the loop and written on a thread, so the first one
+        # logged from now on may have been copied before; the second holds ck-a and ck-b as
+        # they are now.
+        def periodic_snapshots() -> int:
+            records = daemon.log_records()
+            return sum(
+                r.get("msg") == "snapshot written" and r.get("why") == "periodic" for r in records
+            )
+
+        wanted, deadline = periodic_snapshots() + 2, time.monotonic() + 15
+        while periodic_snapshots() < wanted:
+            assert time.monotonic() < deadline, daemon.stderr_text()
+            time.sleep(0.05)
         producer.send("ck-late", [5.0, 5.0])  # may or may not make a checkpoint; not checked
         daemon.kill()
         assert records(daemon, "stopped") == []
