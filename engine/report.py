@@ -304,22 +304,22 @@ def reading_index(text: str, ts: np.ndarray | None, n: int, *, end: bool) -> int
 
 
 def _moment(text: str) -> float:
-    """Return the epoch seconds of a time written as `RANGE_RULE` says."""
-    if text.startswith("@"):
-        try:
-            seconds = float(text[1:])
-        except ValueError:
-            seconds = math.nan
-        if not math.isfinite(seconds):
-            raise ValueError(f"{text!r}: @ takes epoch seconds, e.g. @1409529600")
-        return seconds
+    """Return the epoch seconds of a time written as `RANGE_RULE` says: as `produce csv` reads
+    a timestamp, except that epoch seconds take an @ (bare digits are an index)."""
+    from producers.csv_replay import parse_timestamp
+
+    body = text.removeprefix("@")
     try:
-        moment = datetime.fromisoformat(text)
+        float(body)
+        is_number = True
+    except ValueError:
+        is_number = False
+    try:
+        if text.startswith("@") != is_number:
+            raise ValueError(text)
+        return parse_timestamp(body)
     except ValueError:
         raise ValueError(f"{text!r} is neither a reading index nor a time; {RANGE_RULE}") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
 
 
 def _utc(seconds: float) -> str:
