@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 
-from engine.kernels.idindex import EMPTY, find_slots, insert_slots, move_ids, remove_slot
+from engine.kernels.idindex import EMPTY, find_slots, insert_slots, move_ids, remove_slots
 
 MAX_STREAM_ID_BYTES = 256
 
@@ -59,7 +59,7 @@ class IdIndex:
         # compiles (or loads) the kernels now, not on a daemon's first readings
         self.find(np.zeros(1, np.uint8), 0)
         insert_slots(self.table, self.arena, self.start, self.length, np.empty(0, np.int64))
-        remove_slot(self.table, self.arena, self.start, self.length, 0)
+        self.remove(np.empty(0, np.int64))
 
     def find(self, ids: np.ndarray, n: int) -> np.ndarray | None:
         """Slots of the n ids in `ids` (each followed by a 0 byte); None if one has none."""
@@ -82,12 +82,15 @@ class IdIndex:
         else:
             insert_slots(self.table, self.arena, self.start, self.length, np.array([slot]))
 
-    def remove(self, slot: int) -> None:
-        if remove_slot(self.table, self.arena, self.start, self.length, slot):
-            self.entries -= 1
-            self.gone += 1
-            self.live_bytes -= int(self.length[slot])
-            self.live[slot] = False
+    def remove(self, slots: np.ndarray) -> None:
+        """Take the ids of `slots` (int64) out of the index, in one jitted call."""
+        removed = np.empty(slots.shape[0], np.bool_)
+        remove_slots(self.table, self.arena, self.start, self.length, slots, removed)
+        gone = slots[removed]
+        self.entries -= gone.size
+        self.gone += gone.size
+        self.live_bytes -= int(self.length[gone].sum())
+        self.live[gone] = False
 
     def grow(self, capacity: int) -> None:
         """Make room for slots up to `capacity`."""
@@ -187,14 +190,25 @@ class StateTable:
 
     def release(self, stream: str) -> bool:
         """Free a stream's slot; return whether it existed."""
-        slot = self.slot_of.pop(stream, None)
+        slot = self.slot_of.get(stream)
         if slot is None:
             return False
-        self.stream_of[slot] = None
-        self.last_used[slot] = np.inf
-        self.index.remove(slot)
-        self.free.append(slot)
+        self._release_slots(np.array([slot], np.int64))
         return True
+
+    def _release_slots(self, slots: np.ndarray) -> list[str]:
+        """Free live `slots` (int64) at once; return their streams. An idle sweep may free a
+        hundred thousand: one call takes their ids out of the index."""
+        streams = []
+        for slot in slots.tolist():
+            stream = self.stream_of[slot]
+            del self.slot_of[stream]
+            self.stream_of[slot] = None
+            streams.append(stream)
+        self.last_used[slots] = np.inf
+        self.index.remove(slots)
+        self.free.extend(slots.tolist())
+        return streams
 
     def zero(self, slot: int) -> None:
         for slab in self.slabs.values():
@@ -215,10 +229,7 @@ class StateTable:
         if self.idle_timeout is None or not self.slot_of:
             return []
         now = self.clock() if now is None else now
-        idle = np.flatnonzero(self.last_used < now - self.idle_timeout)
-        gone = [self.stream_of[s] for s in idle.tolist()]
-        for stream in gone:
-            self.release(stream)
+        gone = self._release_slots(np.flatnonzero(self.last_used < now - self.idle_timeout))
         self.evictions += len(gone)
         self.evicted_idle += len(gone)
         return gone
@@ -244,9 +255,7 @@ class StateTable:
         assert self.max_streams is not None
         count = min(max(1, self.max_streams // LRU_EVICTION_SHARE), len(self.last_used))
         oldest = np.argpartition(self.last_used, count - 1)[:count]
-        victims = oldest[np.isfinite(self.last_used[oldest])].tolist()
-        for slot in victims:
-            self.release(self.stream_of[slot])
+        victims = self._release_slots(oldest[np.isfinite(self.last_used[oldest])])
         self.evictions += len(victims)
         self.evicted_lru += len(victims)
 

@@ -205,7 +205,7 @@ from engine.stream import StreamEngine
 
 kernels = [wire.parse_readings, wire.pack_predictions, wire.pack_seq_array, wire.pack_ts_array,
            wire.pack_str_array, zmqcalls.recv_frames, zmqcalls.send_messages, idindex.find_slots,
-           idindex.insert_slots, idindex.remove_slot, counting.add_latencies]
+           idindex.insert_slots, idindex.remove_slots, counting.add_latencies]
 ctx = zmq.Context()
 pull, push, pub = ctx.socket(zmq.PULL), ctx.socket(zmq.PUSH), ctx.socket(zmq.PUB)
 port = pull.bind_to_random_port("tcp://127.0.0.1")

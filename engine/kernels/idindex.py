@@ -136,6 +136,13 @@ def remove_slot(table, arena, start, length, slot):
 
 
 @kernel
+def remove_slots(table, arena, start, length, slots, removed):
+    """`remove_slot` for each of `slots`; removed[i] says whether slots[i]'s entry was there."""
+    for i in range(slots.shape[0]):
+        removed[i] = remove_slot(table, arena, start, length, slots[i])
+
+
+@kernel
 def move_ids(arena, start, length, slots, new_arena):
     """Copy the ids of `slots` one after another into `new_arena`, pointing start at the
     copies; return the bytes used."""
