@@ -66,7 +66,7 @@ BATCH_TOPIC = b"batch.pred"
 _F32_LE = np.dtype("<f4")
 _NUMBER_TYPES = (int, float)
 _NUMBER_TYPESET = frozenset(_NUMBER_TYPES)
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # the engine computes in float32
 _NAN = float("nan")
 _INT_TYPESET = frozenset((int,))
 
@@ -330,7 +330,7 @@ def _row_values(values: Any, n_inputs: int) -> tuple[Any, Rejection | None]:
     for v in values:
         tv = type(v)
         if tv is float:
-            if not -_FLOAT32_MAX <= v <= _FLOAT32_MAX:  # also false for NaN
+            if not -FLOAT32_MAX <= v <= FLOAT32_MAX:  # also false for NaN
                 return None, Rejection(
                     RejectReason.NON_FINITE,
                     f"value {v!r} is not finite in float32",
@@ -637,7 +637,7 @@ def _values_block(rows: list, unchecked: list[list], n_inputs: int) -> np.ndarra
     flat = np.fromiter(chain.from_iterable(rows), np.float64, len(rows) * n_inputs)
     # `<=` is False for NaN, so this also refuses NaN; the float64 test (before rounding to
     # float32) refuses exactly what `_row_values` refuses.
-    if not (np.abs(flat) <= _FLOAT32_MAX).all():
+    if not (np.abs(flat) <= FLOAT32_MAX).all():
         return None
     return flat.astype(np.float32).reshape(len(rows), n_inputs)
 

@@ -27,6 +27,7 @@ import numpy as np
 
 from engine.alerts import EVENT_CLOSE, EVENT_OPEN, AlertPolicy
 from engine.cli import UserError
+from engine.protocol import FLOAT32_MAX
 
 if TYPE_CHECKING:
     from engine.model import Model
@@ -37,7 +38,6 @@ DEFAULT_LENGTH = 2016  # one week of the synthetic sensors' 5-minute readings
 MATCH_GRACE = 10
 PLOT_EXTRA_HINT = "pip install 'rnnstream[plot]'"
 # The engine computes in float32: a reading beyond its range would become infinite.
-FLOAT32_MAX = float(np.finfo(np.float32).max)
 RANGE_RULE = (
     "digits alone are a reading index (0 is the first); a time is YYYY-MM-DD[ HH:MM[:SS]] or "
     "ISO 8601 (UTC unless it has an offset), or @SECONDS since the epoch"

@@ -28,11 +28,13 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from engine.protocol import FLOAT32_MAX
+from producers.csv_replay import parse_timestamp
 
 if TYPE_CHECKING:
     from engine.anomaly import AnomalySpec
@@ -45,8 +47,6 @@ GATES = {"rnn": 1, "gru": 3, "lstm": 4}
 _TIME_NAMES = {"timestamp", "time", "date", "datetime", "ts", "t", "index", "time_s", "epoch"}
 # Names that mark a time column in any position.
 _TIME_COLUMN_NAMES = {"timestamp", "time", "datetime", "date"}
-# The engine computes in float32: readings must fit.
-FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 Params = dict[str, np.ndarray]
 
@@ -852,25 +852,6 @@ def _is_float(text: str) -> bool:
     return True
 
 
-def _parse_time(text: str) -> float:
-    """Return seconds for an epoch-seconds, `YYYY-MM-DD HH:MM:SS` or ISO 8601 timestamp.
-
-    The formats `rnnstream produce csv` replays (producers.csv_replay.parse_timestamp); times
-    without an offset are taken as UTC.
-    """
-    text = text.strip()
-    try:
-        value = float(text)
-    except ValueError:
-        moment = datetime.fromisoformat(text)  # ValueError if it is not a timestamp either
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-        return moment.timestamp()
-    if not math.isfinite(value):
-        raise ValueError(f"timestamp {text!r} is not finite")
-    return value
-
-
 @dataclass(frozen=True)
 class CsvSeries:
     """What `read_csv` found: one series (T_i, F) per stream, each in time order."""
@@ -977,7 +958,7 @@ def read_csv(
         times = np.empty(len(body))
         for n, (line, r) in enumerate(body):
             try:
-                times[n] = _parse_time(r[t])
+                times[n] = parse_timestamp(r[t])
             except ValueError:
                 if not auto_time:
                     raise ValueError(
@@ -1281,7 +1262,6 @@ def compare_with_last_value(report: TrainReport, names: Sequence[str]) -> list[s
 
 
 __all__ = [
-    "FLOAT32_MAX",
     "Adam",
     "CsvSeries",
     "EpochStats",
