@@ -8,7 +8,7 @@ topic, a 120-byte payload, as the daemon's predictions) to a SUB in another proc
 pause between passes as a daemon at moderate load has. Each line: microseconds per message
 spent in the send call (median over passes) and the CPU the sending process used (all its
 threads: the I/O thread's too) per wall second. `MessageSender(direct=False)` is pyzmq's two
-sends per message; `direct=True` one call into libzmq per pass (`engine.kernels.zmqcalls`).
+sends per message; `direct=True` one call into libzmq per pass (`engine.fastpaths.zmqcalls`).
 Each combination gets a fresh context. Not part of the test suite.
 """
 

@@ -35,7 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.bench_e2e import machine_description  # noqa: E402
+from engine.bench.e2e import machine_description  # noqa: E402
 from engine.ctl import control  # noqa: E402
 from engine.default_model import default_model_path  # noqa: E402
 from engine.process import ServeProcess  # noqa: E402

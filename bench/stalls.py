@@ -5,7 +5,7 @@
 
 Run it on an otherwise idle machine: on the 2-core VM of bench/README.md it shows the stalls
 no daemon can avoid and that land in the tail latencies of `rnnstream bench e2e` (which
-measures them for a few seconds before it runs). See `engine/stalls.py`. Not part of the test
+measures them for a few seconds before it runs). See `engine/bench/stalls.py`. Not part of the test
 suite.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.stalls import measure  # noqa: E402
+from engine.bench.stalls import measure  # noqa: E402
 
 
 def main() -> int:

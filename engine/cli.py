@@ -28,7 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "draw a stream's readings, expectation, anomaly score and alerts to a PNG",
     ),
     "nab": ("engine.nab", "run or score an anomaly detector on the Numenta Anomaly Benchmark"),
-    "bench": ("engine.bench", "measure step / step_many speed against PyTorch"),
+    "bench": ("engine.bench.steps", "measure step / step_many speed against PyTorch"),
 }
 
 

@@ -431,8 +431,8 @@ def decode_frames(
 
 @cache  # an import statement costs ~1 us, and a daemon pass asks two or three times
 def _wire_kernels() -> Any:
-    """engine.kernels.wire, imported on first use: clients of the wire format never load Numba."""
-    from engine.kernels import wire
+    """engine.fastpaths.wire, imported on first use: clients of the wire format never load Numba."""
+    from engine.fastpaths import wire
 
     return wire
 
@@ -452,7 +452,7 @@ def _plain_readings(
 ) -> Readings | None:
     """Decode frames that are all plain (what producers send) in one jitted call; else None.
 
-    `kernels.wire` says what "plain" is: a subset of what `_decode_many` accepts, decoded to
+    `fastpaths.wire` says what "plain" is: a subset of what `_decode_many` accepts, decoded to
     the same readings (tests/test_wire.py checks both ways).
     """
     n = starts.size - 1

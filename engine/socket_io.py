@@ -1,7 +1,7 @@
 """The daemon's frames by the pass: receive what is queued into one buffer, send a pass's
 predictions from one buffer.
 
-Both go through `engine.kernels.zmqcalls` (one jitted call into libzmq per pass) when that
+Both go through `engine.fastpaths.zmqcalls` (one jitted call into libzmq per pass) when that
 module can be loaded, else through pyzmq frame by frame; the frames are the same either way.
 """
 
@@ -54,7 +54,7 @@ def direct_send(socket: zmq.Socket) -> Callable[..., Any]:
 
 def _zmqcalls():
     try:
-        from engine.kernels import zmqcalls
+        from engine.fastpaths import zmqcalls
     except ImportError:
         return None
     return zmqcalls

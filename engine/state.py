@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 
-from engine.kernels.idindex import EMPTY, find_slots, insert_slots, move_ids, remove_slots
+from engine.fastpaths.idindex import EMPTY, find_slots, insert_slots, move_ids, remove_slots
 
 MAX_STREAM_ID_BYTES = 256
 
@@ -38,7 +38,7 @@ def check_stream_id(stream: object) -> str:
 
 class IdIndex:
     """Each stream's UTF-8 id -> its slot, for looking a pass's ids up without Python strings
-    (`kernels.idindex`); the StateTable keeps it in step with `slot_of`.
+    (`fastpaths.idindex`); the StateTable keeps it in step with `slot_of`.
 
     The ids sit one after another in an arena; a removed one stays there as garbage until the
     arena is full, then the live ones are moved together (into an arena twice their size when

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from engine.stalls import Stalls, measure, steal_seconds
+from engine.bench.stalls import Stalls, measure, steal_seconds
 
 
 def test_summary_counts_gap_classes_and_the_intervals_every_core_stalled_in():

@@ -1,4 +1,4 @@
-"""The jitted single-reading decoder (`kernels.wire`) against row-by-row validation.
+"""The jitted single-reading decoder (`fastpaths.wire`) against row-by-row validation.
 
 `decode_ingest_many` takes the jitted path when every frame of a pass is a plain single reading;
 each test here checks that it did (or did not) and that the result equals `reference_decode`,
@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine import protocol as P
-from engine.kernels import wire
+from engine.fastpaths import wire
 from engine.protocol import split_frames
 from tests.test_protocol_fastpaths import (
     GOOD_IDS,

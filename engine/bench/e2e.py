@@ -35,9 +35,9 @@ from typing import Any
 
 import numpy as np
 
+from engine.bench.stalls import Stalls, steal_seconds
+from engine.bench.stalls import measure as stall_measure
 from engine.process import TRANSPORTS, ServeProcess, local_endpoints
-from engine.stalls import Stalls, steal_seconds
-from engine.stalls import measure as stall_measure
 
 PROBE_STREAM = "__bench_probe__"
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -119,7 +119,7 @@ class SingleReadingLoad:
 
     The frames are those `Producer.send` makes (`protocol.encode_reading` of the reading, its
     seq and the send time), but a whole phase's schedule runs in one jitted call
-    (`kernels.bench_io.send_paced`): reading the clock, packing what is due, sending it and
+    (`bench.io_phases.send_paced`): reading the clock, packing what is due, sending it and
     sleeping until the next reading is due. The load generator then takes less of the cores the
     daemon under test shares with it (~1.7 us of Python a reading through `Producer.send`, ~20
     us a 200 us tick when the tick loop was Python).
@@ -128,9 +128,10 @@ class SingleReadingLoad:
     def __init__(self, context: Any, endpoint: str, streams: list[str], pool: np.ndarray) -> None:
         import zmq
 
-        from engine.kernels import bench_io, wire
+        from engine.bench import io_phases
+        from engine.fastpaths import wire
 
-        self._send_paced = bench_io.send_paced
+        self._send_paced = io_phases.send_paced
         encoded = [stream.encode("utf-8") for stream in streams]
         self.id_bytes = np.frombuffer(b"".join(encoded), np.uint8)
         self.id_starts = np.cumsum([0, *map(len, encoded)]).astype(np.int64)
@@ -215,7 +216,7 @@ class Pacing:
         """Readings first .. end - 1 go out at `now`."""
         if self.rate <= 0 or end <= first:
             return
-        from engine.kernels.bench_io import readings_late
+        from engine.bench.io_phases import readings_late
 
         self.max_lag = max(self.max_lag, now - self.due_at(first))
         self.late += readings_late(now, self.start_at, self.rate, LATE_S, first, end)
@@ -310,14 +311,15 @@ def _wait_for_probe(sock: Any, timeout: float, unpackb: Any) -> bool:
 def _receive_phase(sock: Any, expected: int, idle_timeout: float, unpackb: Any) -> dict:
     """Receive until `expected` predictions arrived or none came for `idle_timeout` seconds.
 
-    Single predictions are taken by one jitted call (`kernels.bench_io.receive_stamps`: wait,
+    Single predictions are taken by one jitted call (`bench.io_phases.receive_stamps`: wait,
     take what is queued, stamp it with the time it was taken, read each one's seq and ts), which
     returns only for anything else (batch publications, errors, probe predictions), read by
     msgpack here. At 130k predictions/s reading them one by one in Python took this process
     0.42-0.45 of a core; a look at a time, from Python, 0.22-0.24 (and a pass's predictions no
     longer wait in its queue for each other to be read).
     """
-    from engine.kernels import bench_io, zmqcalls
+    from engine.bench import io_phases
+    from engine.fastpaths import zmqcalls
     from engine.protocol import DEFAULT_MAX_FRAME_BYTES, PREDICTION_PREFIX
     from engine.socket_io import PASS_BUDGET_BYTES
 
@@ -334,7 +336,7 @@ def _receive_phase(sock: Any, expected: int, idle_timeout: float, unpackb: Any) 
     timespec = np.zeros(2, np.int64)
     count = seq_sum = errors = n = i = 0
     while True:
-        count, got_sum, n, i, why = bench_io.receive_stamps(
+        count, got_sum, n, i, why = io_phases.receive_stamps(
             item,
             int(idle_timeout * 1000),
             buf,
@@ -360,7 +362,7 @@ def _receive_phase(sock: Any, expected: int, idle_timeout: float, unpackb: Any) 
             import zmq
 
             raise zmq.ZMQError(-why)
-        if why != bench_io.OTHER_MESSAGE:
+        if why != io_phases.OTHER_MESSAGE:
             break
         topic = buf[starts[i] : starts[i + 1]].tobytes()
         msg = unpackb(buf[starts[i + 1] : starts[i + 2]])  # read in place: batches are big
@@ -949,7 +951,8 @@ def markdown_report(
         *(
             [
                 f"- the machine's own stalls, just before (a spinner on every core for "
-                f"{stalls.seconds:g} s, gaps over 50 us; `engine/stalls.py`): {stalls.summary()}"
+                f"{stalls.seconds:g} s, gaps over 50 us; `engine/bench/stalls.py`): "
+                f"{stalls.summary()}"
             ]
             if stalls is not None
             else []
@@ -1111,7 +1114,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=5.0,
         help="first spin this long on every core and report the gaps the machine itself makes "
-        "(engine/stalls.py; 0: skip)",
+        "(engine/bench/stalls.py; 0: skip)",
     )
     parser.add_argument(
         "--generator-nice",

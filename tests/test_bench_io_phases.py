@@ -1,4 +1,4 @@
-"""The load generator's jitted send phase (`kernels.bench_io`, driven by bench_e2e's
+"""The load generator's jitted send phase (`bench.io_phases`, driven by bench_e2e's
 `SingleReadingLoad`) on real ZeroMQ sockets: what it sends, when, and how late it says it was.
 
 Timing here is only ever checked from below (nothing leaves before it is due) or on a schedule
@@ -17,8 +17,8 @@ import pytest
 import zmq
 
 from engine import protocol
-from engine.bench_e2e import LATE_S, Pacing, SingleReadingLoad
-from engine.kernels import bench_io
+from engine.bench import io_phases
+from engine.bench.e2e import LATE_S, Pacing, SingleReadingLoad
 
 STREAMS = ["pump-1", "pump-2", "ç" * 30]
 POOL = (np.arange(16 * 4, dtype=np.float32).reshape(16, 4) - 20) / 3
@@ -45,17 +45,17 @@ def expected_frame(i: int, seq: int, ts: float, first: int = 0) -> bytes:
 def test_wall_clock_is_time_time():
     timespec = np.zeros(2, np.int64)
     before = time.time()
-    now = bench_io.wall_clock(timespec)
+    now = io_phases.wall_clock(timespec)
     after = time.time()
     assert before - 1e-6 <= now <= after + 1e-6
 
 
 def test_readings_late_counts_those_due_over_late_s_before_the_send():
     # reading k due at 100 s + k ms; sent at 100.0105 s, readings 0-9 were due 1 ms before
-    assert bench_io.readings_late(100.0105, 100.0, 1000.0, 1e-3, 0, 20) == 10
-    assert bench_io.readings_late(100.0105, 100.0, 1000.0, 1e-3, 4, 20) == 6
-    assert bench_io.readings_late(100.0205, 100.0, 1000.0, 1e-3, 20, 21) == 0  # 0.5 ms after
-    assert bench_io.readings_late(99.0, 100.0, 1000.0, 1e-3, 0, 5) == 0  # before the start
+    assert io_phases.readings_late(100.0105, 100.0, 1000.0, 1e-3, 0, 20) == 10
+    assert io_phases.readings_late(100.0105, 100.0, 1000.0, 1e-3, 4, 20) == 6
+    assert io_phases.readings_late(100.0205, 100.0, 1000.0, 1e-3, 20, 21) == 0  # 0.5 ms after
+    assert io_phases.readings_late(99.0, 100.0, 1000.0, 1e-3, 0, 5) == 0  # before the start
 
 
 def test_paced_readings_leave_no_earlier_than_due_and_as_encode_reading_packs_them(
@@ -152,7 +152,7 @@ def predictions(streams: list[str], first_seq: int, ts: float) -> list[tuple[byt
 
 
 def test_the_subscriber_counts_predictions_and_batches_and_skips_errors_and_probes(push_pull):
-    from engine.bench_e2e import PROBE_STREAM, _receive_phase
+    from engine.bench.e2e import PROBE_STREAM, _receive_phase
 
     push, pull = push_pull
     sent_at = time.time()
@@ -179,7 +179,7 @@ def test_the_subscriber_counts_predictions_and_batches_and_skips_errors_and_prob
 
 
 def test_the_subscriber_stops_after_the_idle_timeout_with_what_came(push_pull):
-    from engine.bench_e2e import _receive_phase
+    from engine.bench.e2e import _receive_phase
 
     push, pull = push_pull
     for message in predictions(["a", "b", "c"], 1, time.time()):
@@ -194,7 +194,7 @@ def test_the_subscriber_stops_after_the_idle_timeout_with_what_came(push_pull):
 
 def test_a_look_cut_between_topic_and_payload_takes_the_payload_too(push_pull):
     """Looks of 3 frames: each must end on a whole message (4 frames taken, then 2)."""
-    from engine.kernels import zmqcalls
+    from engine.fastpaths import zmqcalls
 
     push, pull = push_pull
     sent_at = time.time()
@@ -208,11 +208,11 @@ def test_a_look_cut_between_topic_and_payload_takes_the_payload_too(push_pull):
     prefix = np.frombuffer(protocol.PREDICTION_PREFIX, np.uint8)
     count, n, i = 0, 0, 0
     time.sleep(0.2)  # all three queued: the first look is cut by max_frames
-    count, seq_sum, n, i, why = bench_io.receive_stamps(
+    count, seq_sum, n, i, why = io_phases.receive_stamps(
         item, 2000, buf, starts, 3, 4000, n, i, prefix, np.zeros(1, np.uint8),
         seq, ts, latency, count, 3, looks, np.zeros(2, np.int64),
     )  # fmt: skip
-    assert (count, seq_sum, why) == (3, 6, bench_io.EXPECTED_REACHED)
+    assert (count, seq_sum, why) == (3, 6, io_phases.EXPECTED_REACHED)
     assert seq.tolist() == [1, 2, 3] and ts.tolist() == [sent_at] * 3
     # two predictions in the first look (4 frames), the third in the second
     assert latency.tolist() == [looks[0] - sent_at] * 2 + [looks[1] - sent_at]
@@ -222,7 +222,7 @@ def test_a_look_cut_between_topic_and_payload_takes_the_payload_too(push_pull):
 def test_a_signal_during_the_wait_does_not_end_the_phase(push_pull):
     """SIGALRM arrives while the subscriber waits (zmq_poll fails with EINTR): its handler runs
     and the wait goes on, as with pyzmq's poll, so the predictions sent after it still count."""
-    from engine.bench_e2e import _receive_phase
+    from engine.bench.e2e import _receive_phase
 
     push, pull = push_pull
     assert _receive_phase(pull, 1, 0.01, msgpack.unpackb)["count"] == 0  # compiled: no waiting

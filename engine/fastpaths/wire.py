@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.kernels._bytes import matches
+from engine.fastpaths._bytes import matches
 from engine.kernels._jit import inline_kernel, kernel
 from engine.protocol import MAX_SEQ, MAX_STREAM_ID_BYTES
 

@@ -23,7 +23,7 @@ import time
 
 from numba import types
 
-from engine.kernels import wire, zmqcalls
+from engine.fastpaths import wire, zmqcalls
 from engine.kernels._jit import inline_kernel, kernel
 
 _clock_gettime = types.ExternalFunction("clock_gettime", types.intc(types.intc, types.voidptr))

@@ -126,22 +126,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed for weights, readings, streams")
     suites = parser.add_subparsers(dest="suite", metavar="e2e")
-    e2e = suites.add_parser(
+    e2e_parser = suites.add_parser(
         "e2e",
         help="end-to-end throughput and latency against a real daemon (rnnstream bench e2e -h)",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    from engine import bench_e2e
+    from engine.bench import e2e
 
-    bench_e2e.add_arguments(e2e)
+    e2e.add_arguments(e2e_parser)
 
 
 def run(args: argparse.Namespace) -> int:
     """Time every requested model, print the markdown report, optionally write it."""
     if args.suite == "e2e":
-        from engine import bench_e2e
+        from engine.bench import e2e
 
-        return bench_e2e.run(args)
+        return e2e.run(args)
     cells = _parse_list(args.cells, "--cells", str)
     for cell in cells:
         if cell not in CELLS:
