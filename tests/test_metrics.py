@@ -96,3 +96,17 @@ def test_a_quantile_that_falls_on_a_buckets_last_observation_is_that_buckets_bou
     assert h.quantile(0.5) == 1.0 and h.quantile(0.51) == 2.0
     h.observe(5.0)
     assert h.quantile(1.0) == float("inf")
+
+
+def test_a_ts_ahead_of_the_daemons_clock_counts_as_no_latency_so_the_sum_never_falls():
+    # A producer whose clock runs ahead: a negative latency would lower the histogram's _sum,
+    # which Prometheus's rate() reads as a counter reset (a huge spurious mean latency).
+    metrics = Metrics()
+    now = time.time()
+    metrics.observe_latencies(np.array([now - 0.002]))
+    before = metrics.latency_seconds.total
+    metrics.observe_latencies(np.array([now + 2.0, now + 30.0, np.nan, now + 2 * LATENCY_HORIZON]))
+    latency = metrics.snapshot()["latency_seconds"]
+    assert latency["sum"] == before and latency["count"] == 3
+    assert latency["buckets"][0] == [LATENCY_BUCKETS[0], 2]  # the two ahead, as 0 s
+    assert metrics.latency_unmeasured == 1  # two hours ahead: a clock far off, not measured
