@@ -23,6 +23,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from engine.kernels.counting import add_latencies
+from engine.protocol import RejectReason
 
 # A reading's latency is measured from its `ts` only when that lies within this many seconds of
 # the daemon's clock: a replay of recorded data (`rnnstream produce csv` sends the file's times)
@@ -32,6 +33,10 @@ LATENCY_BUCKETS = (1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 0.05, 0
 STEP_BUCKETS = (1e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 5e-2, 0.25)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
 SNAPSHOT_BUCKETS = (1e-3, 1e-2, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0)
+# Every label value a labelled counter can take is served from 0: a series that first appears
+# at 1 hides that increment from increase() and rate(), so the first one would alert nobody.
+REJECT_REASONS = tuple(str(reason) for reason in RejectReason)
+ALERT_EVENTS = ("open", "close")
 
 
 class Histogram:
@@ -171,14 +176,14 @@ class MetricsCollector(Collector):
         rejects = CounterMetricFamily(
             "rnnstream_rejects", "Rejected messages or rows, by reason.", labels=["reason"]
         )
-        for reason, count in sorted(m.rejects.items()):
-            rejects.add_metric([reason], count)
+        for reason in sorted({*REJECT_REASONS, *m.rejects}):
+            rejects.add_metric([reason], m.rejects[reason])
         yield rejects
         alerts = CounterMetricFamily(
             "rnnstream_alerts", "Alert events, by event.", labels=["event"]
         )
-        for event, count in sorted(m.alerts.items()):
-            alerts.add_metric([event], count)
+        for event in sorted({*ALERT_EVENTS, *m.alerts}):
+            alerts.add_metric([event], m.alerts[event])
         yield alerts
         for name, hist, doc in (
             ("rnnstream_batch_size", m.batch_size, "Readings per processed batch."),

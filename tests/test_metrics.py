@@ -1,13 +1,23 @@
-"""The daemon's histograms: Prometheus bucket rules, one value or a pass's latencies at a time."""
+"""The daemon's metrics: Prometheus bucket rules, a pass's latencies at a time, the served page."""
 
 from __future__ import annotations
 
 import time
 
 import numpy as np
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from engine.kernels.counting import add_latencies
-from engine.metrics import BATCH_BUCKETS, LATENCY_BUCKETS, LATENCY_HORIZON, Histogram, Metrics
+from engine.metrics import (
+    BATCH_BUCKETS,
+    LATENCY_BUCKETS,
+    LATENCY_HORIZON,
+    Histogram,
+    Metrics,
+    registry_for,
+)
+from engine.protocol import RejectReason
 
 
 def test_latency_kernel_matches_numpy_searchsorted_and_bincount_on_the_bounds_too():
@@ -110,3 +120,23 @@ def test_a_ts_ahead_of_the_daemons_clock_counts_as_no_latency_so_the_sum_never_f
     assert latency["sum"] == before and latency["count"] == 3
     assert latency["buckets"][0] == [LATENCY_BUCKETS[0], 2]  # the two ahead, as 0 s
     assert metrics.latency_unmeasured == 1  # two hours ahead: a clock far off, not measured
+
+
+def served_samples(metrics: Metrics) -> dict[tuple[str, tuple], float]:
+    """Scrape a registry over `metrics` as Prometheus would: {(name, labels): value}."""
+    text = generate_latest(registry_for(metrics, dict)).decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_every_reject_reason_and_alert_event_is_served_from_zero_before_the_first():
+    # A labelled series that first appears at 1 hides that increment from increase() and rate():
+    # the first malformed message after a start would never fire an alert.
+    samples = served_samples(Metrics())
+    for reason in RejectReason:
+        assert samples[("rnnstream_rejects_total", (("reason", str(reason)),))] == 0
+    for event in ("open", "close"):
+        assert samples[("rnnstream_alerts_total", (("event", event),))] == 0
