@@ -264,13 +264,8 @@ class Daemon:
             ) from None
         self._metrics_server = server
 
-    def _gauges(self) -> dict[str, float]:
-        stats = self.engine.stats()
-        return {
-            "live_streams": stats["streams"],
-            "evictions_total": stats["evictions"],
-            "ready": float(self.status == Status.READY),
-        }
+    def _gauges(self) -> dict[str, Any]:
+        return {**self.engine.stats(), "ready": self.status == Status.READY}
 
     # ------------------------------------------------------------------- loop
     def install_signal_handlers(self) -> None:

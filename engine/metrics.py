@@ -12,6 +12,7 @@ import time
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 from prometheus_client.core import (
@@ -151,11 +152,12 @@ class Metrics:
 
 
 class MetricsCollector(Collector):
-    """Expose a Metrics object (plus live gauges) in the Prometheus text format."""
+    """Expose a Metrics object, plus what `live` returns at each scrape, in the Prometheus
+    text format. `live()` gives the engine's `stats()` and `ready` (bool)."""
 
-    def __init__(self, metrics: Metrics, gauges: Callable[[], dict[str, float]]) -> None:
+    def __init__(self, metrics: Metrics, live: Callable[[], dict[str, Any]]) -> None:
         self.metrics = metrics
-        self.gauges = gauges
+        self.live = live
 
     def collect(self) -> Iterator:
         m = self.metrics
@@ -194,16 +196,26 @@ class MetricsCollector(Collector):
             family = HistogramMetricFamily(name, doc)
             family.add_metric([], hist.buckets(), sum_value=hist.total)
             yield family
-        for name, value in self.gauges().items():
-            if name.endswith("_total"):  # a count that only grows, kept by the engine
-                base = name.removesuffix("_total")
-                yield CounterMetricFamily(f"rnnstream_{base}", base.replace("_", " "), value=value)
-            else:
-                yield GaugeMetricFamily(f"rnnstream_{name}", name.replace("_", " "), value=value)
+        live = self.live()
+        yield GaugeMetricFamily(
+            "rnnstream_live_streams", "Streams with state now.", value=live["streams"]
+        )
+        evictions = CounterMetricFamily(
+            "rnnstream_evictions",
+            "Streams evicted, by cause: idle past --idle-timeout, or least recently used at "
+            "--max-streams.",
+            labels=["cause"],
+        )
+        evictions.add_metric(["idle"], live["evicted_idle"])
+        evictions.add_metric(["lru"], live["evicted_lru"])
+        yield evictions
+        yield GaugeMetricFamily(
+            "rnnstream_ready", "1 while serving, 0 while stopping.", value=float(live["ready"])
+        )
 
 
-def registry_for(metrics: Metrics, gauges: Callable[[], dict[str, float]]) -> CollectorRegistry:
+def registry_for(metrics: Metrics, live: Callable[[], dict[str, Any]]) -> CollectorRegistry:
     """Return a fresh registry holding only this daemon's metrics."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(MetricsCollector(metrics, gauges))
+    registry.register(MetricsCollector(metrics, live))
     return registry

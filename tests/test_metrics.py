@@ -122,9 +122,20 @@ def test_a_ts_ahead_of_the_daemons_clock_counts_as_no_latency_so_the_sum_never_f
     assert metrics.latency_unmeasured == 1  # two hours ahead: a clock far off, not measured
 
 
-def served_samples(metrics: Metrics) -> dict[tuple[str, tuple], float]:
+# What the daemon hands the collector besides its Metrics: the engine's stats and its status.
+LIVE = {
+    "streams": 3,
+    "evictions": 7,
+    "evicted_idle": 2,
+    "evicted_lru": 5,
+    "model_fingerprint": "ab" * 32,
+    "ready": True,
+}
+
+
+def served_samples(metrics: Metrics, live: dict = LIVE) -> dict[tuple[str, tuple], float]:
     """Scrape a registry over `metrics` as Prometheus would: {(name, labels): value}."""
-    text = generate_latest(registry_for(metrics, dict)).decode()
+    text = generate_latest(registry_for(metrics, lambda: live)).decode()
     return {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for family in text_string_to_metric_families(text)
@@ -140,3 +151,21 @@ def test_every_reject_reason_and_alert_event_is_served_from_zero_before_the_firs
         assert samples[("rnnstream_rejects_total", (("reason", str(reason)),))] == 0
     for event in ("open", "close"):
         assert samples[("rnnstream_alerts_total", (("event", event),))] == 0
+
+
+def test_evictions_are_served_by_cause_as_the_stats_reply_counts_them():
+    samples = served_samples(Metrics())
+    assert samples[("rnnstream_evictions_total", (("cause", "idle"),))] == 2
+    assert samples[("rnnstream_evictions_total", (("cause", "lru"),))] == 5
+    assert samples[("rnnstream_live_streams", ())] == 3 and samples[("rnnstream_ready", ())] == 1
+    assert served_samples(Metrics(), {**LIVE, "ready": False})[("rnnstream_ready", ())] == 0
+
+
+def test_every_family_says_what_it_counts_in_its_help():
+    text = generate_latest(registry_for(Metrics(), lambda: LIVE)).decode()
+    families = list(text_string_to_metric_families(text))
+    for family in families:
+        # more than the name with its underscores as spaces ("live streams")
+        assert family.documentation.rstrip(".").lower() != family.name.removeprefix(
+            "rnnstream_"
+        ).replace("_", " "), family.name
