@@ -15,14 +15,17 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
+from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.core import (
     CollectorRegistry,
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
+    InfoMetricFamily,
 )
 from prometheus_client.registry import Collector
 
+from engine import __version__
 from engine.kernels.counting import add_latencies
 from engine.protocol import RejectReason
 
@@ -212,10 +215,21 @@ class MetricsCollector(Collector):
         yield GaugeMetricFamily(
             "rnnstream_ready", "1 while serving, 0 while stopping.", value=float(live["ready"])
         )
+        yield InfoMetricFamily(
+            "rnnstream_model",
+            "The model being served (its fingerprint; changes on reload).",
+            value={"fingerprint": live["model_fingerprint"]},
+        )
+        yield InfoMetricFamily("rnnstream_build", "This rnnstream.", value={"version": __version__})
 
 
 def registry_for(metrics: Metrics, live: Callable[[], dict[str, Any]]) -> CollectorRegistry:
-    """Return a fresh registry holding only this daemon's metrics."""
+    """Return a fresh registry holding this daemon's metrics and, as prometheus_client's default
+    registry has them, the process's (start time, memory, CPU, descriptors), Python's version
+    and its garbage collector's counts."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(MetricsCollector(metrics, live))
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
     return registry

@@ -27,8 +27,10 @@ from daemon_harness import (
     reference_outputs,
     save_model,
 )
+from prometheus_client.parser import text_string_to_metric_families
 from zmq.utils.monitor import recv_monitor_message
 
+import engine
 from engine import protocol
 from engine.model import Model
 from engine.stream import StreamEngine
@@ -726,6 +728,28 @@ def test_metrics_endpoint_serves_prometheus_counters(daemon):
     assert samples['rnnstream_rejects_total{reason="non_finite"}'] >= 1
     assert samples["rnnstream_ready"] == 1.0
     assert samples["rnnstream_batch_size_count"] == stats["batch_size"]["count"]
+
+
+def test_metrics_say_which_process_version_and_model_are_serving(daemon):
+    # An operator running for weeks needs the start time (restarts), memory and descriptors,
+    # and which build and model answer, all from the one scrape.
+    stats = daemon.stats()
+    url = f"http://127.0.0.1:{daemon.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=RECV_TIMEOUT) as r:
+        text = r.read().decode()
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    started = samples[("process_start_time_seconds", ())]
+    assert time.time() - 600 < started <= time.time()
+    assert samples[("process_resident_memory_bytes", ())] > 0
+    assert samples[("process_open_fds", ())] > 0
+    assert any(name == "python_info" for name, _ in samples)
+    assert samples[("rnnstream_build_info", (("version", engine.__version__),))] == 1
+    model = (("fingerprint", stats["model_fingerprint"]),)
+    assert samples[("rnnstream_model_info", model)] == 1
 
 
 def test_the_operations_guide_lists_exactly_the_metrics_the_daemon_serves(daemon):
