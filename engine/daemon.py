@@ -603,6 +603,7 @@ class Daemon:
         try:
             count = self.engine.snapshot(self.state_path)
         except OSError as exc:
+            self.metrics.snapshot_failures += 1
             log(self.logger, logging.ERROR, "snapshot failed", error=str(exc), path=self.state_path)
             return {"ok": False, "error": f"snapshot failed: {exc}"}
         finally:
@@ -622,6 +623,7 @@ class Daemon:
             try:
                 count = write_snapshot(self.state_path, header, arrays)
             except OSError as exc:
+                self.metrics.snapshot_failures += 1
                 log(
                     self.logger,
                     logging.ERROR,

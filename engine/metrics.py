@@ -101,6 +101,7 @@ class Metrics:
         self.gaps = 0
         self.alerts: Counter[str] = Counter()
         self.snapshots = 0
+        self.snapshot_failures = 0
         self.latency_unmeasured = 0  # readings whose ts was beyond LATENCY_HORIZON
         self.batch_size = Histogram(BATCH_BUCKETS)
         self.step_seconds = Histogram(STEP_BUCKETS)
@@ -146,6 +147,7 @@ class Metrics:
             "gaps": self.gaps,
             "alerts": dict(self.alerts),
             "snapshots": self.snapshots,
+            "snapshot_failures": self.snapshot_failures,
             "latency_unmeasured": self.latency_unmeasured,
             "batch_size": hist(self.batch_size),
             "step_seconds": hist(self.step_seconds),
@@ -171,6 +173,11 @@ class MetricsCollector(Collector):
             ("rnnstream_duplicates", m.duplicates, "Readings dropped as duplicate seq."),
             ("rnnstream_seq_gaps", m.gaps, "Forward jumps in a stream's seq."),
             ("rnnstream_snapshots", m.snapshots, "State snapshots written."),
+            (
+                "rnnstream_snapshot_failures",
+                m.snapshot_failures,
+                "Snapshots that could not be written (the log says why; the last one stays).",
+            ),
             (
                 "rnnstream_latency_unmeasured",
                 m.latency_unmeasured,

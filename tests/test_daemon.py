@@ -752,6 +752,29 @@ def test_metrics_say_which_process_version_and_model_are_serving(daemon):
     assert samples[("rnnstream_model_info", model)] == 1
 
 
+def test_failed_snapshots_periodic_or_requested_are_counted(tmp_path, model):
+    proc = DaemonProcess(
+        save_model(model, tmp_path),
+        tmp_path / "state",
+        args=["--checkpoint-every", "1"],
+        metrics=True,
+    )
+    with proc.start():
+        proc.state_path.mkdir()  # a file cannot be renamed over it: every write fails
+        try:
+            proc.wait_for_log(lambda r: r.get("msg") == "snapshot failed", what="a failure")
+            assert not proc.control("snapshot")["ok"]
+            stats = proc.stats()
+            url = f"http://127.0.0.1:{proc.metrics_port}/metrics"
+            with urllib.request.urlopen(url, timeout=RECV_TIMEOUT) as r:
+                text = r.read().decode()
+        finally:
+            proc.state_path.rmdir()
+    served = re.search(r"^rnnstream_snapshot_failures_total (\S+)$", text, re.M)
+    assert served is not None and float(served.group(1)) == stats["snapshot_failures"] >= 2
+    assert stats["snapshots"] == stats["snapshot_seconds"]["count"]
+
+
 def test_the_operations_guide_lists_exactly_the_metrics_the_daemon_serves(daemon):
     port = daemon.metrics_port
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=RECV_TIMEOUT) as r:
