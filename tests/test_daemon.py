@@ -775,6 +775,108 @@ def test_failed_snapshots_periodic_or_requested_are_counted(tmp_path, model):
     assert stats["snapshots"] == stats["snapshot_seconds"]["count"]
 
 
+def scrape(port: int) -> dict[tuple[str, tuple], float]:
+    """GET /metrics and return {(sample name, sorted labels): value}."""
+    url = f"http://127.0.0.1:{port}/metrics"
+    with urllib.request.urlopen(url, timeout=RECV_TIMEOUT) as r:
+        text = r.read().decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def stats_and_page(proc: DaemonProcess) -> tuple[dict, dict]:
+    """`stats` and a scrape of one moment: both between two equal `stats` replies."""
+    for _ in range(20):
+        before = proc.stats()
+        page = scrape(proc.metrics_port)
+        if proc.stats() == before:
+            return before, page
+    raise AssertionError("the daemon's counters never held still")
+
+
+def assert_page_matches_stats(page: dict, stats: dict) -> None:
+    names = {"gaps": "seq_gaps"}
+    for key in (
+        "readings_in",
+        "predictions_out",
+        "frames_in",
+        "duplicates",
+        "gaps",
+        "snapshots",
+        "snapshot_failures",
+        "latency_unmeasured",
+    ):
+        assert page[(f"rnnstream_{names.get(key, key)}_total", ())] == stats[key], key
+    for family, counts in (("rejects", stats["rejects"]), ("alerts", stats["alerts"])):
+        served = {
+            labels[0][1]: value
+            for (name, labels), value in page.items()
+            if name == f"rnnstream_{family}_total"
+        }
+        assert {k: v for k, v in served.items() if v} == counts and served.keys() >= counts.keys()
+    for key in ("batch_size", "step_seconds", "latency_seconds", "snapshot_seconds"):
+        h = stats[key]
+        assert page[(f"rnnstream_{key}_count", ())] == h["count"], key
+        assert page[(f"rnnstream_{key}_sum", ())] == pytest.approx(h["sum"], rel=1e-12), key
+        for bound, count in h["buckets"]:
+            assert page[(f"rnnstream_{key}_bucket", (("le", repr(float(bound))),))] == count
+        assert page[(f"rnnstream_{key}_bucket", (("le", "+Inf"),))] == h["count"]
+    assert page[("rnnstream_live_streams", ())] == stats["streams"]
+    for cause in ("idle", "lru"):
+        assert page[("rnnstream_evictions_total", (("cause", cause),))] == stats[f"evicted_{cause}"]
+    assert page[("rnnstream_model_info", (("fingerprint", stats["model_fingerprint"]),))] == 1
+
+
+def test_stats_and_the_metrics_page_agree_and_no_counter_goes_down_across_commands(tmp_path, model):
+    proc = DaemonProcess(
+        save_model(model, tmp_path),
+        tmp_path / "state",
+        args=["--max-streams", "4", "--idle-timeout", "1", "--checkpoint-every", "0"],
+        metrics=True,
+    )
+    with proc.start():
+        sub = proc.subscriber(("pred.", "error"))
+        push = proc.push()
+        streams = [unique("agree") for _ in range(6)]  # over --max-streams: LRU evictions
+        for i, s in enumerate(streams):
+            push.send(reading(s, GOOD, seq=1, ts=time.time()))
+            push.send(reading(s, GOOD, seq=3 if i % 2 else 1, ts=time.time()))  # a gap, a dup
+        push.send(reading(streams[0], [math.nan, 0.0, 0.0]))
+        push.send(b"\xc1 not msgpack")
+        proc.until_fence(sub, push)
+        first, page = stats_and_page(proc)
+        assert_page_matches_stats(page, first)
+        assert first["duplicates"] and first["gaps"] and first["evicted_lru"]
+
+        for cmd, fields in (
+            ("reset", {"stream": streams[-1]}),
+            ("drop", {"stream": streams[-2]}),
+            ("reload", {}),
+            ("reload", {"reset": True}),
+            ("snapshot", {}),
+        ):
+            assert proc.control(cmd, **fields)["ok"], cmd
+            stats, later = stats_and_page(proc)
+            assert_page_matches_stats(later, stats)
+            for sample, value in page.items():
+                name = sample[0]
+                if name.startswith("rnnstream_") and name.endswith(("_total", "_count", "_bucket")):
+                    assert later[sample] >= value, (cmd, sample)
+            page = later
+        push.send(reading(unique("idle"), GOOD))  # reload with reset forgot every stream
+        proc.until_fence(sub, push)
+        deadline = time.monotonic() + RECV_TIMEOUT  # the idle sweep, once a second
+        while proc.stats()["evicted_idle"] == 0:
+            assert time.monotonic() < deadline, "no idle eviction"
+            time.sleep(0.2)
+        stats, last = stats_and_page(proc)
+        assert_page_matches_stats(last, stats)
+        assert stats["evictions"] == stats["evicted_idle"] + stats["evicted_lru"]
+
+
 def test_the_operations_guide_lists_exactly_the_metrics_the_daemon_serves(daemon):
     port = daemon.metrics_port
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=RECV_TIMEOUT) as r:
