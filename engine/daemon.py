@@ -386,11 +386,13 @@ class Daemon:
         stepped = 0
         for i in range(len(batch)):
             row = batch.take(slice(i, i + 1))
+            began = time.perf_counter()
             try:
                 result = self.engine.process(row.streams, row.values, row.ts, row.seq)
             except ValueError as exc:
                 self._reject(Rejection(RejectReason.INTERNAL, str(exc), row.streams[0]))
                 continue
+            self.metrics.step_seconds.observe(time.perf_counter() - began)
             stepped += self._publish_stepped(row, result)
         return stepped
 

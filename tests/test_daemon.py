@@ -877,6 +877,24 @@ def test_stats_and_the_metrics_page_agree_and_no_counter_goes_down_across_comman
         assert stats["evictions"] == stats["evicted_idle"] + stats["evicted_lru"]
 
 
+def test_engine_time_is_measured_when_a_batch_is_stepped_one_reading_at_a_time(tmp_path, model):
+    # More new streams in one batch than --max-streams: the daemon steps them one by one, its
+    # slowest path, whose engine calls step_seconds must see as batch_size does.
+    proc = DaemonProcess(
+        save_model(model, tmp_path), tmp_path / "state", args=["--max-streams", "4"]
+    )
+    with proc.start():
+        sub = proc.subscriber(("pred.",))
+        push = proc.push()
+        names = [unique("many") for _ in range(8)]
+        push.send(protocol.encode_batch(names, np.ones((8, N_IN), np.float32)))
+        assert len(kinds(proc.until_fence(sub, push), "pred")) == 8
+        stats = proc.stats()
+    assert stats["evicted_lru"] > 0  # the batch did not fit
+    assert stats["step_seconds"]["count"] == stats["batch_size"]["count"] >= 9  # and the fence
+    assert stats["step_seconds"]["sum"] > 0
+
+
 def test_the_operations_guide_lists_exactly_the_metrics_the_daemon_serves(daemon):
     port = daemon.metrics_port
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=RECV_TIMEOUT) as r:
