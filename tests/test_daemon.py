@@ -828,6 +828,9 @@ def assert_page_matches_stats(page: dict, stats: dict) -> None:
     for cause in ("idle", "lru"):
         assert page[("rnnstream_evictions_total", (("cause", cause),))] == stats[f"evicted_{cause}"]
     assert page[("rnnstream_model_info", (("fingerprint", stats["model_fingerprint"]),))] == 1
+    # Bounded labels only: never a stream id, which would make a series per stream.
+    labels = {name for (sample, ls) in page if sample.startswith("rnnstream_") for name, _ in ls}
+    assert labels <= {"reason", "event", "cause", "le", "fingerprint", "version"}
 
 
 def test_stats_and_the_metrics_page_agree_and_no_counter_goes_down_across_commands(tmp_path, model):
