@@ -1,9 +1,9 @@
 """The daemon's counters and histograms, served as Prometheus text and in the `stats` reply.
 
 The hot loop adds a pass's latencies at once (`Histogram.observe_elapsed` with a numpy array),
-which
-prometheus_client's own Histogram cannot do without a Python call per value; so the numbers live
-here and a custom collector hands them to prometheus_client for the exposition format and HTTP.
+which prometheus_client's own Histogram cannot do without a Python call per value; so the numbers
+live here and a custom collector hands them to prometheus_client for the exposition format and
+HTTP.
 """
 
 from __future__ import annotations
@@ -167,7 +167,7 @@ class MetricsCollector(Collector):
     def collect(self) -> Iterator:
         m = self.metrics
         for name, value, doc in (
-            ("rnnstream_readings_in", m.readings_in, "Readings accepted for stepping."),
+            ("rnnstream_readings_in", m.readings_in, "Readings stepped, one prediction each."),
             ("rnnstream_predictions_out", m.predictions_out, "Predictions published."),
             ("rnnstream_frames_in", m.frames_in, "Intake messages received."),
             ("rnnstream_duplicates", m.duplicates, "Readings dropped as duplicate seq."),
@@ -198,8 +198,8 @@ class MetricsCollector(Collector):
             alerts.add_metric([event], m.alerts[event])
         yield alerts
         for name, hist, doc in (
-            ("rnnstream_batch_size", m.batch_size, "Readings per processed batch."),
-            ("rnnstream_step_seconds", m.step_seconds, "Engine time per processed batch."),
+            ("rnnstream_batch_size", m.batch_size, "Readings stepped per engine call."),
+            ("rnnstream_step_seconds", m.step_seconds, "Engine time per call."),
             ("rnnstream_latency_seconds", m.latency_seconds, "Producer ts to publication."),
             ("rnnstream_snapshot_seconds", m.snapshot_seconds, "Time to write a snapshot."),
         ):
