@@ -14,7 +14,8 @@ def add_latencies(bounds, now, stamps, horizon, counts):
     """Count now - stamps[i] in bucket k, the first whose upper bound bounds[k] is >= it
     (k = len(bounds): above every bound), for the stamps within `horizon` of now either way;
     return (the sum of those, how many stamps lay beyond the horizon). A NaN stamp (a reading
-    without one) is neither."""
+    without one) is neither. A stamp ahead of now (clocks apart) counts as 0: a negative value
+    would lower the sum, which Prometheus takes for a counter reset."""
     total = 0.0
     beyond = 0
     for stamp in stamps:
@@ -24,7 +25,7 @@ def add_latencies(bounds, now, stamps, horizon, counts):
         if not abs(latency) <= horizon:
             beyond += 1
             continue
-        total += _count(bounds, latency, counts)
+        total += _count(bounds, max(latency, 0.0), counts)
     return total, beyond
 
 
