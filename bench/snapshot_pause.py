@@ -59,7 +59,7 @@ def writer_gap(engine: StreamEngine, path: Path) -> float:
     done = threading.Event()
 
     def write() -> None:
-        write_snapshot(path, *copy)
+        write_snapshot(path, copy)
         done.set()
 
     writer = threading.Thread(target=write)

@@ -619,11 +619,11 @@ class Daemon:
         if self._snapshot_writer is not None and self._snapshot_writer.is_alive():
             return  # still writing the last one: the timer comes round again
         began = time.perf_counter()
-        header, arrays = self.engine.snapshot_copy()
+        copy = self.engine.snapshot_copy()
 
         def write() -> None:
             try:
-                count = write_snapshot(self.state_path, header, arrays)
+                count = write_snapshot(self.state_path, copy)
             except OSError as exc:
                 self.metrics.snapshot_failures += 1
                 log(

@@ -111,6 +111,11 @@ class IdIndex:
         self.gone = 0
 
 
+def _rounded(size: int) -> int:
+    """`size` rounded up to a multiple of 64: each copy in a block starts on a cache line."""
+    return -(-size // 64) * 64
+
+
 def _table_size(entries: int) -> int:
     """A power of two at least four times `entries` (the table is rebuilt at half full)."""
     return 1 << max(4, (4 * entries - 1).bit_length())
@@ -233,6 +238,32 @@ class StateTable:
         self.evictions += len(gone)
         self.evicted_idle += len(gone)
         return gone
+
+    def used(self) -> int:
+        """One past the highest live slot (0 with none): every slot from there on is free."""
+        backwards = self.index.live[::-1]
+        last = int(np.argmax(backwards))  # the first True from the end
+        return backwards.size - last if backwards.size and backwards[last] else 0
+
+    def copy_bytes(self, rows: int) -> int:
+        """Bytes of memory `copy_used` needs to copy `rows` rows."""
+        sizes = [rows * slab[:1].nbytes for slab in self.slabs.values()] + [rows * 8]
+        return sum(_rounded(size) for size in sizes)
+
+    def copy_used(self) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Return copies of every slab's rows and of last_used, each up to `used()`, in one
+        new block of memory."""
+        used = self.used()
+        sources = [slab[:used] for slab in self.slabs.values()] + [self.last_used[:used]]
+        memory = np.empty(self.copy_bytes(used), np.uint8)
+        copies = []
+        start = 0
+        for source in sources:
+            copy = memory[start : start + source.nbytes].view(source.dtype).reshape(source.shape)
+            np.copyto(copy, source)
+            copies.append(copy)
+            start += _rounded(source.nbytes)
+        return dict(zip(self.slabs, copies, strict=False)), copies[-1]
 
     def live(self) -> tuple[list[str], np.ndarray]:
         """Return live stream ids and their slots, in admission order."""

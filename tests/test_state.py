@@ -327,6 +327,20 @@ def test_state_table_growth_copies_every_slab_and_timestamp() -> None:
     assert table.bytes_per_stream() == 2 * 4 + 8 + 8
 
 
+def test_used_is_one_past_the_highest_live_slot() -> None:
+    table = StateTable({"h": ((2,), np.float32)}, capacity=2, clock=FakeClock())
+    assert table.used() == 0
+    slots = {f"s{i}": table.admit(f"s{i}") for i in range(5)}
+    assert table.used() == max(slots.values()) + 1 == 5
+    table.release("s2")
+    assert table.used() == 5
+    table.release("s4")
+    assert table.used() == 4
+    for stream in ("s0", "s1", "s3"):
+        table.release(stream)
+    assert table.used() == 0
+
+
 def test_idle_stream_listed_twice_in_a_batch_counts_one_eviction() -> None:
     clock = FakeClock()
     engine = StreamEngine(random_model("gru", 1, True, seed=4), idle_timeout=10.0, clock=clock)

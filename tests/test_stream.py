@@ -18,7 +18,7 @@ from reference import reference_step, zero_state
 import engine.stream as stream_module
 from engine.default_model import load_default_model
 from engine.model import Model
-from engine.stream import SNAPSHOT_VERSION, StreamEngine
+from engine.stream import SNAPSHOT_VERSION, StreamEngine, write_snapshot
 
 ATOL = 1e-5
 
@@ -354,6 +354,79 @@ def test_restore_continues_exactly_like_an_engine_never_stopped(cell: str, tmp_p
         order = ["c", "a", "a", "b"]
         np.testing.assert_array_equal(restored.step_many(order, X), running.step_many(order, X))
         np.testing.assert_array_equal(restored.step("b", X[0]), running.step("b", X[0]))
+
+
+def _snapshot_contents(path: Path) -> tuple[list[str], dict, bytes, dict[str, np.ndarray]]:
+    """A snapshot file's array names in file order, its header, the header's bytes, arrays."""
+    with np.load(path, allow_pickle=False) as data:
+        names = list(data.files)
+        arrays = {name: data[name] for name in names}
+    raw = arrays.pop("header").tobytes()
+    return names, json.loads(raw), raw, arrays
+
+
+def _state_as_snapshot_arrays(engine: StreamEngine, now: float) -> dict[str, np.ndarray]:
+    """What a snapshot of `engine` must hold, from `state_of`, one row per stream in order."""
+    streams = engine.streams()
+    table = engine._table
+    arrays = {
+        f"slab_{name}": np.stack([engine.state_of(s)[name] for s in streams])
+        for name in table.slabs
+    }
+    idle = [max(now - table.last_used[table.slot_of[s]], 0.0) for s in streams]
+    arrays["idle_seconds"] = np.array(idle)
+    return arrays
+
+
+@pytest.mark.parametrize("scoring", [False, True], ids=["lstm", "built-in"])
+def test_snapshot_written_from_a_copy_holds_the_state_at_the_copy_and_nothing_after(
+    scoring: bool, tmp_path: Path
+) -> None:
+    model = load_default_model() if scoring else random_model("lstm", 2, True, seed=3)
+    n_in = model.input_size
+    clock = FakeClock()
+    engine = StreamEngine(model, capacity=4, clock=clock)
+    streams = [f"s{i}" for i in range(12)]
+    for k in range(4):
+        rows = streams[: 6 + 2 * k]
+        engine.process(rows, random_rows(k, len(rows), n_in), seq=np.arange(len(rows)) + 1 + k)
+        clock.advance(1.5)
+    for stream in ("s1", "s4", "s0"):
+        engine.drop(stream)
+    engine.step_many(["late", "s1"], random_rows(7, 2, n_in))  # into freed slots, out of order
+    clock.advance(2.0)
+    expected = _state_as_snapshot_arrays(engine, clock())
+    engine.snapshot(tmp_path / "whole.npz")
+
+    copy = engine.snapshot_copy()
+    # none of this may reach the copy: steps, a drop, a new stream, time, slabs that grow
+    engine.step_many(["s2", "late", "new"], random_rows(8, 3, n_in))
+    engine.drop("s3")
+    clock.advance(7.0)
+    engine.step_many([f"more{i}" for i in range(40)], random_rows(9, 40, n_in))
+    write_snapshot(tmp_path / "split.npz", copy)
+
+    split_files, split_header, split_raw, split_arrays = _snapshot_contents(tmp_path / "split.npz")
+    files, header, raw, arrays = _snapshot_contents(tmp_path / "whole.npz")
+    assert split_files == files == [*expected, "header"]
+    assert split_header["streams"] == header["streams"] == ["s2", "s3", *streams[5:], "late", "s1"]
+    split_header.pop("created"), header.pop("created")
+    assert split_header == header
+    assert split_raw == json.dumps(json.loads(split_raw)).encode()  # as json.dumps writes it
+    for name, array in expected.items():
+        for got in (split_arrays[name], arrays[name]):
+            assert got.dtype == array.dtype and got.shape == array.shape, name
+            np.testing.assert_array_equal(got, array, err_msg=name)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.text(min_size=1, max_size=8), max_size=12), st.integers(1, 5))
+def test_snapshot_header_is_written_as_json_dumps_writes_it(streams: list[str], chunk: int) -> None:
+    header = {"format": "x", "streams": streams, "created": 1.5, "extra": {"k": ["v", 2]}}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(stream_module, "_WRITER_CHUNK", chunk)
+        got = stream_module._header_json(header).tobytes()
+    assert got == json.dumps(header).encode()
 
 
 def test_snapshot_of_empty_engine_restores_empty(gru2: Model, tmp_path: Path) -> None:
