@@ -111,6 +111,14 @@ class IdIndex:
         self.gone = 0
 
 
+def faulted_in(size: int) -> np.ndarray:
+    """Return `size` bytes (uint8) of memory whose pages are in place: written once, with the
+    GIL let go, so that a thread may do it for a later copy on the engine's thread."""
+    memory = np.empty(size, np.uint8)
+    memory.fill(0)
+    return memory
+
+
 def _rounded(size: int) -> int:
     """`size` rounded up to a multiple of 64: each copy in a block starts on a cache line."""
     return -(-size // 64) * 64
@@ -250,12 +258,19 @@ class StateTable:
         sizes = [rows * slab[:1].nbytes for slab in self.slabs.values()] + [rows * 8]
         return sum(_rounded(size) for size in sizes)
 
-    def copy_used(self) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """Return copies of every slab's rows and of last_used, each up to `used()`, in one
-        new block of memory."""
+    def copy_used(
+        self, memory: np.ndarray | None = None
+    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Return copies of every slab's rows and of last_used, each up to `used()`.
+
+        The copies share one block of memory: `memory` (uint8, from `faulted_in`) when it is
+        big enough, else a new one. The kernel zeroes a new block's pages as the copy first
+        touches them, which at 100,000 and 300,000 streams took about half the copy's time.
+        """
         used = self.used()
         sources = [slab[:used] for slab in self.slabs.values()] + [self.last_used[:used]]
-        memory = np.empty(self.copy_bytes(used), np.uint8)
+        if memory is None or memory.size < self.copy_bytes(used):
+            memory = np.empty(self.copy_bytes(used), np.uint8)
         copies = []
         start = 0
         for source in sources:

@@ -503,16 +503,23 @@ class StreamEngine:
         """Write every stream's state to `path` atomically; return the number of streams."""
         return write_snapshot(path, self.snapshot_copy())
 
-    def snapshot_copy(self) -> SnapshotCopy:
+    def snapshot_memory(self) -> int:
+        """Bytes of memory for a `snapshot_copy` now, with room for 1/8 more streams (and 64)
+        admitted before it is taken."""
+        used = self._table.used()
+        return self._table.copy_bytes(used + used // 8 + 64)
+
+    def snapshot_copy(self, memory: np.ndarray | None = None) -> SnapshotCopy:
         """Copy every stream's state as it is now, for `write_snapshot`, which may write it
         while the engine goes on stepping (the daemon does, so readings wait for this copy
         only, not for the file).
 
-        Only copies here: gathering the streams' rows in admission order is left to
-        `SnapshotCopy.arrays`, on the writer's thread.
+        Only copies here, into `memory` (uint8, `state.faulted_in(snapshot_memory())` made
+        on another thread) when it is big enough: gathering the streams' rows in admission
+        order is left to `SnapshotCopy.arrays`, on the writer's thread.
         """
         table = self._table
-        rows, last_used = table.copy_used()
+        rows, last_used = table.copy_used(memory)
         header = {
             "format": SNAPSHOT_FORMAT,
             "format_version": SNAPSHOT_VERSION,

@@ -6,6 +6,7 @@ so clients can stay connected across the restart.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -29,6 +30,7 @@ from daemon_harness import (
 )
 
 from engine.config import ServeConfig, load_config
+from engine.daemon import Daemon
 from engine.model import Model
 from engine.stream import StreamEngine
 
@@ -267,6 +269,34 @@ def test_restart_after_sigterm_continues_every_stream_as_if_never_stopped(
 
     assert [p for k, p in first + second if k == "error"] == []
     assert_outputs(predictions_by_stream(first + second), model, names, X)
+
+
+def test_periodic_checkpoint_copies_once_its_memory_is_ready_and_keeps_later_steps_out(
+    tmp_path, model
+):
+    daemon = Daemon(ServeConfig(state_dir=str(tmp_path)), logging.getLogger("test"))
+    daemon.engine = engine = StreamEngine(model)
+    X = np.random.default_rng(4).normal(0, 1, (6, N_IN)).astype(np.float32)
+    engine.step_many(["a", "b", "a"], X[:3])
+
+    daemon._checkpoint_in_background()  # faults the copy's memory in on a thread
+    daemon._snapshot_thread.join()
+    engine.step_many(["b"], X[3:4])  # before the copy: in the snapshot
+    expected = {s: engine.state_of(s) for s in engine.streams()}
+    daemon._copy_for_checkpoint()
+    engine.step_many(["a", "c"], X[4:6])  # after it: not
+    daemon._wait_for_snapshot_writer()
+
+    restored = StreamEngine.restore(daemon.state_path, model)
+    assert restored.streams() == ["a", "b"]
+    for stream, state in expected.items():
+        for name, array in state.items():
+            np.testing.assert_array_equal(restored.state_of(stream)[name], array)
+    assert daemon.metrics.snapshots == 1
+    # memory made ready for a copy that a requested snapshot overtakes is let go
+    daemon._checkpoint_in_background()
+    assert daemon._checkpoint("requested")["streams"] == 3
+    assert daemon._snapshot_memory is None and daemon._snapshot_thread is None
 
 
 def test_kill_9_restart_restores_the_last_periodic_checkpoint(tmp_path, model, model_path):

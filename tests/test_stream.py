@@ -18,6 +18,7 @@ from reference import reference_step, zero_state
 import engine.stream as stream_module
 from engine.default_model import load_default_model
 from engine.model import Model
+from engine.state import faulted_in
 from engine.stream import SNAPSHOT_VERSION, StreamEngine, write_snapshot
 
 ATOL = 1e-5
@@ -378,9 +379,10 @@ def _state_as_snapshot_arrays(engine: StreamEngine, now: float) -> dict[str, np.
     return arrays
 
 
+@pytest.mark.parametrize("memory", ["new", "ready", "too small"])
 @pytest.mark.parametrize("scoring", [False, True], ids=["lstm", "built-in"])
 def test_snapshot_written_from_a_copy_holds_the_state_at_the_copy_and_nothing_after(
-    scoring: bool, tmp_path: Path
+    scoring: bool, memory: str, tmp_path: Path
 ) -> None:
     model = load_default_model() if scoring else random_model("lstm", 2, True, seed=3)
     n_in = model.input_size
@@ -397,8 +399,13 @@ def test_snapshot_written_from_a_copy_holds_the_state_at_the_copy_and_nothing_af
     clock.advance(2.0)
     expected = _state_as_snapshot_arrays(engine, clock())
     engine.snapshot(tmp_path / "whole.npz")
+    given = {
+        "new": None,
+        "ready": faulted_in(engine.snapshot_memory()),
+        "too small": np.zeros(64, np.uint8),
+    }[memory]
 
-    copy = engine.snapshot_copy()
+    copy = engine.snapshot_copy(given)
     # none of this may reach the copy: steps, a drop, a new stream, time, slabs that grow
     engine.step_many(["s2", "late", "new"], random_rows(8, 3, n_in))
     engine.drop("s3")
@@ -406,6 +413,8 @@ def test_snapshot_written_from_a_copy_holds_the_state_at_the_copy_and_nothing_af
     engine.step_many([f"more{i}" for i in range(40)], random_rows(9, 40, n_in))
     write_snapshot(tmp_path / "split.npz", copy)
 
+    if memory == "ready":
+        assert np.shares_memory(copy.last_used, given)
     split_files, split_header, split_raw, split_arrays = _snapshot_contents(tmp_path / "split.npz")
     files, header, raw, arrays = _snapshot_contents(tmp_path / "whole.npz")
     assert split_files == files == [*expected, "header"]
