@@ -3,8 +3,10 @@
 Every per-stream array (hidden state, LSTM cell state, later anomaly statistics) is one slab
 `(capacity, *shape)`; a stream owns one row in each. Slabs grow by doubling, so admitting a stream
 costs amortised O(1) and stepping never copies. Dropped and evicted streams return their slot to a
-free list. Without `max_streams` or `idle_timeout` the number of streams, and so memory, is
-unbounded: a producer that invents ids forever exhausts memory, so set one of them in production.
+free list; when fewer than a quarter of the slots are live the table shrinks (`StateTable.shrink`),
+renumbering the live slots. Without `max_streams` or `idle_timeout` the number of streams, and so
+memory, is unbounded: a producer that invents ids forever exhausts memory, so set one of them in
+production.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ class IdIndex:
         # compiles (or loads) the kernels now, not on a daemon's first readings
         self.find(np.zeros(1, np.uint8), 0)
         insert_slots(self.table, self.arena, self.start, self.length, np.empty(0, np.int64))
+        move_ids(self.arena, self.start, self.length, np.empty(0, np.int64), self.arena)
         self.remove(np.empty(0, np.int64))
 
     def find(self, ids: np.ndarray, n: int) -> np.ndarray | None:
@@ -99,6 +102,19 @@ class IdIndex:
         self.length = np.concatenate([self.length, np.zeros(extra, np.int64)])
         self.live = np.concatenate([self.live, np.zeros(extra, np.bool_)])
 
+    def compact(self, keep: np.ndarray, capacity: int) -> None:
+        """Renumber slot keep[i] (int64, the live slots) as slot i, in room for `capacity`
+        slots; the live ids move together into an arena twice their size."""
+        n = keep.shape[0]
+        start, length = np.zeros((2, capacity), np.int64)
+        start[:n], length[:n] = self.start[keep], self.length[keep]
+        self.live = np.zeros(capacity, np.bool_)
+        self.live[:n] = True
+        arena = np.empty(max(256, 2 * self.live_bytes), np.uint8)
+        self.arena_used = move_ids(self.arena, start, length, np.arange(n), arena)
+        self.start, self.length, self.arena = start, length, arena
+        self._rehash()
+
     def _move_live_ids(self, room: int) -> None:
         arena = np.empty(max(self.arena.size, 2 * (self.live_bytes + room)), np.uint8)
         live = np.flatnonzero(self.live)
@@ -129,6 +145,12 @@ def _table_size(entries: int) -> int:
     return 1 << max(4, (4 * entries - 1).bit_length())
 
 
+# The slabs shrink when fewer than 1/SHRINK_BELOW of their slots are live, to twice the live
+# streams (and no fewer than they started with): half full, the live streams must double before
+# the slabs grow again or halve before they shrink again, so a population that hovers around
+# either mark costs no reallocation per pass.
+SHRINK_BELOW = 4
+
 # Over max_streams, the least recently used streams go this share of max_streams at a time:
 # finding them scans every slot, which per admitted stream took ~1 ms at 20k streams and ~19 ms
 # at 500k; in bunches the scan is paid once per max_streams // 64 admissions.
@@ -136,7 +158,7 @@ LRU_EVICTION_SHARE = 64
 
 
 class StateTable:
-    """Slot allocation, growth and eviction for named per-stream slabs."""
+    """Slot allocation, growth, shrinking and eviction for named per-stream slabs."""
 
     def __init__(
         self,
@@ -158,6 +180,7 @@ class StateTable:
         self.idle_timeout = idle_timeout
         self.clock = clock
         capacity = max(1, capacity if max_streams is None else min(capacity, max_streams))
+        self.initial_capacity = capacity  # the slabs never shrink below it
         self.slabs: dict[str, np.ndarray] = {
             name: np.zeros((capacity, *shape), dtype) for name, (shape, dtype) in self.specs.items()
         }
@@ -202,11 +225,13 @@ class StateTable:
         return slot
 
     def release(self, stream: str) -> bool:
-        """Free a stream's slot; return whether it existed."""
+        """Free a stream's slot, shrinking the slabs if few are left live (`shrink`, which
+        renumbers slots); return whether the stream existed."""
         slot = self.slot_of.get(stream)
         if slot is None:
             return False
         self._release_slots(np.array([slot], np.int64))
+        self._shrink_if_sparse()
         return True
 
     def _release_slots(self, slots: np.ndarray) -> list[str]:
@@ -238,14 +263,47 @@ class StateTable:
         self.evicted_idle += 1
 
     def evict_idle(self, now: float | None = None) -> list[str]:
-        """Drop streams unused for longer than idle_timeout; return their ids."""
+        """Drop streams unused for longer than idle_timeout, shrinking the slabs if few are
+        left live (`shrink`, which renumbers slots); return their ids."""
         if self.idle_timeout is None or not self.slot_of:
             return []
         now = self.clock() if now is None else now
         gone = self._release_slots(np.flatnonzero(self.last_used < now - self.idle_timeout))
         self.evictions += len(gone)
         self.evicted_idle += len(gone)
+        self._shrink_if_sparse()
         return gone
+
+    def shrink(self) -> None:
+        """Move the live streams to the lowest slots, keeping their order, and reallocate every
+        per-slot array at twice the live streams (at least `initial_capacity`) slots.
+
+        Every slot changes: hold none across this. Each stream keeps its rows, last-used time,
+        id and place in admission order. The old arrays go back to the allocator, and the big
+        ones (glibc maps those over 32 MB apart) to the system at once.
+        """
+        live = np.flatnonzero(self.index.live)
+        n = live.shape[0]
+        capacity = max(self.initial_capacity, 2 * n)
+        for name, slab in self.slabs.items():  # in place: AnomalyScorer holds this dict
+            smaller = np.zeros((capacity, *slab.shape[1:]), slab.dtype)
+            # mode="clip" (the slots are in range) spares the copy "raise" makes of `out`
+            np.take(slab, live, axis=0, out=smaller[:n], mode="clip")
+            self.slabs[name] = smaller
+        last_used = np.full(capacity, np.inf)
+        last_used[:n] = self.last_used[live]
+        self.last_used = last_used
+        streams = [self.stream_of[slot] for slot in live.tolist()]
+        self.stream_of = streams + [None] * (capacity - n)
+        # A copy, as a dict never gives back the room of deleted keys; same order, new slots
+        self.slot_of = self.slot_of.copy()
+        self.slot_of.update(zip(streams, range(n), strict=True))
+        self.index.compact(live, capacity)
+        self.free = list(range(capacity - 1, n - 1, -1))
+
+    def _shrink_if_sparse(self) -> None:
+        if self.capacity > self.initial_capacity and SHRINK_BELOW * len(self) < self.capacity:
+            self.shrink()
 
     def used(self) -> int:
         """One past the highest live slot (0 with none): every slot from there on is free."""

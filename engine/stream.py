@@ -387,7 +387,9 @@ class StreamEngine:
 
     def drop(self, stream: str) -> bool:
         """Forget a stream and free its slot; return whether it existed."""
-        return self._table.release(stream)
+        existed = self._table.release(stream)
+        self._follow_table()
+        return existed
 
     def set_threshold(self, stream: str, level: float | None) -> bool:
         """Give one stream its own alert open level (None: back to the policy's).
@@ -407,7 +409,9 @@ class StreamEngine:
 
     def evict_idle(self) -> list[str]:
         """Drop streams idle for longer than idle_timeout now; return their ids."""
-        return self._table.evict_idle()
+        gone = self._table.evict_idle()
+        self._follow_table()
+        return gone
 
     def __len__(self) -> int:
         return len(self._table)
@@ -472,7 +476,7 @@ class StreamEngine:
             model,
             max_streams=old.max_streams,
             idle_timeout=old.idle_timeout,
-            capacity=old.capacity,
+            capacity=old.initial_capacity,  # so that a past burst's slabs may still shrink
             clock=self._clock,
             alerts=self.alerts,
             blas_threads=self.blas_threads,
@@ -583,6 +587,14 @@ class StreamEngine:
     def _sweep(self, now: float) -> None:
         self._next_sweep = now + _SWEEP_INTERVAL
         self._table.evict_idle(now)
+        self._follow_table()
+
+    def _follow_table(self) -> None:
+        """After streams left, let go of what was sized for a table that has since shrunk."""
+        if self._seen.shape[0] > self._table.capacity:
+            self._seen = np.zeros(self._table.capacity, np.int32)
+        if self.anomaly is not None:
+            self._scorer.views()  # drops its views of a replaced scoring slab
 
     def _ensure_batch(self, n: int) -> None:
         if n <= self._batch_rows:

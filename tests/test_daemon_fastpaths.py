@@ -181,3 +181,37 @@ def test_a_pass_over_the_engine_call_size_finds_known_streams_by_their_ids(tmp_p
     monkeypatch.setattr(StreamEngine, "_slots_admitting", by_strings)
     daemon._process(passes[1])
     assert daemon.metrics.predictions_out == 6000 and daemon.metrics.duplicates == 0
+
+
+@pytest.mark.parametrize("scoring", [False, True])
+def test_a_pass_whose_ends_shrink_the_slabs_publishes_what_a_daemon_that_never_shrinks_does(
+    tmp_path, scoring
+):
+    # Streams that end mid-pass shrink the slabs, which renumbers every slot; the rows after
+    # them in the same pass are found by their ids in the rebuilt index.
+    model = load_default_model() if scoring else Model.random("lstm", 3, 8, output_size=2)
+    n_in = model.input_size
+    daemons = []
+    for name, capacity in (("shrinks", 8), ("never", 4096)):
+        daemon = in_process_daemon(tmp_path / name, model, "each")
+        daemon.engine = StreamEngine(model, capacity=capacity)
+        daemons.append(daemon)
+    streams = [f"pump-{i}" for i in range(300)]
+    rng = np.random.default_rng(1)
+    first = P.encode_batch(streams, rng.standard_normal((300, n_in)), seq=[1] * 300)
+    frames = [first]
+    for i, stream in enumerate(streams):
+        frames.append(P.encode_reading(stream, rng.standard_normal(n_in), end=i % 20 > 0))
+        if i % 7 == 0:  # the survivors, mid-pass
+            frames.append(P.encode_batch(streams[:200:20], np.ones((10, n_in)), seq=[3 + i] * 10))
+    passes = [P.decode_frames(*P._laid_out(part), n_in)[0] for part in (frames[:1], frames[1:])]
+    assert passes[1].ids is not None
+    for daemon in daemons:
+        for batch in passes:
+            daemon._process(batch)
+
+    shrinks, never = daemons
+    assert shrinks.engine.stats()["capacity"] < 64 <= never.engine.stats()["capacity"]
+    assert shrinks.engine.streams() == never.engine.streams() == streams[::20]
+    assert shrinks.publisher.messages == never.publisher.messages
+    assert shrinks.metrics.rejects == never.metrics.rejects == {}

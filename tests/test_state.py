@@ -1,11 +1,14 @@
-"""Per-stream state: creation at zeros, reset, drop, growth, LRU and idle eviction, memory size."""
+"""Per-stream state: creation at zeros, reset, drop, growth, shrinking, LRU and idle eviction,
+memory size."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from conftest import FakeClock, all_states, random_model, random_rows
+from reference import reference_step, zero_state
 
+from engine.default_model import load_default_model
 from engine.model import Model
 from engine.state import StateTable
 from engine.stream import StreamEngine
@@ -339,6 +342,166 @@ def test_used_is_one_past_the_highest_live_slot() -> None:
     for stream in ("s0", "s1", "s3"):
         table.release(stream)
     assert table.used() == 0
+
+
+# ---------------------------------------------------------------------- shrinking
+
+
+def _check_table(table: StateTable) -> None:
+    """slot_of, stream_of, the free list and the id index agree."""
+    assert all(table.stream_of[slot] == stream for stream, slot in table.slot_of.items())
+    assert sum(s is not None for s in table.stream_of) == len(table)
+    assert sorted([*table.free, *table.slot_of.values()]) == list(range(table.capacity))
+    live = list(table.slot_of)
+    found = table.index.find(_id_bytes(live), len(live)) if live else np.empty(0, np.int64)
+    assert found is not None and found.tolist() == list(table.slot_of.values())
+    assert table.index.live.size == table.capacity == table.last_used.size
+
+
+def test_state_table_shrinks_below_a_quarter_live_and_every_stream_keeps_rows_time_and_place():
+    clock = FakeClock(5.0)
+    table = StateTable({"h": ((2,), np.float32), "n": ((), np.int64)}, capacity=4, clock=clock)
+    names = [f"s{i}" for i in range(100)]
+    for i, name in enumerate(names):
+        slot = table.admit(name)
+        table.slabs["h"][slot] = (i, -i)
+        table.slabs["n"][slot] = 10 * i
+        clock.advance(1)
+    assert table.capacity == 128
+    kept = names[3::10]
+    capacities = []
+    for name in reversed(names):  # the highest slots go first, kept ones stay scattered
+        if name not in kept:
+            table.release(name)
+            capacities.append(table.capacity)
+            _check_table(table)
+
+    # below 32 live of 128: to 62; below 15.5 of 62: to 30; 10 of 30 stay
+    assert sorted(set(capacities), reverse=True) == [128, 62, 30]
+    assert list(table.slot_of) == kept and table.used() <= 15  # moved to the low end at 15
+    for name in kept:
+        i, slot = names.index(name), table.slot_of[name]
+        assert table.slabs["h"][slot].tolist() == [i, -i] and table.slabs["n"][slot] == 10 * i
+        assert table.last_used[slot] == 5.0 + i
+    assert table.index.find(_id_bytes(["s0"]), 1) is None
+    assert table.index.arena.size < 16 * 128
+    for i in range(20):  # the free slots are used before the slabs grow again
+        table.admit(f"new{i}")
+    assert table.capacity == 30
+    assert not table.slabs["h"][table.slot_of["new0"]].any()
+    table.admit("one more")
+    assert table.capacity == 60
+    _check_table(table)
+
+
+def test_a_population_hovering_around_a_boundary_reallocates_once_not_every_pass() -> None:
+    table = StateTable({"h": ((4,), np.float32)}, capacity=4)
+    for i in range(256):
+        table.admit(f"s{i}")
+    capacities = [table.capacity]
+    fresh = iter(range(10**6))
+
+    def hover(low: int, high: int) -> None:
+        for _ in range(20):
+            while len(table) > low:
+                table.release(next(iter(table.slot_of)))
+            while len(table) < high:
+                table.admit(f"n{next(fresh)}")
+            if table.capacity != capacities[-1]:
+                capacities.append(table.capacity)
+
+    hover(63, 66)  # around a quarter of 256: shrinks once, to 126
+    hover(125, 128)  # around 126, full: grows once, to 252
+    hover(63, 66)  # above a quarter of 252: stays
+    assert capacities == [256, 126, 252]
+
+
+def _survivors_and_the_rest(engines: list[StreamEngine], reference: StreamEngine, n_in: int):
+    """Step `engines` with 300 streams and `reference` with the 20 that survive, in calls of
+    the same rows for those 20; return the survivors and the streams to go."""
+    survivors = [f"keep{i}" for i in range(20)]
+    rest = [f"go{i}" for i in range(280)]
+    for k in range(3):
+        X = random_rows(k, 20, n_in)
+        seq = np.arange(20) + 1 + k
+        for engine in [*engines, reference]:
+            engine.process(survivors, X, ts=np.full(20, 100.0 + k), seq=seq)
+        for engine in engines:
+            engine.process(rest, random_rows(10 + k, 280, n_in), seq=np.full(280, 1 + k))
+    return survivors, rest
+
+
+@pytest.mark.parametrize("scoring", [False, True], ids=["lstm", "built-in"])
+def test_after_a_shrink_streams_step_exactly_as_in_an_engine_that_never_grew(scoring: bool):
+    model = load_default_model() if scoring else random_model("lstm", 2, True, seed=6)
+    n_in = model.input_size
+    clock = FakeClock()
+    shrunk = StreamEngine(model, capacity=8, idle_timeout=100.0, clock=clock)
+    never = StreamEngine(model, capacity=8, idle_timeout=100.0, clock=clock)
+    survivors, rest = _survivors_and_the_rest([shrunk], never, n_in)
+    for stream in rest[:100]:
+        shrunk.drop(stream)
+    assert shrunk.stats()["capacity"] == 512
+    clock.advance(60.0)
+    for engine in (shrunk, never):  # survivors used 60 s after the rest: idle ages differ
+        engine.process(survivors[:10], random_rows(20, 10, n_in), seq=np.full(10, 100))
+    clock.advance(50.0)
+    assert sorted(shrunk.evict_idle()) == sorted(rest[100:] + survivors[10:]) and len(shrunk) == 10
+    never.evict_idle()
+    assert shrunk.stats()["capacity"] == 20 and never.stats()["capacity"] == 32
+
+    clock.advance(3.0)
+    batches = [survivors[:10] * 2, ["new", *survivors[:10]], [*survivors[9::-1], "new"]]
+    for k, streams in enumerate(batches):
+        X = random_rows(30 + k, len(streams), n_in)
+        got = shrunk.process(streams, X, ts=np.full(len(streams), 200.0 + k), seq=None)
+        want = never.process(streams, X, ts=np.full(len(streams), 200.0 + k), seq=None)
+        for field in ("outputs", "scores", "events", "peaks", "lengths", "opened"):
+            np.testing.assert_array_equal(getattr(got, field), getattr(want, field), field)
+    _assert_same_states(all_states(shrunk), all_states(never))
+    assert shrunk.streams() == never.streams()
+    ages = [engine.snapshot_copy().arrays()["idle_seconds"] for engine in (shrunk, never)]
+    np.testing.assert_array_equal(*ages)
+
+
+def test_after_a_shrink_outputs_follow_the_numpy_reference() -> None:
+    model = random_model("lstm", 2, True, seed=8, scaling=True)
+    engine = StreamEngine(model, capacity=4)
+    states: dict[str, object] = {}
+
+    def step(streams: list[str], X: np.ndarray) -> None:
+        got = engine.step_many(streams, X)
+        for stream, x, y in zip(streams, X, got, strict=True):
+            state = states.get(stream, zero_state(model))
+            expected, states[stream] = reference_step(model, x, state)
+            np.testing.assert_allclose(y, expected, rtol=0, atol=1e-5)
+
+    streams = [f"s{i}" for i in range(64)]
+    for k in range(3):
+        step(streams, random_rows(k, 64))
+    for stream in streams[::-1]:
+        if stream not in streams[5:60:9]:
+            engine.drop(stream)
+            states.pop(stream)
+    assert engine.stats()["capacity"] == 14
+    for k in range(3):
+        step([*states, "late"], random_rows(10 + k, len(states) + 1))
+
+
+def test_swap_model_after_a_burst_keeps_states_and_lets_the_slabs_shrink(gru1: Model) -> None:
+    engine = StreamEngine(gru1, capacity=4)
+    streams = [f"s{i}" for i in range(200)]
+    engine.step_many(streams, random_rows(0, 200))
+    for stream in streams[60:]:
+        engine.drop(stream)  # 60 of 256 live: no shrink yet
+    before = all_states(engine)
+
+    engine.swap_model(random_model("gru", 1, True, seed=3))
+    _assert_same_states(all_states(engine), before)
+    for stream in streams[10:60]:
+        engine.drop(stream)
+
+    assert engine.stats()["capacity"] < 64
 
 
 def test_idle_stream_listed_twice_in_a_batch_counts_one_eviction() -> None:
