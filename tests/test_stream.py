@@ -406,11 +406,18 @@ def test_snapshot_written_from_a_copy_holds_the_state_at_the_copy_and_nothing_af
     }[memory]
 
     copy = engine.snapshot_copy(given)
-    # none of this may reach the copy: steps, a drop, a new stream, time, slabs that grow
+    # none of this may reach the copy: steps, a drop, a new stream, time, slabs that grow,
+    # and slabs that shrink, renumbering every slot
     engine.step_many(["s2", "late", "new"], random_rows(8, 3, n_in))
     engine.drop("s3")
     clock.advance(7.0)
-    engine.step_many([f"more{i}" for i in range(40)], random_rows(9, 40, n_in))
+    more = [f"more{i}" for i in range(40)]
+    engine.step_many(more, random_rows(9, 40, n_in))
+    grown = engine.stats()["capacity"]
+    for stream in more + streams[5:]:
+        engine.drop(stream)
+    engine.step_many(["s2", "late"], random_rows(10, 2, n_in))
+    assert engine.stats()["capacity"] < grown
     write_snapshot(tmp_path / "split.npz", copy)
 
     if memory == "ready":
