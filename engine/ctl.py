@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import zmq
-from zmq.utils.monitor import recv_monitor_message
 
 from engine import protocol
+from engine.connection import ConnectionWatch
 from engine.keys import KeyLike, add_curve_client_arguments, apply_curve_client
 
 DEFAULT_CONTROL_ENDPOINT = "tcp://127.0.0.1:5557"
@@ -61,13 +61,13 @@ def control(
     ms = max(1, int(timeout * 1000))
     ctx = zmq.Context()
     sock = ctx.socket(zmq.REQ)
-    monitor = None
+    watch = None
     try:
         sock.linger = 0
         sock.rcvtimeo = ms
         sock.sndtimeo = ms
         apply_curve_client(sock, server_public_key, client_secret_key=client_secret_key)
-        monitor = sock.get_monitor_socket(_CONNECTION_EVENTS)
+        watch = ConnectionWatch(sock, "control", curve=server_public_key is not None)
         try:
             sock.connect(endpoint)
         except zmq.ZMQError as exc:
@@ -76,62 +76,19 @@ def control(
             sock.send(protocol.encode_control(cmd, **fields))
             frame = sock.recv()
         except zmq.Again:
-            why = _why_no_reply(monitor, curve=server_public_key is not None)
+            problem = watch.problem()
+            why = (
+                "the daemon took the request but did not answer in time (busy? a longer --timeout)"
+                if problem is None
+                else problem.reason
+            )
             raise NoReply(f"no reply from {endpoint} within {timeout:g} s: {why}") from None
         return protocol.decode_reply(frame)
     finally:
-        if monitor is not None:
-            sock.disable_monitor()
-            monitor.close(linger=0)
+        if watch is not None:
+            watch.close()
         sock.close(linger=0)
         ctx.term()
-
-
-_CONNECTION_EVENTS = (
-    zmq.EVENT_CONNECTED
-    | zmq.EVENT_HANDSHAKE_SUCCEEDED
-    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
-    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
-)
-
-
-def _why_no_reply(monitor: zmq.Socket, *, curve: bool) -> str:
-    """Say why no reply came, from the connection events `monitor` has seen so far."""
-    seen: dict[int, int] = {}  # event -> its last value
-    while monitor.poll(0):
-        message = recv_monitor_message(monitor)
-        seen[message["event"]] = message["value"]
-    if zmq.EVENT_HANDSHAKE_SUCCEEDED in seen:
-        return "the daemon took the request but did not answer in time (busy? a longer --timeout)"
-    if zmq.EVENT_HANDSHAKE_FAILED_AUTH in seen:
-        # the ZAP handler said no: this client's public key is not in the daemon's folder
-        return (
-            "the daemon refused this client's CURVE key: pass --client-secret-key with a key "
-            "whose public half is in the daemon's --curve-clients folder"
-        )
-    if seen.get(zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL) == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
-        if curve:
-            return "the daemon does not use CURVE: leave out --server-public-key"
-        return "the daemon uses CURVE: give --server-public-key (and --client-secret-key)"
-    # Otherwise a failed handshake does not say why: a CURVE server cannot open a HELLO sealed
-    # for another key and just hangs up, and which side sees a mechanism mismatch is a race.
-    if seen.keys() & {zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL, zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL}:
-        if curve:
-            return (
-                "the CURVE handshake failed: is --endpoint the control socket of a daemon with "
-                "CURVE, and --server-public-key its public key?"
-            )
-        return (
-            "the handshake failed: is --endpoint the daemon's control socket? (one with CURVE "
-            "needs --server-public-key)"
-        )
-    if seen:  # connected, then nothing: a socket of another kind hangs up without a word
-        return (
-            "something accepted the connection but no handshake followed: is --endpoint the "
-            "daemon's control socket?"
-        )
-    return "is rnnstream serve running?"
 
 
 # --------------------------------------------------------------------------- printing

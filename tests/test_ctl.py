@@ -230,7 +230,8 @@ def test_unreachable_daemon_gives_one_line_and_exit_1(capsys):
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err == (
-        f"rnnstream ctl: no reply from {endpoint} within 0.3 s: is rnnstream serve running?\n"
+        f"rnnstream ctl: no reply from {endpoint} within 0.3 s: nothing accepted the connection: "
+        "is rnnstream serve running?\n"
     )
     with pytest.raises(ctl.NoReply):
         ctl.control(endpoint, "health", timeout=0.2)
@@ -257,7 +258,9 @@ def test_unreachable_daemon_in_a_real_process_prints_no_traceback():
     assert proc.stdout == ""
     assert proc.stderr.count("\n") == 1
     assert "Traceback" not in proc.stderr
-    assert "within 0.5 s: is rnnstream serve running?" in proc.stderr
+    assert "within 0.5 s: nothing accepted the connection: is rnnstream serve running?" in (
+        proc.stderr
+    )
 
 
 def test_bad_endpoint_is_a_usage_error(capsys):
