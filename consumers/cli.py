@@ -1,4 +1,9 @@
-"""Watch a running `rnnstream serve`: tail its output, record predictions, or collect alerts."""
+"""Watch a running `rnnstream serve`: tail its output, record predictions, or collect alerts.
+
+Exit status 0 after --count records, --duration seconds or Ctrl-C; 1 when the daemon refused
+the connection's handshake (an unknown CURVE key, CURVE on one side only: the message says
+which); 2 for a usage mistake.
+"""
 
 from __future__ import annotations
 
@@ -84,12 +89,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _common(alerts)
 
 
+class _Refused(Exception):
+    """The daemon's end of the connection failed the handshake; the message says why."""
+
+
 def _records(sub: Subscriber, duration: float | None) -> Iterator[tuple[str, dict]]:
     """Yield (kind, payload) with batch publications expanded into "pred" rows.
 
     A daemon in `--publish-mode both` sends every prediction twice, as `pred.<stream>` and in a
     `batch.pred`, a pass's `pred.` messages before its batch; so once a `pred.` message has
-    arrived, batches are skipped, and each prediction is yielded once in any mode.
+    arrived, batches are skipped, and each prediction is yielded once in any mode. Raise
+    `_Refused` when nothing arrives because the handshake failed: ZeroMQ would wait forever.
     """
     per_reading = False
     stop_at = None if duration is None else time.monotonic() + duration
@@ -101,6 +111,10 @@ def _records(sub: Subscriber, duration: float | None) -> Iterator[tuple[str, dic
                 return
         item = sub.recv(timeout=wait)
         if item is None:
+            # asked only while idle: a Subscriber that gets publications pays nothing for it
+            problem = sub.connection_problem()
+            if problem is not None and problem.handshake_failed:
+                raise _Refused(problem.reason)
             continue
         kind, payload = item
         if kind == "batch":
@@ -176,6 +190,11 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
             action(args, sub, out)
         except KeyboardInterrupt:
             pass
+        except _Refused as exc:
+            print(
+                f"rnnstream consume: no publications from {args.endpoint}: {exc}", file=sys.stderr
+            )
+            return 1
         finally:
             if sub.malformed:
                 print(f"skipped {sub.malformed} malformed publications", file=sys.stderr)

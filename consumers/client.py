@@ -10,6 +10,7 @@ import numpy as np
 import zmq
 
 from engine import protocol
+from engine.connection import ConnectionProblem, ConnectionWatch
 from engine.keys import KeyLike, apply_curve_client
 from engine.socket_io import context_with_batch_io_threads
 
@@ -27,7 +28,7 @@ class Subscriber:
     kept, batch publications are cut down to those rows, and errors without a stream pass. With
     `exact_streams`, the generic `pred.` / `alert.` prefixes are narrowed to one per stream so the
     publisher filters most of the traffic. Malformed publications are skipped and counted in
-    `malformed`.
+    `malformed`. A Subscriber that gets nothing can ask `connection_problem` why.
     """
 
     def __init__(
@@ -50,19 +51,24 @@ class Subscriber:
         prefixes = [t.encode("utf-8") if isinstance(t, str) else bytes(t) for t in topics]
         self.subscriptions = self._narrow(prefixes)
         socket = self._context.socket(zmq.SUB)
+        watch = None
         try:
             socket.rcvhwm = hwm
             socket.linger = 0
             apply_curve_client(socket, server_public_key, client_public_key, client_secret_key)
             for prefix in self.subscriptions:
                 socket.setsockopt(zmq.SUBSCRIBE, prefix)
+            watch = ConnectionWatch(socket, "publish", curve=server_public_key is not None)
             socket.connect(endpoint)
         except Exception:
+            if watch is not None:
+                watch.close()
             socket.close(linger=0)
             if self._own_context:
                 self._context.term()
             raise
         self._socket = socket
+        self._watch = watch
         self._poller = zmq.Poller()
         self._poller.register(socket, zmq.POLLIN)
 
@@ -132,6 +138,17 @@ class Subscriber:
             if deadline is not None and time.monotonic() >= deadline:
                 return None
 
+    def connection_problem(self, wait: float = 0.0) -> ConnectionProblem | None:
+        """Return what keeps publications from reaching this Subscriber, or None once the
+        connection got through (then only the daemon's silence or the topics can).
+
+        The problem's `reason` says it in a sentence: nothing accepted the connection, the
+        daemon refused this client's CURVE key, ...; its `handshake_failed` is true when the
+        trouble lasts until keys or endpoint change. With `wait` > 0, wait up to that many
+        seconds for the connection to get through or fail.
+        """
+        return self._watch.problem(wait)
+
     def __iter__(self) -> Iterator[tuple[str, dict]]:
         while True:
             item = self.recv()
@@ -143,6 +160,7 @@ class Subscriber:
         if self._socket.closed:
             return
         self._poller.unregister(self._socket)
+        self._watch.close()
         self._socket.close(linger=0)
         if self._own_context:
             self._context.term()

@@ -36,12 +36,14 @@ class ConnectionProblem:
 
     `handshake_failed` is true when something took the connection and the handshake failed (the
     daemon refused the CURVE key, CURVE on one side only, another kind of socket): that lasts
-    until the keys or the endpoint change. Otherwise nothing took the connection yet, or the
-    daemon hung up, which a daemon that starts (again) mends.
+    until the keys or the endpoint change. `hung_up` is true when a connection got through and
+    was lost since, so messages sent before may well have arrived. Otherwise nothing took the
+    connection yet, which a daemon that starts mends.
     """
 
     reason: str
     handshake_failed: bool = False
+    hung_up: bool = False
 
     def __str__(self) -> str:
         return self.reason
@@ -67,15 +69,15 @@ class ConnectionWatch:
     def problem(self, wait: float = 0.0) -> ConnectionProblem | None:
         """Return what stands in the way, or None when the connection got through and is up.
 
-        With `wait` > 0, wait up to that many seconds for the connection to get through or for a
-        handshake to fail.
+        With `wait` > 0 and no connection through yet, wait up to that many seconds for one to
+        get through or for a handshake to fail.
         """
         deadline = time.monotonic() + wait
         while True:
             self._read()
             problem = self._problem()
             left = deadline - time.monotonic()
-            if problem is None or problem.handshake_failed or left <= 0:
+            if problem is None or problem.handshake_failed or problem.hung_up or left <= 0:
                 return problem
             self._monitor.poll(max(1, int(left * 1000)))
 
@@ -111,7 +113,8 @@ class ConnectionWatch:
         if self._hung_up:
             return ConnectionProblem(
                 "the daemon hung up and has not taken the connection back: did rnnstream serve "
-                "stop?"
+                "stop?",
+                hung_up=True,
             )
         if self._accepted:  # a socket of another kind may hang up without a word
             return ConnectionProblem(

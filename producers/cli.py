@@ -1,7 +1,8 @@
 """Send readings to a running `rnnstream serve`: synthetic sensors or a replay of CSV files.
 
-Exit status 0 when every reading left for the daemon, 1 when some were still queued when the
-linger ran out at the end (no daemon took them), 2 for a usage mistake.
+Exit status 0 when every reading left for the daemon, 1 when some were left unsent at the end
+(nothing accepted the connection within the linger, the daemon refused this client's CURVE key,
+...: the message says which), 2 for a usage mistake.
 """
 
 from __future__ import annotations
@@ -134,22 +135,13 @@ def _producer(args: argparse.Namespace) -> Producer:
 
 
 def _close(producer: Producer, args: argparse.Namespace) -> bool:
-    """Close `producer`, waiting up to LINGER seconds; say so and return False if it ran out.
-
-    ZeroMQ does not tell whether queued messages left; but closing returns as soon as they have,
-    so a close that takes the whole linger left some behind (the daemon never took them).
-    """
-    start = time.monotonic()
-    producer.close()
-    if time.monotonic() - start < LINGER - 0.01:  # ZeroMQ counts whole milliseconds
+    """Close `producer`, waiting up to LINGER seconds; say why and return False if readings
+    were left unsent (nothing accepted the connection, the daemon refused the CURVE key, ...)."""
+    problem = producer.close()
+    if problem is None:
         return True
-    if args.server_public_key is None:
-        hint = "(one with CURVE needs --server-public-key)"
-    else:
-        hint = "(and does it admit this client's CURVE key?)"
     print(
-        f"rnnstream produce: readings were still queued when the {LINGER:g} s linger ran out and "
-        f"are lost: is rnnstream serve running at {args.endpoint}? {hint}",
+        f"rnnstream produce: readings for {args.endpoint} were left unsent and are lost: {problem}",
         file=sys.stderr,
     )
     return False

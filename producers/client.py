@@ -10,6 +10,7 @@ import numpy as np
 import zmq
 
 from engine import protocol
+from engine.connection import ConnectionProblem, ConnectionWatch
 from engine.keys import KeyLike, apply_curve_client
 from engine.socket_io import context_with_batch_io_threads, direct_send
 
@@ -21,7 +22,9 @@ class Producer:
 
     The PUSH socket connects (the daemon binds), so messages sent before the daemon is up are
     queued, up to `hwm` messages; beyond that `send` blocks, or raises `zmq.Again` after
-    `send_timeout` seconds when one is given. `close` waits up to `linger` seconds to flush.
+    `send_timeout` seconds when one is given. `close` waits up to `linger` seconds to flush and
+    returns why readings were left unsent, if they were; `connection_problem` says at any time
+    what keeps readings from the daemon (nothing listening, a refused CURVE key, ...).
     """
 
     def __init__(
@@ -42,20 +45,27 @@ class Producer:
         self._seq: dict[str, int] = {}
         self.sent_messages = 0
         self.sent_readings = 0
+        self._linger = linger
+        self._left_unsent: ConnectionProblem | None = None
         socket = self._context.socket(zmq.PUSH)
+        watch = None
         try:
             socket.sndhwm = hwm
             socket.linger = int(linger * 1000)
             if send_timeout is not None:
                 socket.sndtimeo = int(send_timeout * 1000)
             apply_curve_client(socket, server_public_key, client_public_key, client_secret_key)
+            watch = ConnectionWatch(socket, "ingest", curve=server_public_key is not None)
             socket.connect(endpoint)
         except Exception:
+            if watch is not None:
+                watch.close()
             socket.close(linger=0)
             if self._own_context:
                 self._context.term()
             raise
         self._socket = socket
+        self._watch = watch
         self._send = direct_send(socket)
 
     def last_seq(self, stream: str) -> int:
@@ -146,13 +156,53 @@ class Producer:
                     del self._seq[stream]
         return seqs
 
-    def close(self, linger: float | None = None) -> None:
-        """Close the socket, waiting up to `linger` seconds (default as constructed) to flush."""
+    def connection_problem(self, wait: float = 0.0) -> ConnectionProblem | None:
+        """Return what keeps readings from the daemon, or None once the connection got through.
+
+        The problem's `reason` says it in a sentence: nothing accepted the connection, the
+        daemon refused this client's CURVE key, ...; its `handshake_failed` is true when the
+        trouble lasts until keys or endpoint change. With `wait` > 0, wait up to that many
+        seconds for the connection to get through or fail. It reads the socket's connection
+        events, none of which comes per reading, so sending costs the same either way.
+        """
+        return self._watch.problem(wait)
+
+    def close(self, linger: float | None = None) -> ConnectionProblem | None:
+        """Close the socket, waiting up to `linger` seconds (default as constructed) to flush.
+
+        Return None when no reading is known to be left unsent, else why some were (a second
+        call returns the same). Readings wait for a connection that gets through: while none
+        has, close waits for one and drops them when a handshake fails or the linger runs out,
+        returning `connection_problem()`. Once connected, ZeroMQ does not tell whether its queue
+        emptied: a Producer with a context of its own waits for that, and counts flushing that
+        takes the whole linger as readings left unsent. With a context given, ZeroMQ flushes in
+        the background.
+        """
         if self._socket.closed:
-            return
-        self._socket.close(linger=None if linger is None else int(linger * 1000))
+            return self._left_unsent
+        linger = self._linger if linger is None else linger
+        began = time.monotonic()
+        problem = self._watch.problem(linger) if self.sent_messages else None
+        self._watch.close()
+        if problem is not None and not problem.hung_up:
+            # nothing got through, so nothing queued can leave
+            self._socket.close(linger=0)
+            if self._own_context:
+                self._context.term()
+            self._left_unsent = problem
+            return problem
+        left = max(0.0, linger - (time.monotonic() - began))
+        self._socket.close(linger=int(left * 1000))
         if self._own_context:
-            self._context.term()
+            began = time.monotonic()
+            self._context.term()  # returns once the queue is empty, or after `left`
+            # ZeroMQ counts whole milliseconds, hence the slack
+            if self.sent_messages and left > 0 and time.monotonic() - began >= left - 0.01:
+                self._left_unsent = problem or ConnectionProblem(
+                    "the daemon took the connection but not every reading before the linger ran "
+                    "out: did it fall behind?"
+                )
+        return self._left_unsent
 
     def __enter__(self) -> Producer:
         return self

@@ -2,12 +2,16 @@
 
 An unauthorised client's handshake is refused by the daemon's authenticator, which the client's
 socket monitor reports; after that, a fence sent by an authorised client shows that the
-daemon published nothing for the refused reading.
+daemon published nothing for the refused reading. Producers, subscribers and their command
+lines say why they got nowhere.
 """
 
 from __future__ import annotations
 
+import argparse
+import io
 import shutil
+import time
 
 import numpy as np
 import pytest
@@ -22,8 +26,10 @@ from daemon_harness import (
 )
 from zmq.utils.monitor import recv_monitor_message
 
+from consumers import cli as consume_cli
 from engine import protocol
 from engine.model import Model
+from producers import cli as produce_cli
 
 HANDSHAKE_EVENTS = (
     zmq.EVENT_HANDSHAKE_SUCCEEDED
@@ -108,7 +114,9 @@ def test_authorised_client_round_trips_over_curve(daemon, model):
     producer.send("friend", X[0])
     producer.send_many(["friend", "friend"], X[1:])
     got = predictions_by_stream(daemon.until_fence(sub, producer))
+    problems = [c.connection_problem(wait=RECV_TIMEOUT) for c in (producer, sub)]
 
+    assert problems == [None, None]
     assert [p["seq"] for p in got["friend"]] == [1, 2, 3]
     np.testing.assert_allclose(
         np.array([p["prediction"] for p in got["friend"]]),
@@ -172,3 +180,80 @@ def test_unauthorised_control_request_gets_no_reply(daemon, keys, who):
     with pytest.raises(AssertionError, match="no control reply"):
         daemon.control_raw([protocol.encode_control("shutdown")], timeout=1.0, **curve)
     assert daemon.control("health")["status"] == "ready"
+
+
+def says_which_key_does_not_fit(reason: str, who: str) -> bool:
+    """Whether `reason` names the trouble of a client with `who`'s keys (see intruder_keys)."""
+    if who == "unknown_keys":
+        return reason.startswith("the daemon refused this client's CURVE key: ")
+    # libzmq reports a mechanism mismatch, or just a failed handshake, depending on who reads first
+    return reason in (
+        "the daemon uses CURVE: give --server-public-key (and --client-secret-key)",
+        "the handshake failed: is --endpoint the daemon's ingest socket? (one with CURVE needs "
+        "--server-public-key)",
+        "the handshake failed: is --endpoint the daemon's publish socket? (one with CURVE needs "
+        "--server-public-key)",
+    )
+
+
+@pytest.mark.parametrize("who", ["unknown_keys", "no_curve"])
+def test_refused_producer_and_subscriber_say_why(daemon, keys, who):
+    curve = intruder_keys(keys) if who == "unknown_keys" else NO_CURVE
+    producer = daemon.producer(linger=RECV_TIMEOUT, **curve)
+    spy = daemon.subscriber(("",), sync=False, **curve)
+    problems = [c.connection_problem(wait=RECV_TIMEOUT) for c in (producer, spy)]
+    producer.send("refused", [1.0, 1.0])
+    began = time.monotonic()
+    left_unsent = producer.close()
+    closing = time.monotonic() - began
+
+    for problem in problems:
+        assert problem is not None and problem.handshake_failed, problem
+        assert says_which_key_does_not_fit(problem.reason, who), problem.reason
+    assert left_unsent == problems[0]
+    assert closing < 1.0  # a refused handshake leaves no reason to wait out the linger
+
+
+def command_line(module, argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    module.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def curve_argv(keys: dict[str, str], who: str) -> list[str]:
+    if who == "no_curve":
+        return []
+    intruder = ["--client-secret-key", keys["intruder_secret"]]
+    return ["--server-public-key", keys["server_public"], *intruder]
+
+
+@pytest.mark.parametrize("who", ["unknown_keys", "no_curve"])
+def test_rnnstream_produce_with_a_refused_key_says_so_and_exits_1(daemon, keys, who, capsys):
+    argv = ["synthetic", "--streams", "2", "--rate", "0", "--ticks", "3", "--progress", "0"]
+    args = command_line(produce_cli, [*argv, "--endpoint", daemon.ingest, *curve_argv(keys, who)])
+    began = time.monotonic()
+    code = produce_cli.run(args)
+    took = time.monotonic() - began
+    err = capsys.readouterr().err.splitlines()
+
+    assert code == 1
+    prefix = f"rnnstream produce: readings for {daemon.ingest} were left unsent and are lost: "
+    assert err[-1].startswith(prefix), err
+    assert says_which_key_does_not_fit(err[-1].removeprefix(prefix), who), err[-1]
+    assert took < produce_cli.LINGER  # it did not wait the linger out
+
+
+@pytest.mark.parametrize("who", ["unknown_keys", "no_curve"])
+def test_rnnstream_consume_with_a_refused_key_says_so_and_exits_1(daemon, keys, who, capsys):
+    argv = ["tail", "--endpoint", daemon.publish, "--duration", "20", *curve_argv(keys, who)]
+    out = io.StringIO()
+    began = time.monotonic()
+    code = consume_cli.run(command_line(consume_cli, argv), out=out)
+    took = time.monotonic() - began
+    err = capsys.readouterr().err.splitlines()
+
+    assert code == 1 and out.getvalue() == ""
+    prefix = f"rnnstream consume: no publications from {daemon.publish}: "
+    assert len(err) == 1 and err[0].startswith(prefix), err
+    assert says_which_key_does_not_fit(err[0].removeprefix(prefix), who), err[0]
+    assert took < 10.0  # well before --duration: it did not wait in silence

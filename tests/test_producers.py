@@ -22,6 +22,7 @@ from producers.synthetic import ANOMALY_KINDS, SensorSignal, SyntheticFleet, ser
 
 NAB = Path(__file__).resolve().parents[1] / ".." / "shared" / "nab" / "data"
 TIMEOUT_MS = 5000
+DEADLINE = 10.0  # seconds any single expectation may take before the test fails
 
 
 @pytest.fixture
@@ -139,6 +140,43 @@ def test_producer_failed_send_uses_up_no_seq_so_a_retry_leaves_no_gap(context):
             daemon.close(linger=0)
     assert [r.seq_list() for r in got] == [[1], [2], [3, 1, 4]]
     assert [producer.last_seq(s) for s in "ab"] == [4, 1]
+
+
+def free_endpoint() -> str:
+    """Return a loopback endpoint nothing listens on (a port that was free a moment ago)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+
+
+def test_producer_close_says_why_readings_were_left_when_nothing_listens():
+    producer = Producer(free_endpoint(), linger=0.3)
+    producer.send("a", [1.0])
+    began = time.monotonic()
+    problem = producer.close()
+    waited = time.monotonic() - began
+    assert problem is not None and not problem.handshake_failed
+    assert str(problem) == "nothing accepted the connection: is rnnstream serve running?"
+    assert 0.3 <= waited < 0.3 + DEADLINE
+    assert producer.close() is problem  # closing again says the same
+
+
+def test_producer_that_sent_nothing_closes_at_once_with_nothing_left():
+    producer = Producer(free_endpoint(), linger=5.0)
+    assert producer.connection_problem() is not None  # nothing listens...
+    began = time.monotonic()
+    assert producer.close() is None  # ...but nothing was queued
+    assert time.monotonic() - began < 1.0
+
+
+def test_producer_that_got_through_reports_no_problem(pull):
+    sock, endpoint = pull
+    producer = Producer(endpoint, linger=5.0)  # a context of its own: close times the flush
+    producer.send("a", [1.0])
+    assert producer.connection_problem(wait=DEADLINE) is None
+    assert producer.close() is None
+    readings, _ = protocol.decode_ingest(receive(sock), 1)
+    assert readings.streams == ["a"]
 
 
 def test_producer_rejects_a_non_string_stream(pull, context):
@@ -551,7 +589,6 @@ def test_produce_to_no_daemon_says_readings_were_left_unsent_and_exits_1(
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 2 and err[0].startswith("sent ")
     assert err[1] == (
-        "rnnstream produce: readings were still queued when the 0.3 s linger ran out and are "
-        f"lost: is rnnstream serve running at {endpoint}? (one with CURVE needs "
-        "--server-public-key)"
+        f"rnnstream produce: readings for {endpoint} were left unsent and are lost: nothing "
+        "accepted the connection: is rnnstream serve running?"
     )
