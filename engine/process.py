@@ -111,17 +111,21 @@ class ServeProcess:
         return self.process.pid
 
     def stop(self, timeout: float = 30.0) -> int | None:
-        """Ask the daemon to shut down over its control socket; kill it if it does not."""
-        from engine.ctl import NoReply, control
+        """Stop the daemon in order and return its exit code; kill it if it is not done within
+        `timeout` seconds.
 
-        if self.process is None or self.process.poll() is not None:
-            return None if self.process is None else self.process.returncode
-        try:
-            control(self.control, "shutdown", timeout=5.0)
-            return self.process.wait(timeout)
-        except (NoReply, subprocess.TimeoutExpired):
-            self.kill()
-            return self.process.returncode
+        SIGTERM, not the control socket's `shutdown`: a daemon with CURVE admits no control
+        client without keys, and SIGTERM makes every daemon drain, publish and snapshot.
+        """
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.process.returncode
 
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:

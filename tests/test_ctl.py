@@ -371,18 +371,8 @@ def curve_daemon(model_path, tmp_path_factory):
             str(allowed),
         ],
     )
-    server.start()
-    try:
+    with server:
         yield server, keys
-        ctl.control(
-            server.control,
-            "shutdown",
-            server_public_key=keys / "server.key",
-            client_secret_key=keys / "client.key_secret",
-        )
-        server.process.wait(30)
-    finally:
-        server.kill()
 
 
 @pytest.mark.parametrize(
