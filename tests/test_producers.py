@@ -179,6 +179,27 @@ def test_producer_that_got_through_reports_no_problem(pull):
     assert readings.streams == ["a"]
 
 
+def test_producer_after_the_daemon_hung_up_reports_only_readings_it_still_held(pull):
+    sock, endpoint = pull
+    delivered, stranded = Producer(endpoint, linger=0.3), Producer(endpoint, linger=0.3)
+    for producer in (delivered, stranded):
+        producer.send("a", [1.0])
+        receive(sock)
+        assert producer.connection_problem(wait=DEADLINE) is None
+    sock.close(linger=0)  # the daemon stops
+    deadline = time.monotonic() + DEADLINE
+    while None in (problems := [p.connection_problem() for p in (delivered, stranded)]):
+        assert time.monotonic() < deadline, "the hang-up was never seen"
+        time.sleep(0.01)
+    # Sent once the hang-up is seen (sent before, it could still go into the dead connection):
+    stranded.send("a", [2.0])  # queued, and nothing takes it any more
+    for problem in problems:
+        assert problem.hung_up and not problem.handshake_failed
+        assert "the daemon hung up" in problem.reason
+    assert delivered.close() is None  # everything it sent had arrived
+    assert stranded.close() == problems[1]
+
+
 def test_producer_rejects_a_non_string_stream(pull, context):
     _, endpoint = pull
     with Producer(endpoint, context=context, linger=0) as producer:
