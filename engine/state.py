@@ -158,7 +158,12 @@ LRU_EVICTION_SHARE = 64
 
 
 class StateTable:
-    """Slot allocation, growth, shrinking and eviction for named per-stream slabs."""
+    """Slot allocation, growth, shrinking and eviction for named per-stream slabs.
+
+    `on_evict(slots)`, when given, is called before streams are evicted (idle, least recently
+    used, or expired on their return), with their slots (int64) still theirs; it must not
+    admit, release or evict streams.
+    """
 
     def __init__(
         self,
@@ -168,6 +173,7 @@ class StateTable:
         max_streams: int | None = None,
         idle_timeout: float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        on_evict: Callable[[np.ndarray], None] | None = None,
     ) -> None:
         if max_streams is not None and max_streams < 1:
             raise ValueError("max_streams must be at least 1")
@@ -179,6 +185,9 @@ class StateTable:
         self.max_streams = max_streams
         self.idle_timeout = idle_timeout
         self.clock = clock
+        # Called with the slots (int64) of streams about to be evicted, while their rows, ids and
+        # slots are still theirs: a caller's last look at state that is about to go.
+        self.on_evict = on_evict
         capacity = max(1, capacity if max_streams is None else min(capacity, max_streams))
         self.initial_capacity = capacity  # the slabs never shrink below it
         self.slabs: dict[str, np.ndarray] = {
@@ -258,6 +267,7 @@ class StateTable:
         Used when a stream comes back after idle_timeout before a sweep has removed it, so
         whether it restarts never depends on other streams' traffic.
         """
+        self._evicting(np.array([slot], np.int64))
         self.zero(slot)
         self.evictions += 1
         self.evicted_idle += 1
@@ -268,7 +278,9 @@ class StateTable:
         if self.idle_timeout is None or not self.slot_of:
             return []
         now = self.clock() if now is None else now
-        gone = self._release_slots(np.flatnonzero(self.last_used < now - self.idle_timeout))
+        idle = np.flatnonzero(self.last_used < now - self.idle_timeout)
+        self._evicting(idle)
+        gone = self._release_slots(idle)
         self.evictions += len(gone)
         self.evicted_idle += len(gone)
         self._shrink_if_sparse()
@@ -359,9 +371,15 @@ class StateTable:
         assert self.max_streams is not None
         count = min(max(1, self.max_streams // LRU_EVICTION_SHARE), len(self.last_used))
         oldest = np.argpartition(self.last_used, count - 1)[:count]
-        victims = self._release_slots(oldest[np.isfinite(self.last_used[oldest])])
+        oldest = oldest[np.isfinite(self.last_used[oldest])]
+        self._evicting(oldest)
+        victims = self._release_slots(oldest)
         self.evictions += len(victims)
         self.evicted_lru += len(victims)
+
+    def _evicting(self, slots: np.ndarray) -> None:
+        if self.on_evict is not None and slots.size:
+            self.on_evict(slots)
 
     def _grow(self) -> None:
         old = self.capacity

@@ -312,6 +312,30 @@ def test_state_table_reuses_freed_slots_before_growing() -> None:
     assert table.admit("d") not in (a, c) and table.capacity == 4
 
 
+def test_on_evict_sees_each_eviction_while_the_streams_still_hold_their_slots_and_rows() -> None:
+    seen: list[dict[str, float]] = []
+
+    def on_evict(slots: np.ndarray) -> None:
+        h = table.slabs["h"]
+        seen.append({table.stream_of[slot]: float(h[slot, 0]) for slot in slots.tolist()})
+
+    table = StateTable(
+        {"h": ((1,), np.float32)}, capacity=8, max_streams=3, idle_timeout=10.0, on_evict=on_evict
+    )
+    for i, stream in enumerate(["a", "b", "c"]):
+        table.slabs["h"][table.admit(stream, now=float(i))] = i + 1
+    table.release("b")  # the caller's own doing: not an eviction
+    table.zero(table.slot_of["c"])
+    assert seen == []
+
+    table.admit("d", now=3.0)
+    table.admit("e", now=4.0)  # at max_streams: the least recent, "a", goes
+    table.expire(table.slot_of["d"])  # an idle stream back before a sweep
+    table.evict_idle(now=100.0)
+    assert seen == [{"a": 1.0}, {"d": 0.0}, {"c": 0.0, "d": 0.0, "e": 0.0}]
+    assert table.evict_idle(now=200.0) == [] and len(seen) == 3  # no call for nothing
+
+
 def test_state_table_growth_copies_every_slab_and_timestamp() -> None:
     clock = FakeClock(5.0)
     table = StateTable({"h": ((2,), np.float32), "n": ((), np.int64)}, capacity=1, clock=clock)
