@@ -8,11 +8,17 @@ stream may carry its own open level (`threshold` column; 0 means the policy's). 
 during a stream's first `warmup` readings: a young stream has seen little of its own range, so
 most of its "new extremes" are ordinary (bench/results/alerts.md measures the defaults on
 synthetic fleets).
+
+An incident also closes when its stream's state is discarded (the stream ends, is dropped, reset
+or evicted, or a reload drops the alert states): the engine reports it as a `ClosedAlert` with
+its `CloseReason`, and marks the row closed, so that the open rows of the slab are exactly the
+open incidents (`count_open`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 import numpy as np
 
@@ -37,6 +43,32 @@ ALERT_COLUMNS = 8
 EVENT_NONE = 0
 EVENT_OPEN = 1
 EVENT_CLOSE = 2
+
+
+class CloseReason(StrEnum):
+    """Why an incident closed: the `reason` of a close publication (docs/PROTOCOL.md)."""
+
+    SCORE = "score"  # its score fell below the close level
+    END = "end"  # its stream ended: a reading with `end: true`
+    DROPPED = "dropped"  # its stream was dropped by the control command `drop`
+    RESET = "reset"  # its stream was reset: the control command, or a reading with `reset: true`
+    EVICTED = "evicted"  # its stream was evicted: idle past --idle-timeout, or at --max-streams
+    RELOAD = "reload"  # a model reload did not keep the alert states (`reset`, or no scoring)
+
+
+@dataclass(frozen=True)
+class ClosedAlert:
+    """An incident closed because its stream's state was discarded, as far as the state knew it.
+
+    No reading caused it, so it has no score of its own; the engine's caller says which reading,
+    if any, went with it (the daemon: the reading whose `end` dropped the stream).
+    """
+
+    stream: str
+    reason: CloseReason
+    peak: float  # the highest score since the incident opened
+    readings: int  # the incident's length in readings, its opening one included
+    opened_ts: float  # ts of the opening reading (NaN if unknown)
 
 
 @dataclass(frozen=True)
@@ -192,3 +224,17 @@ def alert_row(
             state[slot, A_OPENED_TS] = ts
     else:
         state[slot, A_RUN] = 0.0
+
+
+@kernel
+def count_open(state):  # pragma: no cover - jitted
+    """Return how many rows of state (capacity, >= ALERT_COLUMNS) float64 have an open alert.
+
+    Jitted for the GIL it lets go: a metrics scrape counts on its own thread while the daemon's
+    loop goes on (a free slot's row is never open, see the module docstring).
+    """
+    n = 0
+    for slot in range(state.shape[0]):
+        if state[slot, A_OPEN] > 0.0:
+            n += 1
+    return n

@@ -14,7 +14,18 @@ from typing import Any
 
 import numpy as np
 
-from engine.alerts import A_THRESHOLD, ALERT_SLAB, AlertPolicy
+from engine.alerts import (
+    A_LENGTH,
+    A_OPEN,
+    A_OPENED_TS,
+    A_PEAK,
+    A_THRESHOLD,
+    ALERT_SLAB,
+    AlertPolicy,
+    ClosedAlert,
+    CloseReason,
+    count_open,
+)
 from engine.anomaly import AnomalyScorer, AnomalySpec
 from engine.blas import BlasThreads
 from engine.files import write_npz_atomically
@@ -121,6 +132,10 @@ class StreamEngine:
     the previous forecast's error into an anomaly score, tracks alerts with `alerts`, and returns
     forecasts in the stream's own units. `process(streams, X, ts)` returns all of that as a
     `StepResult`; `step` and `step_many` return just the outputs.
+
+    A stream whose state is discarded while its alert is open (dropped, reset, evicted, or a
+    reload that does not keep alert states) has that incident closed: `take_closed_alerts`
+    returns them. They are kept until taken, one small record each.
     """
 
     def __init__(
@@ -158,7 +173,9 @@ class StreamEngine:
             max_streams=max_streams,
             idle_timeout=idle_timeout,
             clock=clock,
+            on_evict=self._close_evicted,
         )
+        self._closed_alerts: list[ClosedAlert] = []
         self._clock = clock
         self._next_sweep = clock() + _SWEEP_INTERVAL
         self._x_shape = (p.inputs,)
@@ -378,18 +395,40 @@ class StreamEngine:
 
     # ------------------------------------------------------------ stream admin
     def reset(self, stream: str) -> bool:
-        """Zero a stream's state; return whether the stream existed."""
+        """Zero a stream's state, closing its open alert; return whether the stream existed."""
         slot = self._table.slot_of.get(stream)
         if slot is None:
             return False
+        self._close_open_alerts(np.array([slot], np.int64), CloseReason.RESET)
         self._table.zero(slot)
         return True
 
-    def drop(self, stream: str) -> bool:
-        """Forget a stream and free its slot; return whether it existed."""
-        existed = self._table.release(stream)
+    def drop(self, stream: str, reason: CloseReason = CloseReason.DROPPED) -> bool:
+        """Forget a stream and free its slot, closing its open alert for `reason` (DROPPED or
+        END); return whether it existed."""
+        slot = self._table.slot_of.get(stream)
+        if slot is None:
+            return False
+        self._close_open_alerts(np.array([slot], np.int64), reason)
+        self._table.release(stream)
         self._follow_table()
-        return existed
+        return True
+
+    def take_closed_alerts(self) -> list[ClosedAlert]:
+        """Return the incidents closed since the last call because their streams' state was
+        discarded, in the order they closed, and forget them."""
+        closed, self._closed_alerts = self._closed_alerts, []
+        return closed
+
+    def open_alerts(self) -> int:
+        """Return how many streams have an open alert now (0 for a model that does not score).
+
+        Safe from another thread while the engine steps (a metrics scrape): the count runs
+        with the GIL let go over whichever slab the table holds as it starts.
+        """
+        if self.anomaly is None:
+            return 0
+        return count_open(self._table.slabs[ALERT_SLAB])
 
     def set_threshold(self, stream: str, level: float | None) -> bool:
         """Give one stream its own alert open level (None: back to the policy's).
@@ -447,6 +486,7 @@ class StreamEngine:
             "evicted_idle": t.evicted_idle,
             "evicted_lru": t.evicted_lru,
             "bytes_per_stream": t.bytes_per_stream(),
+            "open_alerts": self.open_alerts(),
             "model_fingerprint": self.model.fingerprint,
         }
 
@@ -454,7 +494,8 @@ class StreamEngine:
         """Switch to another model, keeping every stream's state when the state shapes match.
 
         With different state shapes (cell, layers or hidden size) this refuses unless `reset`,
-        in which case every stream restarts from zeros.
+        in which case every stream restarts from zeros. Open alerts are kept with the states
+        when the new model scores alike (same scoring state shape), else closed for RELOAD.
         """
         same_shape = (model.cell, model.num_layers, model.hidden_size) == (
             self.model.cell,
@@ -482,6 +523,14 @@ class StreamEngine:
             blas_threads=self.blas_threads,
         )
         new = replacement._table
+        keeps_alerts = (
+            same_shape and not reset and old.specs.get(ALERT_SLAB) == new.specs.get(ALERT_SLAB)
+        )
+        if not keeps_alerts:
+            self._close_open_alerts(old.live()[1], CloseReason.RELOAD)
+        # The replacement's table reports evictions to the engine that takes its place
+        new.on_evict = self._close_evicted
+        replacement._closed_alerts = self._closed_alerts
         if same_shape and not reset:
             # Slabs the two models share (recurrent state, and anomaly statistics of the same
             # shape) carry over; the rest start from zeros.
@@ -584,6 +633,29 @@ class StreamEngine:
         return engine
 
     # ----------------------------------------------------------------- private
+    def _close_evicted(self, slots: np.ndarray) -> None:
+        self._close_open_alerts(slots, CloseReason.EVICTED)
+
+    def _close_open_alerts(self, slots: np.ndarray, reason: CloseReason) -> None:
+        """Close the open alerts of `slots` (int64), whose state is about to be discarded: keep
+        each incident for `take_closed_alerts` and mark its row closed."""
+        if self.anomaly is None:
+            return
+        table = self._table
+        state = table.slabs[ALERT_SLAB]
+        for slot in slots[state[slots, A_OPEN] > 0.0].tolist():
+            row = state[slot]
+            self._closed_alerts.append(
+                ClosedAlert(
+                    table.stream_of[slot],
+                    reason,
+                    float(row[A_PEAK]),
+                    int(row[A_LENGTH]),
+                    float(row[A_OPENED_TS]),
+                )
+            )
+            row[A_OPEN] = 0.0
+
     def _sweep(self, now: float) -> None:
         self._next_sweep = now + _SWEEP_INTERVAL
         self._table.evict_idle(now)
@@ -616,6 +688,7 @@ class StreamEngine:
         self.step(probe, x)
         self.process([probe, probe], np.zeros((2, *self._x_shape), np.float32), seq=[1, NO_SEQ])
         self.drop(probe)
+        self.open_alerts()  # else a metrics scrape would compile it, on its thread
 
 
 def _anomaly_spec(model: Model) -> AnomalySpec | None:

@@ -18,7 +18,9 @@ from engine.alerts import (
     EVENT_NONE,
     EVENT_OPEN,
     AlertPolicy,
+    CloseReason,
     alert_batch,
+    count_open,
 )
 from engine.config import ServeConfig
 
@@ -282,3 +284,156 @@ def test_stream_engine_applies_the_policy_warm_up() -> None:
         opens[name] = [i for i, e in enumerate(events) if e == EVENT_OPEN]
     assert any(i < 650 for i in opens["eager"])
     assert all(i >= 650 for i in opens["late"])
+
+
+# ------------------------------------------------- incidents whose stream's state goes
+
+
+def test_count_open_counts_the_rows_a_numpy_count_does() -> None:
+    rng = np.random.default_rng(5)
+    state = rng.uniform(0.0, 1.0, (300, ALERT_COLUMNS + 5))
+    state[:, A_OPEN] = rng.choice([0.0, 1.0], 300)
+    assert count_open(state) == np.count_nonzero(state[:, A_OPEN] > 0.0)
+    assert count_open(np.zeros((0, ALERT_COLUMNS))) == 0
+
+
+# Readings a fresh stream of the built-in model takes quietly, then two new extremes: its
+# probation (300 readings) is over, so the first extreme opens an alert and the second keeps
+# it open (peak 1.0, 2 readings, opened at the ts of reading QUIET).
+QUIET = 310
+INCIDENT = np.array([10.0 + math.sin(i / 3) for i in range(QUIET)] + [60.0, 70.0], np.float32)
+T0 = 1.7e9
+
+
+def open_incidents(engine, streams: list[str]) -> None:
+    """Drive every stream of `streams` (new ones) into an open alert, in one call."""
+    n = len(streams)
+    rows = [s for _ in INCIDENT for s in streams]
+    result = engine.process(
+        rows, np.repeat(INCIDENT, n).reshape(-1, 1), np.repeat(T0 + np.arange(INCIDENT.size), n)
+    )
+    opened = [rows[i] for i in np.flatnonzero(result.events == EVENT_OPEN)]
+    assert opened == streams and not (result.events == EVENT_CLOSE).any()
+
+
+def quiet(engine, streams: list[str]) -> None:
+    """Give each stream of `streams` a few readings that open nothing (in probation)."""
+    n = len(streams)
+    result = engine.process(streams * 5, np.ones((5 * n, 1), np.float32))
+    assert not result.events.any()
+
+
+def scoring_engine(**options):
+    from engine.default_model import load_default_model
+    from engine.stream import StreamEngine
+
+    return StreamEngine(load_default_model(), **options)
+
+
+def assert_closed(closed: list, streams: list[str], reason: CloseReason) -> None:
+    assert [c.stream for c in closed] == streams
+    for c in closed:
+        assert c.reason == reason and c.peak == 1.0 and c.readings == 2
+        assert c.opened_ts == T0 + QUIET
+
+
+@pytest.mark.parametrize("how", ["drop", "reset", "end"])
+def test_dropping_or_resetting_a_stream_closes_its_open_alert_once(how: str) -> None:
+    engine = scoring_engine()
+    open_incidents(engine, ["a", "b"])
+    quiet(engine, ["calm"])
+    assert engine.open_alerts() == 2
+
+    if how == "end":
+        assert engine.drop("a", CloseReason.END) and engine.drop("calm", CloseReason.END)
+    else:
+        assert getattr(engine, how)("a") and getattr(engine, how)("calm")
+
+    reason = CloseReason.DROPPED if how == "drop" else CloseReason(how)
+    assert_closed(engine.take_closed_alerts(), ["a"], reason)
+    assert engine.take_closed_alerts() == [] and engine.open_alerts() == 1
+    getattr(engine, "drop" if how == "end" else how)("a")  # again: nothing left open
+    assert engine.take_closed_alerts() == []
+    assert engine.stats()["open_alerts"] == 1  # "b"
+
+
+def test_idle_eviction_closes_open_alerts_on_a_late_reading_and_in_sweeps() -> None:
+    from conftest import FakeClock
+
+    clock = FakeClock()
+    engine = scoring_engine(idle_timeout=10.0, clock=clock)
+    open_incidents(engine, ["late", "swept"])
+    quiet(engine, ["calm"])
+    clock.advance(11)
+    # "late" restarts before its reading is stepped, the call's sweep then evicts the others
+    engine.process(["late"], np.ones((1, 1), np.float32))
+    assert_closed(engine.take_closed_alerts(), ["late", "swept"], CloseReason.EVICTED)
+    assert engine.streams() == ["late"] and engine.open_alerts() == 0
+
+    open_incidents(engine, ["x"])
+    clock.advance(11)
+    assert sorted(engine.evict_idle()) == ["late", "x"]
+    assert_closed(engine.take_closed_alerts(), ["x"], CloseReason.EVICTED)
+    assert engine.open_alerts() == 0 and len(engine) == 0
+
+
+def test_lru_eviction_at_max_streams_closes_the_open_alerts_of_the_streams_it_evicts() -> None:
+    engine = scoring_engine(max_streams=3)
+    open_incidents(engine, ["old"])
+    quiet(engine, ["calm"])
+    open_incidents(engine, ["young"])
+    engine.process(["new1", "new2"], np.ones((2, 1), np.float32))  # "old", "calm" go
+
+    assert_closed(engine.take_closed_alerts(), ["old"], CloseReason.EVICTED)
+    assert sorted(engine.streams()) == ["new1", "new2", "young"]
+    assert engine.open_alerts() == 1
+
+
+def test_a_slot_freed_with_an_open_alert_starts_its_next_stream_closed() -> None:
+    engine = scoring_engine(capacity=4)
+    open_incidents(engine, ["a"])
+    engine.drop("a")
+    quiet(engine, ["b"])  # takes the freed slot
+    assert engine.open_alerts() == 0
+    engine.drop("b")
+    assert engine.take_closed_alerts()[1:] == []  # "a"'s close only
+
+
+@pytest.mark.parametrize("reset", [False, True])
+def test_reload_closes_open_alerts_only_when_their_state_does_not_carry_over(reset: bool) -> None:
+    from engine.default_model import load_default_model
+    from engine.model import Model
+
+    engine = scoring_engine()
+    open_incidents(engine, ["a", "b"])
+    quiet(engine, ["calm"])
+    engine.swap_model(load_default_model(), reset=reset)
+    if reset:
+        assert_closed(engine.take_closed_alerts(), ["a", "b"], CloseReason.RELOAD)
+        assert engine.open_alerts() == 0
+    else:
+        assert engine.take_closed_alerts() == [] and engine.open_alerts() == 2
+        # the engine that took the old one's place reports its evictions, drops and resets
+        engine.drop("a")
+        assert_closed(engine.take_closed_alerts(), ["a"], CloseReason.DROPPED)
+    # a model that does not score keeps no alert states, though it keeps the recurrent ones
+    engine = scoring_engine()
+    open_incidents(engine, ["a"])
+    plain = Model.random("gru", 1, 24, output_size=1, seed=1)  # the built-in model's shape
+    engine.swap_model(plain, reset=reset)
+    assert_closed(engine.take_closed_alerts(), ["a"], CloseReason.RELOAD)
+    assert engine.open_alerts() == 0
+
+
+def test_open_alerts_are_snapshotted_with_their_streams_and_close_after_a_restore(tmp_path):
+    from engine.default_model import load_default_model
+    from engine.stream import StreamEngine
+
+    engine = scoring_engine()
+    open_incidents(engine, ["a", "b"])
+    engine.snapshot(tmp_path / "state.npz")
+
+    restored = StreamEngine.restore(tmp_path / "state.npz", load_default_model())
+    assert restored.open_alerts() == 2
+    restored.drop("b")
+    assert_closed(restored.take_closed_alerts(), ["b"], CloseReason.DROPPED)
