@@ -27,7 +27,7 @@ import numpy as np
 import zmq
 
 from engine import protocol
-from engine.alerts import EVENT_CLOSE, EVENT_OPEN, AlertPolicy
+from engine.alerts import EVENT_CLOSE, EVENT_OPEN, AlertPolicy, ClosedAlert, CloseReason
 from engine.config import ServeConfig, add_config_arguments, config_from_args
 from engine.logs import RateLimitedLog, log, setup_logging
 from engine.metrics import Metrics, registry_for
@@ -48,6 +48,10 @@ _DRAIN_QUIET_S = 0.05  # at shutdown, intake counts as drained after this long w
 # ...or after this long in all, so producers that keep sending cannot hold the stop off forever
 # (readings queued at the signal are first in line, so they are served well before this).
 DRAIN_LIMIT_S = 5.0
+# What a close carries of a reading when no reading went with it (docs/PROTOCOL.md, alerts)
+_NO_READING = dict.fromkeys(
+    ("seq", "ts", "score", "value", "expected", "feature", "surprise", "severity")
+)
 
 
 class Status(StrEnum):
@@ -305,6 +309,7 @@ class Daemon:
             if now >= self._next_sweep:
                 self._next_sweep = now + 1.0
                 self.engine.evict_idle()  # so idle streams go even when no reading arrives
+                self._publish_closed()
             if now >= self._next_checkpoint:
                 self._checkpoint_in_background()
             if self._snapshot_memory is not None:
@@ -366,9 +371,11 @@ class Daemon:
         stream = row.streams[0]
         if row.reset[0]:
             self.engine.reset(stream)  # also forgets its last seq: any seq starts afresh
-        stepped = self._step_and_publish(row)
-        if row.end[0] and stepped:  # a duplicate is dropped whole, its `end` with it
-            self.engine.drop(stream)
+            self._publish_closed()
+        result = self._step_one(row)
+        if row.end[0] and result is not None:  # a duplicate is dropped whole, its `end` with it
+            self.engine.drop(stream, CloseReason.END)
+            self._publish_closed((row, result))
 
     def _step_and_publish(self, batch: Readings) -> int:
         """Step `batch` and publish its predictions; return how many readings were stepped."""
@@ -389,22 +396,28 @@ class Daemon:
         return self._publish_stepped(batch, result)
 
     def _step_rows_one_by_one(self, batch: Readings) -> int:
-        stepped = 0
-        for i in range(len(batch)):
-            row = batch.take(slice(i, i + 1))
-            began = time.perf_counter()
-            try:
-                result = self.engine.process(row.streams, row.values, row.ts, row.seq)
-            except ValueError as exc:
-                self._reject(Rejection(RejectReason.INTERNAL, str(exc), row.streams[0]))
-                continue
-            self.metrics.step_seconds.observe(time.perf_counter() - began)
-            stepped += self._publish_stepped(row, result)
-        return stepped
+        return sum(
+            self._step_one(batch.take(slice(i, i + 1))) is not None for i in range(len(batch))
+        )
+
+    def _step_one(self, row: Readings) -> StepResult | None:
+        """Step one reading and publish its prediction; return its result, or None when it was
+        rejected or dropped as a duplicate."""
+        began = time.perf_counter()
+        try:
+            result = self.engine.process(row.streams, row.values, row.ts, row.seq, ids=row.ids)
+        except ValueError as exc:
+            self._reject(Rejection(RejectReason.INTERNAL, str(exc), row.streams[0]))
+            return None
+        self.metrics.step_seconds.observe(time.perf_counter() - began)
+        return result if self._publish_stepped(row, result) else None
 
     def _publish_stepped(self, batch: Readings, result: StepResult) -> int:
-        """Count the step's seq gaps, reject its duplicates, publish the rest; return how many
-        readings were stepped."""
+        """Publish the closes of incidents whose streams the step evicted, count its seq gaps,
+        reject its duplicates, publish the rest; return how many readings were stepped."""
+        # The call's evictions close before its readings publish: a stream that came back after
+        # --idle-timeout closes its old incident before its new state's first alert
+        self._publish_closed()
         self.metrics.gaps += result.gaps
         if result.kept is not None:
             dropped = np.ones(len(batch), np.bool_)
@@ -439,42 +452,69 @@ class Daemon:
             self.publisher.send_multipart((protocol.BATCH_TOPIC, payload))
         if result.events is not None:
             for i in np.flatnonzero(result.events).tolist():
-                alert = self._alert(batch, result, i)
-                self.publisher.send_multipart(
-                    (protocol.alert_topic(alert["stream"]), protocol.encode_alert(alert))
-                )
-                self.metrics.alerts[alert["event"]] += 1
+                self._send_alert(self._alert(batch, result, i))
         self.metrics.readings_in += n
         self.metrics.predictions_out += n
         self.metrics.batch_size.observe(n)
         self.metrics.observe_latencies(batch.ts)
 
+    def _send_alert(self, alert: dict[str, Any]) -> None:
+        self.publisher.send_multipart(
+            (protocol.alert_topic(alert["stream"]), protocol.encode_alert(alert))
+        )
+        self.metrics.alerts[alert["event"]] += 1
+
     def _alert(self, batch: Readings, result: StepResult, i: int) -> dict[str, Any]:
         """Build the alert message for row i, which opened or closed an incident."""
+        alert: dict[str, Any] = {
+            "stream": batch.streams[i],
+            "event": "open" if result.events[i] == EVENT_OPEN else "close",
+            **self._reading_fields(batch, result, i),
+        }
+        if result.events[i] == EVENT_CLOSE:
+            alert["peak"] = float(result.peaks[i])
+            alert["readings"] = int(result.lengths[i])
+            alert["duration"] = _duration(alert["ts"], float(result.opened[i]))
+            alert["reason"] = str(CloseReason.SCORE)
+        return alert
+
+    def _reading_fields(self, batch: Readings, result: StepResult, i: int) -> dict[str, Any]:
+        """Return what an alert says of the reading in row i, the one that went with it."""
         value = batch.values[i].astype(np.float64)
         expected = result.expected[i].astype(np.float64)
         worst = int(np.argmax(np.abs(value - expected)))
         names = self.engine.model.feature_names
-        score = float(result.scores[i])
-        alert: dict[str, Any] = {
-            "stream": batch.streams[i],
+        return {
             "seq": batch.seq_of(i),
             "ts": batch.ts_of(i),
-            "event": "open" if result.events[i] == EVENT_OPEN else "close",
-            "score": score,
+            "score": float(result.scores[i]),
             "value": value.tolist(),
             "expected": expected.tolist(),
             "feature": names[worst] if names else worst,
             "surprise": float(result.surprise[i]),
             "severity": _severity(float(result.surprise[i])),
         }
-        if result.events[i] == EVENT_CLOSE:
-            opened = float(result.opened[i])
-            ts = batch.ts_of(i)
-            alert["peak"] = float(result.peaks[i])
-            alert["readings"] = int(result.lengths[i])
-            alert["duration"] = ts - opened if ts is not None and math.isfinite(opened) else None
-        return alert
+
+    def _publish_closed(self, ending: tuple[Readings, StepResult] | None = None) -> None:
+        """Publish a close for each incident the engine closed since the last call because its
+        stream's state was discarded; `ending`: the one reading (and its step) whose `end`
+        discarded it, which the close then carries."""
+        for closed in self.engine.take_closed_alerts():
+            self._send_alert(self._discarded_alert(closed, ending))
+
+    def _discarded_alert(
+        self, closed: ClosedAlert, ending: tuple[Readings, StepResult] | None
+    ) -> dict[str, Any]:
+        reading = _NO_READING if ending is None else self._reading_fields(*ending, 0)
+        return {
+            "stream": closed.stream,
+            "event": "close",
+            **reading,
+            "peak": closed.peak,
+            "readings": closed.readings,
+            "duration": _duration(reading["ts"], closed.opened_ts),
+            "reason": str(closed.reason),
+        }
 
     def _reject(self, rejection: Rejection) -> None:
         reason = str(rejection.reason)
@@ -537,6 +577,7 @@ class Daemon:
             if not isinstance(stream, str):
                 return {"ok": False, "error": f"{cmd} needs a 'stream' string"}
             existed = getattr(self.engine, cmd)(stream)  # either forgets the stream's last seq
+            self._publish_closed()
             return {"existed": existed}
         if cmd == "snapshot":
             return self._checkpoint("requested")
@@ -593,6 +634,7 @@ class Daemon:
             self.engine.swap_model(model, reset=reset)
         except ValueError as exc:
             return {"ok": False, "error": str(exc)}
+        self._publish_closed()
         self.model = model
         log(
             self.logger,
@@ -726,6 +768,11 @@ class Daemon:
             self._metrics_server.server_close()  # its listening socket
         if self._context is not None:
             self._context.term()
+
+
+def _duration(ts: float | None, opened: float) -> float | None:
+    """Seconds from an incident's opening reading to `ts`; None when either is unknown."""
+    return ts - opened if ts is not None and math.isfinite(opened) else None
 
 
 def _severity(surprise: float) -> str:

@@ -186,7 +186,10 @@ class MetricsCollector(Collector):
             rejects.add_metric([reason], m.rejects[reason])
         yield rejects
         alerts = CounterMetricFamily(
-            "rnnstream_alerts", "Alert events, by event.", labels=["event"]
+            "rnnstream_alerts",
+            "Alert events, by event: an incident opened, or closed (also when its stream's "
+            "state went: ended, dropped, reset, evicted, reloaded).",
+            labels=["event"],
         )
         for event in sorted({*ALERT_EVENTS, *m.alerts}):
             alerts.add_metric([event], m.alerts[event])
@@ -203,6 +206,11 @@ class MetricsCollector(Collector):
         live = self.live()
         yield GaugeMetricFamily(
             "rnnstream_live_streams", "Streams with state now.", value=live["streams"]
+        )
+        yield GaugeMetricFamily(
+            "rnnstream_open_alerts",
+            "Streams whose alert is open now (restored ones too).",
+            value=live["open_alerts"],
         )
         evictions = CounterMetricFamily(
             "rnnstream_evictions",

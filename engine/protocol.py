@@ -20,7 +20,8 @@ Publication (daemon PUB -> consumer SUB) is multipart `[topic, payload]`:
 
 - `pred.<stream>`: `{"stream", "seq", "ts", "prediction": [float, ...], "score": float | None}`
 - `alert.<stream>`: `{"stream", "seq", "ts", "event": "open" | "close", "score", "value",
-  "expected", "feature", "severity", ...}`
+  "expected", "feature", "severity", ...}`; a close adds `"peak", "readings", "duration",
+  "reason"`, and has nil reading fields when no reading closed it
 - `error`: `{"reason", "detail", "stream"?, "row"?}`
 - `batch.pred`: `{"streams": [...], "seq": [...], "ts": float | [...], "prediction": bytes,
   "n_outputs": int, "score": bytes}` where `prediction` is LE float32 row-major `(n, n_outputs)`

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -32,6 +33,7 @@ from typing import Any
 import msgpack
 import numpy as np
 import zmq
+from prometheus_client.parser import text_string_to_metric_families
 
 from consumers.client import Subscriber
 from engine import protocol
@@ -196,6 +198,18 @@ def predictions_by_stream(items: Iterable[tuple[str, dict]]) -> dict[str, list[d
             for row in protocol.batch_rows(payload):
                 out.setdefault(row["stream"], []).append(row)
     return out
+
+
+def scrape(port: int) -> dict[tuple[str, tuple], float]:
+    """GET /metrics and return {(sample name, sorted labels): value}."""
+    url = f"http://127.0.0.1:{port}/metrics"
+    with urllib.request.urlopen(url, timeout=RECV_TIMEOUT) as r:
+        text = r.read().decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def _is_helper(stream: str) -> bool:

@@ -26,6 +26,7 @@ from daemon_harness import (
     recv_until,
     reference_outputs,
     save_model,
+    scrape,
 )
 from prometheus_client.parser import text_string_to_metric_families
 from zmq.utils.monitor import recv_monitor_message
@@ -775,18 +776,6 @@ def test_failed_snapshots_periodic_or_requested_are_counted(tmp_path, model):
     assert stats["snapshots"] == stats["snapshot_seconds"]["count"]
 
 
-def scrape(port: int) -> dict[tuple[str, tuple], float]:
-    """GET /metrics and return {(sample name, sorted labels): value}."""
-    url = f"http://127.0.0.1:{port}/metrics"
-    with urllib.request.urlopen(url, timeout=RECV_TIMEOUT) as r:
-        text = r.read().decode()
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
 def stats_and_page(proc: DaemonProcess) -> tuple[dict, dict]:
     """`stats` and a scrape of one moment: both between two equal `stats` replies."""
     for _ in range(20):
@@ -825,6 +814,7 @@ def assert_page_matches_stats(page: dict, stats: dict) -> None:
             assert page[(f"rnnstream_{key}_bucket", (("le", repr(float(bound))),))] == count
         assert page[(f"rnnstream_{key}_bucket", (("le", "+Inf"),))] == h["count"]
     assert page[("rnnstream_live_streams", ())] == stats["streams"]
+    assert page[("rnnstream_open_alerts", ())] == stats["open_alerts"]
     for cause in ("idle", "lru"):
         assert page[("rnnstream_evictions_total", (("cause", cause),))] == stats[f"evicted_{cause}"]
     assert page[("rnnstream_model_info", (("fingerprint", stats["model_fingerprint"]),))] == 1

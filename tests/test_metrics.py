@@ -129,6 +129,7 @@ LIVE = {
     "evictions": 7,
     "evicted_idle": 2,
     "evicted_lru": 5,
+    "open_alerts": 4,
     "model_fingerprint": "ab" * 32,
     "ready": True,
 }
@@ -159,6 +160,7 @@ def test_evictions_are_served_by_cause_as_the_stats_reply_counts_them():
     assert samples[("rnnstream_evictions_total", (("cause", "idle"),))] == 2
     assert samples[("rnnstream_evictions_total", (("cause", "lru"),))] == 5
     assert samples[("rnnstream_live_streams", ())] == 3 and samples[("rnnstream_ready", ())] == 1
+    assert samples[("rnnstream_open_alerts", ())] == 4
     assert served_samples(Metrics(), {**LIVE, "ready": False})[("rnnstream_ready", ())] == 0
 
 
