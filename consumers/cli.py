@@ -152,12 +152,19 @@ def format_record(kind: str, p: dict) -> str:
             f"pred={_vec(p.get('prediction'))}  score={_num(p.get('score'))}"
         )
     if kind == "alert":
-        return (
-            f"{_clock(p.get('ts'))}  ALERT {str(p.get('event', '?')).upper()}  {p['stream']}  "
-            f"seq={_num(p.get('seq'))}  severity={p.get('severity', '-')}  "
-            f"score={_num(p.get('score'))}  value={_vec(p.get('value'))}  "
-            f"expected={_vec(p.get('expected'))}  feature={p.get('feature', '-')}"
-        )
+        parts = [f"{_clock(p.get('ts'))}  ALERT {str(p.get('event', '?')).upper()}  {p['stream']}"]
+        if p.get("event") == "close":
+            parts.append(
+                f"reason={_num(p.get('reason'))}  peak={_num(p.get('peak'))}  "
+                f"readings={_num(p.get('readings'))}  duration={_num(p.get('duration'))}"
+            )
+        if p.get("value") is not None:  # a close between readings (evicted, dropped) has none
+            parts.append(
+                f"seq={_num(p.get('seq'))}  severity={_num(p.get('severity'))}  "
+                f"score={_num(p.get('score'))}  value={_vec(p.get('value'))}  "
+                f"expected={_vec(p.get('expected'))}  feature={_num(p.get('feature'))}"
+            )
+        return "  ".join(parts)
     where = f"  stream={p['stream']}" if p.get("stream") is not None else ""
     row = f"  row={p['row']}" if p.get("row") is not None else ""
     return f"{_clock(None)}  ERROR {p.get('reason')}{where}{row}  {p.get('detail', '')}"

@@ -81,8 +81,10 @@ def _alert_line(alert: dict) -> str:
             f"  ALERT  open  {stream}  reading {alert['seq']}: value {value:.3g}, "
             f"expected {expected:.3g}, score {alert['score']:.3f} ({alert['severity']})"
         )
+    # a close that no reading caused (its stream was evicted, say) says why instead
+    at = f"reading {alert['seq']}" if alert.get("seq") is not None else alert.get("reason")
     return (
-        f"  alert  close {stream}  reading {alert['seq']}: after {alert['readings']} readings, "
+        f"  alert  close {stream}  {at}: after {alert['readings']} readings, "
         f"peak score {alert['peak']:.3f}"
     )
 
@@ -328,8 +330,10 @@ def _alert_events(alerts: list[dict], stream: str, ticks: int) -> np.ndarray:
     """Return a stream's alert messages as per-tick events (`engine.alerts` codes)."""
     events = np.full(ticks, EVENT_NONE, np.int8)
     for alert in alerts:
+        if alert["stream"] != stream or alert["seq"] is None:  # a close between readings
+            continue
         tick = int(alert["seq"]) - 1
-        if alert["stream"] == stream and 0 <= tick < ticks:
+        if 0 <= tick < ticks:
             events[tick] = EVENT_OPEN if alert["event"] == "open" else EVENT_CLOSE
     return events
 

@@ -36,7 +36,7 @@ def pred(stream: str, seq: int, score: float | None = 0.5) -> list[bytes]:
     return [protocol.prediction_topic(stream), payload]
 
 
-def alert(stream: str, event: str = "open") -> list[bytes]:
+def alert(stream: str, event: str = "open", **fields: object) -> list[bytes]:
     payload = protocol.encode_alert(
         {
             "stream": stream,
@@ -48,9 +48,17 @@ def alert(stream: str, event: str = "open") -> list[bytes]:
             "expected": [1.0],
             "feature": 0,
             "severity": "high",
+            **fields,
         }
     )
     return [protocol.alert_topic(stream), payload]
+
+
+# A close that no reading caused, as the daemon publishes for an evicted stream
+NO_READING = dict.fromkeys(
+    ("seq", "ts", "score", "value", "expected", "feature", "surprise", "severity", "duration")
+)
+EVICTED = {**NO_READING, "peak": 1.0, "readings": 2, "reason": "evicted"}
 
 
 def batch(streams: list[str]) -> list[bytes]:
@@ -175,10 +183,12 @@ def test_subscriber_iterates_alerts_and_errors(pub, context):
         sock.send_multipart([protocol.ERROR_TOPIC, protocol.encode_error(rejection)])
         sock.send_multipart(alert("a", "close"))
         sock.send_multipart(pred("a", 1))  # not subscribed
+        sock.send_multipart(alert("a", "close", **EVICTED))
         it = iter(sub)
         assert next(it) == ("error", {"reason": "bad_values", "detail": "no", "stream": "x"})
         kind, payload = next(it)
         assert kind == "alert" and payload["event"] == "close"
+        assert next(it) == ("alert", {"stream": "a", "event": "close", **EVICTED})
         assert sub.recv(timeout=0.2) is None
 
 
@@ -234,6 +244,18 @@ def test_consume_tail_prints_predictions_alerts_and_errors(pub):
     assert "ERROR non_finite  stream=p  row=2  NaN" in text
 
 
+def test_a_close_line_says_why_and_shows_the_reading_only_when_one_closed_it():
+    closed = {"stream": "p", "event": "close", "peak": 1.0, "readings": 3, "duration": 7.5}
+    by_score = {**closed, "reason": "score", "seq": 9, "score": 0.1, "value": [5.0]}
+    line = cli.format_record("alert", by_score)
+    assert "ALERT CLOSE  p  reason=score  peak=1  readings=3  duration=7.5  seq=9" in line
+    assert "value=[5]" in line
+    line = cli.format_record("alert", {"stream": "p", "event": "close", **EVICTED})
+    assert line.endswith("ALERT CLOSE  p  reason=evicted  peak=1  readings=2  duration=-")
+    opened = cli.format_record("alert", {"stream": "p", "event": "open", "seq": 9, "value": [5.0]})
+    assert "reason" not in opened and "seq=9" in opened
+
+
 def test_consume_record_csv_expands_batches(pub, tmp_path):
     sock, endpoint = pub
     out_file = tmp_path / "preds.csv"
@@ -281,11 +303,15 @@ def test_consume_alerts_appends_jsonl(pub, tmp_path):
     log = tmp_path / "alerts.jsonl"
     log.write_text(json.dumps({"stream": "old"}) + "\n")
     args = parse(["alerts", "--endpoint", endpoint, "--count", "2", "--append", str(log)])
-    printed = run_while_publishing(args, sock, [alert("a"), pred("a", 1), alert("a", "close")])
+    evicted = alert("a", "close", **EVICTED)
+    printed = run_while_publishing(args, sock, [alert("a"), pred("a", 1), evicted])
     entries = [json.loads(line) for line in log.read_text().splitlines()]
     assert entries[0] == {"stream": "old"} and len(entries) == 3
     assert {e["event"] for e in entries[1:]} <= {"open", "close"}
     assert all(e["stream"] == "a" and e["received"] > 0 for e in entries[1:])
+    for e in entries[1:]:
+        if e["event"] == "close":
+            assert e["reason"] == "evicted" and e["value"] is None
     assert printed.count("ALERT") == 2
 
 
