@@ -2,7 +2,8 @@
 
 Exit status 0 when every reading left for the daemon, 1 when some were left unsent at the end
 (nothing accepted the connection within the linger, the daemon refused this client's CURVE key,
-...: the message says which), 2 for a usage mistake.
+...: the message says which), 2 for a usage mistake. A refused key ends the run at once, and
+`--duration` ends it even while sends are held up by a full queue.
 """
 
 from __future__ import annotations
@@ -12,9 +13,12 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import zmq
 
 from engine.cli import HelpFormatter, UserError
 from engine.keys import add_curve_client_arguments
@@ -25,6 +29,12 @@ from producers.synthetic import ANOMALY_KINDS, DEFAULT_PERIOD, SyntheticFleet
 # Seconds `close` waits at the end for queued readings to leave; a daemon that takes them at all
 # takes them well within this.
 LINGER = 5.0
+# How often a run asks whether the daemon refused the connection for good (a CURVE key it does
+# not know, CURVE on one side only): libzmq stops trying then, so sending on would only fill the
+# queue and, at its high-water mark, block for good. A send held up this long at the mark asks
+# too, then tries again: a daemon not started yet is waited for, as before.
+CHECK_EVERY = 0.5
+SEND_TIMEOUT = 1.0
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -125,6 +135,7 @@ def _producer(args: argparse.Namespace) -> Producer:
         return Producer(
             args.endpoint,
             linger=LINGER,
+            send_timeout=SEND_TIMEOUT,
             server_public_key=args.server_public_key,
             client_secret_key=args.client_secret_key,
         )
@@ -145,6 +156,40 @@ def _close(producer: Producer, args: argparse.Namespace) -> bool:
         file=sys.stderr,
     )
     return False
+
+
+class _GiveUp(Exception):
+    """Sending on is pointless: the daemon refused the connection for good, or the run's time
+    ran out while a send was held up; `_close` says what was left unsent and why."""
+
+
+class _Sender:
+    """Send through `producer`; give up (`_GiveUp`) once the daemon refused the connection, or
+    when `stop_at` (time.monotonic) passes while a send is held up at the high-water mark."""
+
+    def __init__(self, producer: Producer, stop_at: float | None = None) -> None:
+        self.producer = producer
+        self.stop_at = stop_at
+        self.next_check = time.monotonic()
+
+    def __call__(self, send: Callable[..., object], *args: Any, **kwargs: Any) -> None:
+        """Call `send(*args, **kwargs)`, one of the producer's send methods."""
+        while True:
+            try:
+                send(*args, **kwargs)
+                break
+            except zmq.Again:  # held up at the high-water mark for SEND_TIMEOUT
+                self._check()
+                if self.stop_at is not None and time.monotonic() >= self.stop_at:
+                    raise _GiveUp from None
+        if time.monotonic() >= self.next_check:
+            self._check()
+
+    def _check(self) -> None:
+        self.next_check = time.monotonic() + CHECK_EVERY
+        problem = self.producer.connection_problem()
+        if problem is not None and problem.handshake_failed:
+            raise _GiveUp
 
 
 class _Progress:
@@ -202,6 +247,7 @@ def _run_synthetic(args: argparse.Namespace) -> int:
     progress = _Progress(args.progress)
     start = time.monotonic()
     stop_at = None if args.duration is None else start + args.duration
+    send = _Sender(producer, stop_at)
     flushed = False
     try:
         tick = 0
@@ -217,12 +263,12 @@ def _run_synthetic(args: argparse.Namespace) -> int:
             ts = time.time()
             if args.single:
                 for stream, row in zip(streams, values, strict=True):
-                    producer.send(stream, row, ts)
+                    send(producer.send, stream, row, ts)
             else:
-                producer.send_many(streams, values, ts)
+                send(producer.send_many, streams, values, ts)
             tick += 1
             progress.maybe(producer)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, _GiveUp):
         pass
     finally:
         print(progress.line(producer), file=sys.stderr, flush=True)
@@ -276,6 +322,7 @@ def _run_csv(args: argparse.Namespace) -> int:
     last_rows = set(last_of.values())
     producer = _producer(args)
     progress = _Progress(args.progress)
+    send = _Sender(producer)
     index = 0
     flushed = False
     try:
@@ -283,7 +330,8 @@ def _run_csv(args: argparse.Namespace) -> int:
             ends = [index + k in last_rows for k in range(len(group))]
             widths = {len(r.values) for r in group}
             if len(group) > 1 and len(widths) == 1:
-                producer.send_many(
+                send(
+                    producer.send_many,
                     [r.stream for r in group],
                     np.array([r.values for r in group], dtype=np.float32),
                     [r.ts for r in group],
@@ -291,10 +339,10 @@ def _run_csv(args: argparse.Namespace) -> int:
                 )
             else:
                 for r, end in zip(group, ends, strict=True):
-                    producer.send(r.stream, r.values, r.ts, end=end)
+                    send(producer.send, r.stream, r.values, r.ts, end=end)
             index += len(group)
             progress.maybe(producer)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, _GiveUp):
         pass
     finally:
         print(

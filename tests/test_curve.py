@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import io
 import shutil
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -241,6 +243,23 @@ def test_rnnstream_produce_with_a_refused_key_says_so_and_exits_1(daemon, keys, 
     assert err[-1].startswith(prefix), err
     assert says_which_key_does_not_fit(err[-1].removeprefix(prefix), who), err[-1]
     assert took < produce_cli.LINGER  # it did not wait the linger out
+
+
+@pytest.mark.parametrize("rate", ["0", "50"])
+def test_rnnstream_produce_stops_early_once_the_daemon_refused_its_key(daemon, keys, rate):
+    # Unpaced, the queue fills and a send blocks at the high-water mark for good; paced, the run
+    # would go on for its whole --duration: either way the refusal ends it within seconds. A
+    # subprocess, so that a run that does not stop fails the test instead of hanging it.
+    argv = ["synthetic", "--streams", "50", "--rate", rate, "--duration", "60", "--progress", "0"]
+    argv += ["--endpoint", daemon.ingest, *curve_argv(keys, "unknown_keys")]
+    done = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "produce", *argv],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "refused this client's CURVE key" in done.stderr.splitlines()[-1], done.stderr
 
 
 @pytest.mark.parametrize("who", ["unknown_keys", "no_curve"])

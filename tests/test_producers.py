@@ -6,6 +6,8 @@ import argparse
 import json
 import math
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -612,4 +614,24 @@ def test_produce_to_no_daemon_says_readings_were_left_unsent_and_exits_1(
     assert err[1] == (
         f"rnnstream produce: readings for {endpoint} were left unsent and are lost: nothing "
         "accepted the connection: is rnnstream serve running?"
+    )
+
+
+def test_produce_unpaced_to_no_daemon_stops_at_its_duration_though_the_queue_is_full():
+    # 100 streams unpaced fill the queue (high-water mark 100,000 messages) in well under a
+    # second; a send held up there must not outlast --duration. A subprocess, so that a run that
+    # does not stop fails the test instead of hanging it.
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        endpoint = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    argv = ["synthetic", "--streams", "100", "--rate", "0", "--duration", "1", "--single"]
+    done = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "produce", *argv, "--endpoint", endpoint],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.splitlines()[-1].endswith(
+        "nothing accepted the connection: is rnnstream serve running?"
     )
