@@ -93,15 +93,18 @@ class _Refused(Exception):
     """The daemon's end of the connection failed the handshake; the message says why."""
 
 
-def _records(sub: Subscriber, duration: float | None) -> Iterator[tuple[str, dict]]:
+def _records(sub: Subscriber, duration: float | None, endpoint: str) -> Iterator[tuple[str, dict]]:
     """Yield (kind, payload) with batch publications expanded into "pred" rows.
 
     A daemon in `--publish-mode both` sends every prediction twice, as `pred.<stream>` and in a
     `batch.pred`, a pass's `pred.` messages before its batch; so once a `pred.` message has
     arrived, batches are skipped, and each prediction is yielded once in any mode. Raise
     `_Refused` when nothing arrives because the handshake failed: ZeroMQ would wait forever.
+    Otherwise it waits (the daemon may start, or come back, later), and says once on stderr
+    what it waits for: nothing accepted the connection, the daemon hung up.
     """
     per_reading = False
+    seen = said = None
     stop_at = None if duration is None else time.monotonic() + duration
     while True:
         wait = 0.5
@@ -115,6 +118,14 @@ def _records(sub: Subscriber, duration: float | None) -> Iterator[tuple[str, dic
             problem = sub.connection_problem()
             if problem is not None and problem.handshake_failed:
                 raise _Refused(problem.reason)
+            # said once it held for two idle checks: a handshake under way is not news
+            reason = None if problem is None else problem.reason
+            if reason is None:
+                said = None  # through again: a later outage is news again
+            elif reason == seen and reason != said:
+                print(f"rnnstream consume: waiting for {endpoint}: {reason}", file=sys.stderr)
+                said = reason
+            seen = reason
             continue
         kind, payload = item
         if kind == "batch":
@@ -213,7 +224,7 @@ def _limited(
 ) -> Iterator[tuple[int, str, dict]]:
     """Yield numbered records of `kinds` (all when None) until --count or --duration."""
     n = 0
-    for kind, payload in _records(sub, args.duration):
+    for kind, payload in _records(sub, args.duration, args.endpoint):
         if kinds is not None and kind not in kinds:
             continue
         n += 1

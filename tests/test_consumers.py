@@ -6,6 +6,7 @@ import argparse
 import csv
 import io
 import json
+import socket
 import threading
 import time
 
@@ -320,6 +321,26 @@ def test_consume_stops_after_duration_with_nothing_published(pub):
     args = parse(["tail", "--endpoint", endpoint, "--duration", "0.2"])
     out = io.StringIO()
     assert cli.run(args, out=out) == 0 and out.getvalue() == ""
+
+
+def test_consume_with_no_daemon_says_once_what_it_waits_for(capsys):
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        endpoint = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    args = parse(["tail", "--endpoint", endpoint, "--duration", "1.6"])
+    out = io.StringIO()
+    assert cli.run(args, out=out) == 0 and out.getvalue() == ""  # it waits: a daemon may start
+    assert capsys.readouterr().err.splitlines() == [
+        f"rnnstream consume: waiting for {endpoint}: nothing accepted the connection: is "
+        "rnnstream serve running?"
+    ]
+
+
+def test_consume_with_a_daemon_but_no_publications_waits_without_a_word(pub, capsys):
+    _, endpoint = pub
+    args = parse(["tail", "--endpoint", endpoint, "--duration", "1.2"])
+    assert cli.run(args, out=io.StringIO()) == 0
+    assert capsys.readouterr().err == ""
 
 
 def test_consume_rejects_a_count_below_one():
