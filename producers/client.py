@@ -24,7 +24,10 @@ class Producer:
     queued, up to `hwm` messages; beyond that `send` blocks, or raises `zmq.Again` after
     `send_timeout` seconds when one is given. `close` waits up to `linger` seconds to flush and
     returns why readings were left unsent, if they were; `connection_problem` says at any time
-    what keeps readings from the daemon (nothing listening, a refused CURVE key, ...).
+    what keeps readings from the daemon (nothing listening, a refused CURVE key, ...). Once the
+    daemon has refused the connection libzmq may drop it for good, and then `send` blocks at
+    once: give a `send_timeout` and ask `connection_problem` on `zmq.Again`, as `rnnstream
+    produce` does.
     """
 
     def __init__(

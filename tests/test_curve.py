@@ -201,10 +201,12 @@ def says_which_key_does_not_fit(reason: str, who: str) -> bool:
 @pytest.mark.parametrize("who", ["unknown_keys", "no_curve"])
 def test_refused_producer_and_subscriber_say_why(daemon, keys, who):
     curve = intruder_keys(keys) if who == "unknown_keys" else NO_CURVE
-    producer = daemon.producer(linger=RECV_TIMEOUT, **curve)
+    # Sent at once, while the connection is being made: once the daemon has refused it, libzmq
+    # drops the connection and a PUSH with none blocks (here: zmq.Again after send_timeout).
+    producer = daemon.producer(linger=RECV_TIMEOUT, send_timeout=RECV_TIMEOUT, **curve)
+    producer.send("refused", [1.0, 1.0])
     spy = daemon.subscriber(("",), sync=False, **curve)
     problems = [c.connection_problem(wait=RECV_TIMEOUT) for c in (producer, spy)]
-    producer.send("refused", [1.0, 1.0])
     began = time.monotonic()
     left_unsent = producer.close()
     closing = time.monotonic() - began
