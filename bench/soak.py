@@ -15,12 +15,30 @@ Passes when every accepted reading's prediction arrived, every malformed message
 and counted, the daemon's memory in the last sample is within `--rss-growth` of its level a
 third of the way in (when the state table has filled), its slots stayed within --max-streams, and
 shutdown and restore worked. Exit status 1 otherwise. Not part of the test suite.
+
+With `--bursts N` the run also has N bursts, evenly spread: in `--burst-seconds` seconds,
+`--burst-streams` new stream ids with one reading each (the state table grows several doublings)
+and `--burst-alerting` streams of a clean periodic signal ending in a spike, so each opens an
+alert and goes quiet with it open. All of them then go idle and `--idle-timeout` evicts them,
+closing those alerts, and the table shrinks (`StateTable.shrink` renumbers every live slot)
+while `--steady` streams keep sending (`--steady-hz` readings each a second) and snapshots are
+taken (use a short `--checkpoint-every`). Bursts add these checks: the steady streams'
+predictions arrive with every seq once and in order, and the final snapshot holds each one's
+state with all its readings counted (none restarted); the daemon counted no seq gap or
+duplicate; each stream's alert publications alternate open/close and opens - closes equals
+`open_alerts` (before SIGTERM, in the final snapshot and after restart); after each burst's
+eviction the table's slots shrank back and the daemon's memory gave back at least
+1 - `--burst-rss-keep` of what the burst took. The restored daemon must hold exactly the
+final snapshot's streams (checked in every mode).
+
+    python bench/soak.py --minutes 15 --bursts 3 --checkpoint-every 2 --idle-timeout 10
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import math
 import multiprocessing as mp
 import os
 import re
@@ -48,11 +66,75 @@ BAD_FRAMES = (
 )
 
 
-def _producer_main(conn: Any, endpoint: str, rate: float, window: int, churn: float) -> None:
+STEADY_PREFIX = "k"  # steady streams: k0, k1, ...; churning ones s<k>
+ALERT_RAMP = 329  # readings of a clean sine before an alerting stream's spike (past probation)
+ALERT_SPIKE = 40.0
+
+
+def _burst_plan(args: argparse.Namespace) -> list[dict]:
+    """When each burst starts (seconds into the run) and what it sends."""
+    total = args.minutes * 60
+    return [
+        {
+            "index": b,
+            "at": total * (b + 1) / (args.bursts + 1),
+            "seconds": args.burst_seconds,
+            "streams": args.burst_streams,
+            "alerting": args.burst_alerting,
+        }
+        for b in range(args.bursts)
+    ]
+
+
+class _Burst:
+    """One burst's sending: new ids with one reading each, and alerting streams that each get
+    ALERT_RAMP readings of a clean sine and then a spike, all spread over its seconds."""
+
+    def __init__(self, plan: dict) -> None:
+        self.plan = plan
+        self.new_sent = 0
+        self.rounds = 0
+        self.alerting = [f"a{plan['index']}.{i}" for i in range(plan["alerting"])]
+        self.done = False
+
+    def send_due(self, producer: Any, rng: np.random.Generator, elapsed: float) -> int:
+        plan = self.plan
+        fraction = min(1.0, (elapsed - plan["at"]) / plan["seconds"])
+        if fraction < 0:
+            return 0
+        sent = 0
+        due = int(fraction * plan["streams"]) - self.new_sent
+        while due > 0:
+            n = min(64, due)
+            ids = [f"b{plan['index']}.{self.new_sent + i}" for i in range(n)]
+            producer.send_many(ids, rng.normal(0.0, 1.0, (n, 1)).astype(np.float32))
+            self.new_sent += n
+            sent += n
+            due -= n
+        rounds_due = int(fraction * (ALERT_RAMP + 1)) - self.rounds
+        for _ in range(rounds_due if self.alerting else 0):
+            k = self.rounds
+            if k < ALERT_RAMP:
+                phase = 2 * np.pi * (k + np.arange(len(self.alerting))) / 20
+                values = np.sin(phase).astype(np.float32).reshape(-1, 1)
+            else:
+                values = np.full((len(self.alerting), 1), ALERT_SPIKE, np.float32)
+            producer.send_many(self.alerting, values)
+            self.rounds += 1
+            sent += len(self.alerting)
+        self.done = fraction >= 1.0
+        return sent
+
+
+def _producer_main(
+    conn: Any, endpoint: str, rate: float, window: int, churn: float, extra: dict
+) -> None:
     """Send `rate` readings/s until told to stop: 70% in batches of 64, the rest single.
 
     Stream ids are `s<k>` with k drawn from [churn * t, churn * t + window): ids drift by
-    `churn` per second, so old streams go idle and new ones arrive all the time.
+    `churn` per second, so old streams go idle and new ones arrive all the time. With bursts
+    (`extra`), also `extra["steady"]` steady streams `k<i>`, each `extra["steady_hz"]` readings a
+    second in one columnar message per round, and the bursts of `extra["bursts"]`.
     """
     import zmq
 
@@ -62,13 +144,16 @@ def _producer_main(conn: Any, endpoint: str, rate: float, window: int, churn: fl
     producer = Producer(endpoint, hwm=1_000_000, linger=30.0)
     raw = zmq.Context.instance().socket(zmq.PUSH)
     raw.connect(endpoint)
+    steady = [f"{STEADY_PREFIX}{i}" for i in range(extra.get("steady", 0))]
+    steady_hz = extra.get("steady_hz", 0.0)
+    bursts = [_Burst(plan) for plan in extra.get("bursts", [])]
     probes = 0
     while not conn.poll(0.05):  # probe until the subscriber has seen a prediction
         producer.send(PROBE_STREAM, [0.0])
         probes += 1
     conn.recv()
     start = time.monotonic()
-    sent = bad = 0
+    sent = bad = rounds = burst_sent = 0
     next_bad = start + 1.0
     while not conn.poll(0):
         now = time.monotonic()
@@ -84,6 +169,15 @@ def _producer_main(conn: Any, endpoint: str, rate: float, window: int, churn: fl
                 producer.send_many(ids, values)
             sent += n
             due -= n
+        if steady:
+            for _ in range(int((now - start) * steady_hz) - rounds):
+                producer.send_many(
+                    steady, rng.normal(0.0, 1.0, (len(steady), 1)).astype(np.float32)
+                )
+                rounds += 1
+        for burst in bursts:
+            if not burst.done:
+                burst_sent += burst.send_due(producer, rng, now - start)
         if now >= next_bad:
             for frame in BAD_FRAMES:
                 raw.send(frame)
@@ -92,11 +186,22 @@ def _producer_main(conn: Any, endpoint: str, rate: float, window: int, churn: fl
         time.sleep(TICK_S)
     raw.close(linger=5000)
     producer.close()
-    conn.send({"sent": sent, "bad": bad, "probes": probes})
+    conn.send(
+        {
+            "sent": sent + rounds * len(steady) + burst_sent,
+            "bad": bad,
+            "probes": probes,
+            "steady_sent": {s: producer.last_seq(s) for s in steady},
+            "burst_sent": burst_sent,
+            "bursts_done": sum(burst.done for burst in bursts),
+        }
+    )
 
 
 def _subscriber_main(conn: Any, endpoint: str) -> None:
-    """Count predictions (not the probe's), errors and alerts until told to stop."""
+    """Count predictions (not the probe's), errors and alerts until told to stop; follow the
+    steady streams' seqs and every stream's alert opens and closes."""
+    import msgpack
     import zmq
 
     sock = zmq.Context.instance().socket(zmq.SUB)
@@ -105,23 +210,54 @@ def _subscriber_main(conn: Any, endpoint: str) -> None:
         sock.setsockopt(zmq.SUBSCRIBE, topic)
     sock.connect(endpoint)
     probe_topic = b"pred." + PROBE_STREAM.encode()
-    counts = {"predictions": 0, "errors": 0, "alerts": 0}
+    steady_topic = b"pred." + STEADY_PREFIX.encode()
+    counts: dict[str, Any] = {"predictions": 0, "errors": 0, "alerts": 0}
+    steady_seq: dict[str, int] = {}
+    steady_breaks: list[str] = []
+    alert_open: dict[str, bool] = {}
+    opens = closes = 0
+    close_reasons: dict[str, int] = {}
+    alternation: list[str] = []
     probed = False
 
     def receive_one() -> None:
-        nonlocal probed
+        nonlocal probed, opens, closes
         topic = sock.recv()
-        sock.recv()
+        payload = sock.recv()
         if topic == probe_topic:
             if not probed:
                 probed = True
                 conn.send("probed")
         elif topic.startswith(b"pred."):
             counts["predictions"] += 1
+            if topic.startswith(steady_topic):
+                message = msgpack.unpackb(payload)
+                stream, seq = message["stream"], message["seq"]
+                last = steady_seq.get(stream, 0)
+                if seq != last + 1 and len(steady_breaks) < 20:
+                    steady_breaks.append(f"{stream}: seq {seq} after {last}")
+                counts["steady_breaks"] = counts.get("steady_breaks", 0) + (seq != last + 1)
+                steady_seq[stream] = seq
         elif topic == b"error":
             counts["errors"] += 1
         else:
             counts["alerts"] += 1
+            alert = msgpack.unpackb(payload)
+            stream, opening = alert["stream"], alert["event"] == "open"
+            if alert_open.get(stream, False) == opening and len(alternation) < 20:
+                alternation.append(
+                    f"{stream}: {alert['event']} while {'' if opening else 'not '}open"
+                )
+            counts["alternation_errors"] = counts.get("alternation_errors", 0) + (
+                alert_open.get(stream, False) == opening
+            )
+            alert_open[stream] = opening
+            if opening:
+                opens += 1
+            else:
+                closes += 1
+                reason = str(alert.get("reason"))
+                close_reasons[reason] = close_reasons.get(reason, 0) + 1
 
     while not conn.poll(0):
         if sock.poll(100):
@@ -129,6 +265,17 @@ def _subscriber_main(conn: Any, endpoint: str) -> None:
     conn.recv()
     while sock.poll(500):  # what is still in flight
         receive_one()
+    counts.update(
+        steady_seq=steady_seq,
+        steady_breaks=counts.get("steady_breaks", 0),
+        steady_break_examples=steady_breaks,
+        alternation_errors=counts.get("alternation_errors", 0),
+        alternation_examples=alternation,
+        opens=opens,
+        closes=closes,
+        close_reasons=close_reasons,
+        open_streams=sorted(s for s, is_open in alert_open.items() if is_open),
+    )
     conn.send(counts)
 
 
@@ -139,8 +286,34 @@ def _rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
+def _snapshot_facts(path: Path, steady: list[str]) -> dict:
+    """What the daemon's final snapshot holds: its streams, open alerts, and per steady stream
+    its last seq and the readings its alert state counted."""
+    from engine.alerts import A_OPEN, A_SEEN, ALERT_SLAB
+    from engine.stream import SEQ_SLAB, read_snapshot
+
+    header, arrays = read_snapshot(path)
+    streams = header["streams"]
+    alert = arrays[f"slab_{ALERT_SLAB}"]
+    where = {stream: i for i, stream in enumerate(streams)}
+    seq = arrays[f"slab_{SEQ_SLAB}"]
+    return {
+        "streams": streams,
+        "open_alerts": int((alert[:, A_OPEN] > 0.0).sum()),
+        "steady": {
+            s: (int(seq[where[s]]) - 1, int(alert[where[s], A_SEEN])) if s in where else None
+            for s in steady
+        },
+    }
+
+
 def run(args: argparse.Namespace) -> tuple[str, bool]:
     ctx = mp.get_context("spawn")
+    plan = _burst_plan(args) if args.bursts else []
+    extra = (
+        {"steady": args.steady, "steady_hz": args.steady_hz, "bursts": plan} if args.bursts else {}
+    )
+    steady = [f"{STEADY_PREFIX}{i}" for i in range(extra.get("steady", 0))]
     with tempfile.TemporaryDirectory(prefix="rnnstream-soak-") as tmp:
         state = Path(tmp) / "state"
         serve_args = [
@@ -159,7 +332,7 @@ def run(args: argparse.Namespace) -> tuple[str, bool]:
         subscriber = ctx.Process(target=_subscriber_main, args=(sub_child, server.publish))
         producer = ctx.Process(
             target=_producer_main,
-            args=(prod_child, server.ingest, args.rate, args.window, args.churn),
+            args=(prod_child, server.ingest, args.rate, args.window, args.churn, extra),
         )
         subscriber.start()
         producer.start()
@@ -170,8 +343,12 @@ def run(args: argparse.Namespace) -> tuple[str, bool]:
         began = time.monotonic()
         samples = []
         deadline = began + args.minutes * 60
+        # with bursts, a sample a second (the table's size and memory around each burst); the
+        # report's table keeps one per --sample-every
+        every = 1.0 if plan else args.sample_every
+        next_print = args.sample_every
         while time.monotonic() < deadline:
-            time.sleep(min(args.sample_every, max(0.0, deadline - time.monotonic())))
+            time.sleep(min(every, max(0.0, deadline - time.monotonic())))
             stats = control(server.control, "stats", timeout=10.0)
             samples.append(
                 {
@@ -185,29 +362,73 @@ def run(args: argparse.Namespace) -> tuple[str, bool]:
                     "rejects": sum(stats["rejects"].values()),
                     "snapshots": stats["snapshots"],
                     "alerts": sum(stats["alerts"].values()),
+                    "open_alerts": stats["open_alerts"],
                 }
             )
-            print(_sample_line(samples[-1]), file=sys.stderr)
+            samples[-1]["table"] = samples[-1]["t"] >= next_print - every / 2
+            if samples[-1]["table"]:
+                next_print += args.sample_every
+                print(_sample_line(samples[-1]), file=sys.stderr)
         prod_conn.send("stop")
         produced = prod_conn.recv()
         producer.join(30)
         time.sleep(2.0)  # the daemon drains its queue
         final = control(server.control, "stats", timeout=10.0)
+        server.process.send_signal(signal.SIGTERM)
+        exit_code = server.process.wait(60)
+        # after the daemon's exit: every alert it published is in, none can follow
         sub_conn.send("stop")
         received = sub_conn.recv()
         subscriber.join(30)
-        server.process.send_signal(signal.SIGTERM)
-        exit_code = server.process.wait(60)
         shutdown = re.findall(r"why=shutdown streams=(\d+)", server.log_text())
         saved = int(shutdown[-1]) if shutdown else -1
+        snapshot = _snapshot_facts(state / "state.npz", steady)
         # no idle timeout on the restored daemon: its first sweep would race the health check
         restored = ServeProcess(default_model_path(), tmp, extra=["--state-dir", str(state)])
         restored.start()
         try:
             health = control(restored.control, "health", timeout=10.0)
+            after = control(restored.control, "stats", timeout=10.0)
+            listed = control(restored.control, "streams", timeout=30.0, limit=10**8)
         finally:
             restored.stop()
-    return _report(args, samples, produced, received, final, exit_code, saved, health)
+    restart = {
+        "health": health,
+        "open_alerts": after["open_alerts"],
+        "streams": listed["streams"],
+    }
+    return _report(
+        args, plan, samples, produced, received, final, exit_code, saved, snapshot, restart
+    )
+
+
+def _burst_rows(args: argparse.Namespace, plan: list[dict], samples: list[dict]) -> list[dict]:
+    """Per burst: the sample before it, the largest during it, and the last before the next
+    burst (or the end), when its streams are long evicted."""
+    rows = []
+    for i, burst in enumerate(plan):
+        until = plan[i + 1]["at"] if i + 1 < len(plan) else math.inf
+        before = [s for s in samples if s["t"] < burst["at"]][-1]
+        during = [s for s in samples if burst["at"] <= s["t"] < until]
+        quiet = burst["at"] + burst["seconds"] + args.idle_timeout + 3.0  # evicted by then
+        settled = [s for s in during if s["t"] >= quiet]
+        if not during or not settled:
+            rows.append({"burst": burst, "before": before, "peak": None, "after": None})
+            continue
+        rows.append(
+            {
+                "burst": burst,
+                "before": before,
+                "peak": max(during, key=lambda s: s["rss"]),
+                "peak_capacity": max(s["capacity"] for s in during),
+                "peak_streams": max(s["streams"] for s in during),
+                "peak_open": max(s["open_alerts"] for s in during),
+                "first_settled": settled[0],
+                "after": settled[-1],
+                "snapshots": settled[0]["snapshots"] - before["snapshots"],
+            }
+        )
+    return rows
 
 
 def _sample_line(s: dict) -> str:
@@ -221,19 +442,25 @@ def _sample_line(s: dict) -> str:
 
 def _report(
     args: argparse.Namespace,
+    plan: list[dict],
     samples: list[dict],
     produced: dict,
     received: dict,
     final: dict,
     exit_code: int,
     saved: int,
-    health: dict,
+    snapshot: dict,
+    restart: dict,
 ) -> tuple[str, bool]:
-    third = samples[len(samples) // 3]
-    last = samples[-1]
+    table = [s for s in samples if s["table"]]
+    third = table[len(table) // 3]
+    last = table[-1]
     growth = last["rss"] / third["rss"] - 1.0
     sent, bad = produced["sent"], produced["bad"]
     published = final["predictions_out"] - produced["probes"]
+    snapshot_ids = snapshot["streams"]
+    restored_ids = restart["streams"]
+    tally = received["opens"] - received["closes"]
     checks = [
         (
             "every reading's prediction arrived",
@@ -248,6 +475,22 @@ def _report(
             f"{sum(final['rejects'].values())} counted",
         ),
         (
+            "no seq gap or duplicate counted by the daemon (the producer makes none)",
+            final["gaps"] == 0 and final["duplicates"] == 0,
+            f"{final['gaps']} gaps, {final['duplicates']} duplicates",
+        ),
+        (
+            "alerts: each stream's opens and closes alternate; opens - closes = open_alerts",
+            received["alternation_errors"] == 0
+            and tally == final["open_alerts"] == snapshot["open_alerts"] == restart["open_alerts"],
+            f"{received['opens']:,} opens, {received['closes']:,} closes "
+            f"({', '.join(f'{k} {v:,}' for k, v in sorted(received['close_reasons'].items()))}),"
+            f" {received['alternation_errors']} out of turn"
+            f"{_examples(received['alternation_examples'])}"
+            f"; open_alerts {final['open_alerts']} before SIGTERM, {snapshot['open_alerts']} in "
+            f"the snapshot, {restart['open_alerts']} after restart",
+        ),
+        (
             f"memory flat: last sample within {args.rss_growth:.0%} of the sample at a third",
             growth <= args.rss_growth,
             f"{third['rss']:.1f} MB at {third['t']:.0f} s -> {last['rss']:.1f} MB at "
@@ -260,15 +503,20 @@ def _report(
         ),
         (
             "SIGTERM: snapshot and exit 0",
-            exit_code == 0 and saved > 0,
-            f"exit status {exit_code}, {saved:,} streams in the shutdown snapshot",
+            exit_code == 0 and saved > 0 and saved == len(snapshot_ids),
+            f"exit status {exit_code}, {saved:,} streams in the shutdown snapshot "
+            f"({len(snapshot_ids):,} in its file)",
         ),
         (
-            "restart restores every stream",
-            health["streams"] == saved,
-            f"{saved:,} in the snapshot, {health['streams']:,} live after restart",
+            "restart restores exactly the snapshot's streams",
+            restart["health"]["streams"] == saved and sorted(restored_ids) == sorted(snapshot_ids),
+            f"{saved:,} in the snapshot, {restart['health']['streams']:,} live after restart, "
+            f"{len(set(restored_ids) ^ set(snapshot_ids))} ids differ",
         ),
     ]
+    bursts = _burst_rows(args, plan, samples)
+    if plan:
+        checks += _burst_checks(args, plan, bursts, produced, received, snapshot)
     ok = all(passed for _, passed, _ in checks)
     lines = [
         "# rnnstream soak run",
@@ -282,6 +530,16 @@ def _report(
         f"- load: {args.rate:,.0f} readings/s for {args.minutes:g} min (70% in batches of 64, the "
         f"rest single), stream ids drawn from a window of {args.window:,} drifting by "
         f"{args.churn:g} ids/s; {len(BAD_FRAMES)} malformed messages a second",
+    ]
+    if plan:
+        lines.append(
+            f"- bursts: {len(plan)} (at {', '.join(str(round(b['at'])) for b in plan)} s), each "
+            f"{args.burst_streams:,} new streams with one reading and {args.burst_alerting} "
+            f"alerting streams ({ALERT_RAMP} readings of a sine, then a spike) in "
+            f"{args.burst_seconds:g} s; {args.steady:,} steady streams at {args.steady_hz:g} "
+            f"readings/s each; {produced['burst_sent']:,} burst readings"
+        )
+    lines += [
         f"- totals: {sent:,} readings, {final['evicted_idle']:,} idle and "
         f"{final['evicted_lru']:,} least-recently-used evictions, "
         f"{final['snapshots']} periodic snapshots, {received['alerts']:,} alert messages",
@@ -290,17 +548,140 @@ def _report(
         "|---|---|---|",
         *(f"| {name} | {'yes' if ok_ else '**no**'} | {detail} |" for name, ok_, detail in checks),
         "",
+    ]
+    if plan:
+        lines += [
+            "Around each burst (samples a second apart): before it, at the daemon's largest "
+            "memory during it, the first sample once its streams were idle past the timeout, and "
+            "the last before the next burst.",
+            "",
+            "| burst | before: RSS MB / slots / streams | peak: RSS MB / slots / streams / open "
+            "alerts | evicted: t s / RSS MB / slots / streams | later: t s / RSS MB / slots | "
+            "snapshots in between |",
+            "|---|---|---|---|---|---|",
+            *(_burst_line(row) for row in bursts),
+            "",
+        ]
+    lines += [
         "| t (s) | RSS (MB) | live streams | slots | evicted idle | evicted LRU | "
-        "readings in | rejects | snapshots |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "readings in | rejects | snapshots | open alerts |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         *(
             f"| {s['t']:.0f} | {s['rss']:.1f} | {s['streams']:,} | {s['capacity']:,} | "
             f"{s['idle']:,} | {s['lru']:,} | {s['readings']:,} | {s['rejects']:,} | "
-            f"{s['snapshots']} |"
-            for s in samples
+            f"{s['snapshots']} | {s['open_alerts']} |"
+            for s in table
         ),
     ]
     return "\n".join(lines) + "\n", ok
+
+
+def _burst_checks(
+    args: argparse.Namespace,
+    plan: list[dict],
+    bursts: list[dict],
+    produced: dict,
+    received: dict,
+    snapshot: dict,
+) -> list[tuple[str, bool, str]]:
+    sent = produced["steady_sent"]
+    got = received["steady_seq"]
+    short = [s for s, n in sent.items() if got.get(s) != n]
+    in_snapshot = snapshot["steady"]
+    restarted = [s for s, n in sent.items() if in_snapshot[s] is None or in_snapshot[s] != (n, n)]
+    settled = [row for row in bursts if row["after"] is not None]
+    # shrunk, and not sparse: a table shrinks when under a quarter of its slots are live
+    shrunk = [
+        row
+        for row in settled
+        if row["after"]["capacity"] < row["peak_capacity"]
+        and row["after"]["capacity"] <= max(1024, 4 * row["after"]["streams"])
+    ]
+
+    def gave_back(row: dict) -> bool:
+        took = row["peak"]["rss"] - row["before"]["rss"]
+        return row["after"]["rss"] - row["before"]["rss"] <= args.burst_rss_keep * took
+
+    returned = [row for row in settled if gave_back(row)]
+    # what glibc keeps of the small objects (ids, dict, messages) is reused by the next burst:
+    # the level after each burst must not climb
+    floor = settled[0]["after"]["rss"] if settled else 0.0
+    ratchet = [row for row in settled if row["after"]["rss"] > floor * (1 + args.rss_growth)]
+    evicted_open = received["close_reasons"].get("evicted", 0)
+    alerting = args.burst_alerting * len(plan)
+    return [
+        (
+            "bursts ran to the end, each evicted before the next or the end",
+            produced["bursts_done"] == len(plan) and len(settled) == len(plan),
+            f"{produced['bursts_done']} of {len(plan)} sent whole, {len(settled)} with "
+            "samples after their eviction",
+        ),
+        (
+            "steady streams: every seq predicted once and in order",
+            received["steady_breaks"] == 0 and not short,
+            f"{len(sent)} streams, {sum(sent.values()):,} readings; "
+            f"{received['steady_breaks']} seq breaks"
+            f"{_examples(received['steady_break_examples'])}"
+            f", {len(short)} streams short of their readings",
+        ),
+        (
+            "steady streams never restarted: the snapshot's seq and alert count = readings sent",
+            not restarted,
+            f"{len(sent) - len(restarted)} of {len(sent)} as sent"
+            + _examples(
+                [f"{s}: sent {sent[s]}, (seq, counted) {in_snapshot[s]}" for s in restarted]
+            ),
+        ),
+        (
+            "the bursts' alerting streams opened alerts and eviction closed them",
+            evicted_open >= alerting,
+            f"{alerting} alerting streams, {evicted_open} closes for eviction, largest "
+            f"open_alerts {max((r['peak_open'] for r in settled), default=0)}",
+        ),
+        (
+            "the table shrank after each burst's eviction (to at most 4 slots a live stream)",
+            len(shrunk) == len(plan),
+            ", ".join(
+                f"{r['peak_capacity']:,} -> {r['after']['capacity']:,} slots "
+                f"({r['after']['streams']:,} live)"
+                for r in settled
+            ),
+        ),
+        (
+            f"memory came back after each burst (kept <= {args.burst_rss_keep:.0%} of its growth)",
+            len(returned) == len(plan),
+            ", ".join(
+                f"{r['before']['rss']:.0f} -> {r['peak']['rss']:.0f} -> {r['after']['rss']:.0f} MB"
+                for r in settled
+            ),
+        ),
+        (
+            f"no ratchet: memory after each burst within {args.rss_growth:.0%} of the first's",
+            not ratchet,
+            ", ".join(f"{r['after']['rss']:.1f} MB at {r['after']['t']:.0f} s" for r in settled),
+        ),
+    ]
+
+
+def _examples(examples: list[str]) -> str:
+    return f" (e.g. {'; '.join(examples[:5])})" if examples else ""
+
+
+def _burst_line(row: dict) -> str:
+    b, before = row["burst"], row["before"]
+    head = (
+        f"| {b['index'] + 1} at {b['at']:.0f} s | {before['rss']:.1f} / {before['capacity']:,} / "
+        f"{before['streams']:,} |"
+    )
+    if row["after"] is None:
+        return head + " no samples | | | |"
+    peak, first, after = row["peak"], row["first_settled"], row["after"]
+    return (
+        f"{head} {peak['rss']:.1f} / {row['peak_capacity']:,} / {row['peak_streams']:,} / "
+        f"{row['peak_open']} | {first['t']:.0f} / {first['rss']:.1f} / {first['capacity']:,} / "
+        f"{first['streams']:,} | {after['t']:.0f} / {after['rss']:.1f} / {after['capacity']:,} |"
+        f" {row['snapshots']} |"
+    )
 
 
 def main() -> int:
@@ -319,7 +700,29 @@ def main() -> int:
         "--rss-growth", type=float, default=0.05, help="allowed growth after the first third"
     )
     parser.add_argument("--out", type=Path, default=None, help="also write the report here")
+    bursts = parser.add_argument_group("bursts (the table grows, then shrinks)")
+    bursts.add_argument("--bursts", type=int, default=0, help="how many, evenly spread")
+    bursts.add_argument("--burst-streams", type=int, default=100_000, help="new ids a burst")
+    bursts.add_argument(
+        "--burst-alerting", type=int, default=200, help="streams a burst that open an alert"
+    )
+    bursts.add_argument("--burst-seconds", type=float, default=4.0, help="a burst's length")
+    bursts.add_argument("--steady", type=int, default=1_000, help="streams sending throughout")
+    bursts.add_argument("--steady-hz", type=float, default=2.0, help="readings/s per steady one")
+    bursts.add_argument(
+        "--burst-rss-keep",
+        type=float,
+        default=0.6,
+        help="share of a burst's memory growth the daemon may keep after its eviction (glibc "
+        "keeps freed small objects: ids, dict entries, messages)",
+    )
     args = parser.parse_args()
+    if args.bursts and args.max_streams < 2 * args.burst_streams:
+        args.max_streams = 4 * args.burst_streams  # room to grow, no LRU eviction
+    if args.bursts and args.minutes * 60 / (args.bursts + 1) < (
+        args.burst_seconds + args.idle_timeout + 10
+    ):
+        parser.error("bursts too close together for their streams to be evicted between them")
     if args.minutes * 60 < 3 * args.sample_every:
         parser.error("--minutes must allow at least three samples")
     report, ok = run(args)
