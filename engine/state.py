@@ -200,6 +200,7 @@ class StateTable:
         self.free: list[int] = list(range(capacity - 1, -1, -1))
         self.index = IdIndex(capacity)
         self.evictions = 0
+        self.shrinks = 0  # how often shrink() renumbered the slots
         self.evicted_idle = 0
         self.evicted_lru = 0
 
@@ -312,6 +313,7 @@ class StateTable:
         self.slot_of.update(zip(streams, range(n), strict=True))
         self.index.compact(live, capacity)
         self.free = list(range(capacity - 1, n - 1, -1))
+        self.shrinks += 1
 
     def _shrink_if_sparse(self) -> None:
         if self.capacity > self.initial_capacity and SHRINK_BELOW * len(self) < self.capacity:

@@ -31,6 +31,7 @@ from engine.blas import BlasThreads
 from engine.files import write_npz_atomically
 from engine.kernels import cells
 from engine.kernels.sequence import NO_SEQ, check_sequence
+from engine.memory import release_freed_memory
 from engine.model import Model
 from engine.packed import PackedModel
 from engine.state import StateTable, check_stream_id
@@ -182,6 +183,7 @@ class StreamEngine:
         self._work = np.zeros(p.work_size, np.float32)
         self._out = np.zeros(p.outputs, np.float32)
         self._seen = np.zeros(self._table.capacity, np.int32)
+        self._shrinks_followed = 0
         self._batch_rows = 0
         self._ensure_batch(64)
         self.snapshot_extra: dict[str, Any] = {}
@@ -662,11 +664,16 @@ class StreamEngine:
         self._follow_table()
 
     def _follow_table(self) -> None:
-        """After streams left, let go of what was sized for a table that has since shrunk."""
+        """After streams left, if the table shrank: let go of what was sized for it before and
+        give the freed memory back to the system."""
+        if self._table.shrinks == self._shrinks_followed:
+            return
+        self._shrinks_followed = self._table.shrinks
         if self._seen.shape[0] > self._table.capacity:
             self._seen = np.zeros(self._table.capacity, np.int32)
         if self.anomaly is not None:
             self._scorer.views()  # drops its views of a replaced scoring slab
+        release_freed_memory()
 
     def _ensure_batch(self, n: int) -> None:
         if n <= self._batch_rows:
