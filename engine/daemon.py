@@ -534,12 +534,14 @@ class Daemon:
             frames = self.control.recv_multipart(_NOBLOCK)
         except zmq.Again:
             return
+        cmd: str | None = None  # stays None for a request that cannot be decoded
         try:
             if len(frames) != 1:
                 raise protocol.ProtocolError(
                     f"a control request is one msgpack frame, not {len(frames)}"
                 )
             request = protocol.decode_control(frames[0])
+            cmd = request["cmd"]
             reply = self._command(request)
         except protocol.ProtocolError as exc:
             reply = {"ok": False, "error": str(exc)}
@@ -548,6 +550,8 @@ class Daemon:
             reply = {"ok": False, "error": f"internal error: {exc}"}
         ok = reply.pop("ok", True)
         error = reply.pop("error", None)
+        # Counted before the reply goes out: a client that has its reply sees it counted.
+        self.metrics.count_control(cmd, ok)
         self.control.send(protocol.encode_reply(ok, error=error, **reply))
 
     def _command(self, request: dict) -> dict:

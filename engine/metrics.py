@@ -27,7 +27,7 @@ from prometheus_client.registry import Collector
 
 from engine import __version__
 from engine.kernels.counting import add_latencies
-from engine.protocol import RejectReason
+from engine.protocol import CONTROL_COMMANDS, RejectReason
 
 # A reading's latency is measured from its `ts` only when that lies within this many seconds of
 # the daemon's clock: a replay of recorded data (`rnnstream produce csv` sends the file's times)
@@ -41,6 +41,14 @@ SNAPSHOT_BUCKETS = (1e-3, 1e-2, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0)
 # at 1 hides that increment from increase() and rate(), so the first one would alert nobody.
 REJECT_REASONS = tuple(str(reason) for reason in RejectReason)
 ALERT_EVENTS = ("open", "close")
+EVICTION_CAUSES = ("idle", "lru", "reload")
+# A control request's `cmd` label: a known command's name, or this for an undecodable request or
+# an unknown command, so that what clients send cannot add series.
+INVALID_COMMAND = "invalid"
+CONTROL_SERIES = (
+    *((cmd, outcome) for cmd in CONTROL_COMMANDS for outcome in ("ok", "error")),
+    (INVALID_COMMAND, "error"),
+)
 
 
 class Histogram:
@@ -100,6 +108,9 @@ class Metrics:
         self.duplicates = 0
         self.gaps = 0
         self.alerts: Counter[str] = Counter()
+        # (cmd, outcome) -> count; every series is here from the start, so a scrape's thread
+        # never iterates a dict the loop is adding to
+        self.control_commands: Counter[tuple[str, str]] = Counter(dict.fromkeys(CONTROL_SERIES, 0))
         self.snapshots = 0
         self.snapshot_failures = 0
         self.latency_unmeasured = 0  # readings whose ts was beyond LATENCY_HORIZON
@@ -120,6 +131,14 @@ class Metrics:
             time.time(), stamps, LATENCY_HORIZON
         )
 
+    def count_control(self, cmd: str | None, ok: bool) -> None:
+        """Count one answered control request; `cmd` None (undecodable) or an unknown name
+        counts as INVALID_COMMAND, which is always an error."""
+        if cmd in CONTROL_COMMANDS:
+            self.control_commands[cmd, "ok" if ok else "error"] += 1
+        else:
+            self.control_commands[INVALID_COMMAND, "error"] += 1
+
     def snapshot(self) -> dict:
         """Return the counters as plain values (the `stats` reply)."""
 
@@ -132,6 +151,10 @@ class Metrics:
                 "buckets": h.cumulative_counts(),
             }
 
+        commands: dict[str, dict[str, int]] = {}
+        for (cmd, outcome), count in self.control_commands.items():
+            if count:  # as `rejects` and `alerts`: what happened; the page serves the zeros
+                commands.setdefault(cmd, {})[outcome] = count
         return {
             "readings_in": self.readings_in,
             "predictions_out": self.predictions_out,
@@ -140,6 +163,7 @@ class Metrics:
             "duplicates": self.duplicates,
             "gaps": self.gaps,
             "alerts": dict(self.alerts),
+            "control_commands": commands,
             "snapshots": self.snapshots,
             "snapshot_failures": self.snapshot_failures,
             "latency_unmeasured": self.latency_unmeasured,
@@ -194,6 +218,15 @@ class MetricsCollector(Collector):
         for event in sorted({*ALERT_EVENTS, *m.alerts}):
             alerts.add_metric([event], m.alerts[event])
         yield alerts
+        control = CounterMetricFamily(
+            "rnnstream_control_commands",
+            "Control requests answered, by command and outcome (ok, error); an undecodable "
+            'request or an unknown command counts as cmd "invalid".',
+            labels=["cmd", "outcome"],
+        )
+        for cmd, outcome in CONTROL_SERIES:
+            control.add_metric([cmd, outcome], m.control_commands[cmd, outcome])
+        yield control
         for name, hist, doc in (
             ("rnnstream_batch_size", m.batch_size, "Readings stepped per engine call."),
             ("rnnstream_step_seconds", m.step_seconds, "Engine time per call."),
@@ -214,12 +247,12 @@ class MetricsCollector(Collector):
         )
         evictions = CounterMetricFamily(
             "rnnstream_evictions",
-            "Streams evicted, by cause: idle past --idle-timeout, or least recently used at "
-            "--max-streams.",
+            "Streams evicted, by cause: idle past --idle-timeout, least recently used at "
+            "--max-streams, or forgotten by a reload with reset.",
             labels=["cause"],
         )
-        evictions.add_metric(["idle"], live["evicted_idle"])
-        evictions.add_metric(["lru"], live["evicted_lru"])
+        for cause in EVICTION_CAUSES:
+            evictions.add_metric([cause], live[f"evicted_{cause}"])
         yield evictions
         yield GaugeMetricFamily(
             "rnnstream_ready", "1 while serving, 0 while stopping.", value=float(live["ready"])

@@ -1322,6 +1322,19 @@ def exact_subscription(stream: str, kind: str = "pred") -> bytes:
 
 # --------------------------------------------------------------------------- control
 
+# Every command the daemon answers (docs/PROTOCOL.md, Control); any other name is refused.
+CONTROL_COMMANDS = (
+    "health",
+    "stats",
+    "streams",
+    "reset",
+    "drop",
+    "snapshot",
+    "threshold",
+    "reload",
+    "shutdown",
+)
+
 
 def encode_control(cmd: str, **fields: Any) -> bytes:
     """Encode a control request `{"cmd": cmd, **fields}`."""

@@ -203,6 +203,9 @@ class StateTable:
         self.shrinks = 0  # how often shrink() renumbered the slots
         self.evicted_idle = 0
         self.evicted_lru = 0
+        # Streams a model reload with reset forgot: StreamEngine.swap_model counts them here, with
+        # the others, so that every count carries over to the table that takes this one's place.
+        self.evicted_reload = 0
 
     @property
     def capacity(self) -> int:

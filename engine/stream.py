@@ -487,6 +487,7 @@ class StreamEngine:
             "evictions": t.evictions,
             "evicted_idle": t.evicted_idle,
             "evicted_lru": t.evicted_lru,
+            "evicted_reload": t.evicted_reload,
             "bytes_per_stream": t.bytes_per_stream(),
             "open_alerts": self.open_alerts(),
             "model_fingerprint": self.model.fingerprint,
@@ -496,8 +497,9 @@ class StreamEngine:
         """Switch to another model, keeping every stream's state when the state shapes match.
 
         With different state shapes (cell, layers or hidden size) this refuses unless `reset`,
-        in which case every stream restarts from zeros. Open alerts are kept with the states
-        when the new model scores alike (same scoring state shape), else closed for RELOAD.
+        in which case every stream is forgotten (counted in `evicted_reload`) and restarts from
+        zeros with its next reading. Open alerts are kept with the states when the new model
+        scores alike (same scoring state shape), else closed for RELOAD.
         """
         same_shape = (model.cell, model.num_layers, model.hidden_size) == (
             self.model.cell,
@@ -545,11 +547,12 @@ class StreamEngine:
             new.load(ids, shared)
             for stream, slot in zip(ids, slots.tolist(), strict=True):
                 new.last_used[new.slot_of[stream]] = old.last_used[slot]
-        new.evictions, new.evicted_idle, new.evicted_lru = (
-            old.evictions,
-            old.evicted_idle,
-            old.evicted_lru,
-        )
+        # Streams a reset forgot are evictions too (cause "reload"): every stream that leaves
+        # is counted under some cause, as an operator adding them up expects.
+        forgotten = len(old) - len(new)
+        new.evictions = old.evictions + forgotten
+        new.evicted_idle, new.evicted_lru = old.evicted_idle, old.evicted_lru
+        new.evicted_reload = old.evicted_reload + forgotten
         replacement.snapshot_extra = self.snapshot_extra
         self.__dict__.update(replacement.__dict__)
 

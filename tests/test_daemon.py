@@ -776,14 +776,44 @@ def test_failed_snapshots_periodic_or_requested_are_counted(tmp_path, model):
     assert stats["snapshots"] == stats["snapshot_seconds"]["count"]
 
 
+def counted(stats: dict) -> dict:
+    """`stats` with the request that asked for it counted, as a later reply would show it with
+    nothing else happening: a reply's counts are those from before its own request."""
+    commands = {cmd: dict(outcomes) for cmd, outcomes in stats["control_commands"].items()}
+    own = commands.setdefault("stats", {})
+    own["ok"] = own.get("ok", 0) + 1
+    return {**stats, "control_commands": commands}
+
+
 def stats_and_page(proc: DaemonProcess) -> tuple[dict, dict]:
-    """`stats` and a scrape of one moment: both between two equal `stats` replies."""
+    """`stats` and a scrape of one moment: both between two `stats` replies that differ only by
+    the first request, counted."""
     for _ in range(20):
-        before = proc.stats()
+        before = counted(proc.stats())
         page = scrape(proc.metrics_port)
         if proc.stats() == before:
             return before, page
     raise AssertionError("the daemon's counters never held still")
+
+
+def command_counts(stats: dict) -> Counter:
+    """The `stats` reply's control_commands: {(cmd, outcome): count}."""
+    return Counter(
+        {
+            (cmd, outcome): n
+            for cmd, outcomes in stats["control_commands"].items()
+            for outcome, n in outcomes.items()
+        }
+    )
+
+
+def control_counts(page: dict) -> dict[tuple[str, str], float]:
+    """The page's rnnstream_control_commands_total: {(cmd, outcome): value}."""
+    return {
+        (dict(labels)["cmd"], dict(labels)["outcome"]): value
+        for (name, labels), value in page.items()
+        if name == "rnnstream_control_commands_total"
+    }
 
 
 def assert_page_matches_stats(page: dict, stats: dict) -> None:
@@ -806,6 +836,10 @@ def assert_page_matches_stats(page: dict, stats: dict) -> None:
             if name == f"rnnstream_{family}_total"
         }
         assert {k: v for k, v in served.items() if v} == counts and served.keys() >= counts.keys()
+    served = control_counts(page)
+    assert {k: v for k, v in served.items() if v} == command_counts(stats)
+    known = {(cmd, outcome) for cmd in protocol.CONTROL_COMMANDS for outcome in ("ok", "error")}
+    assert served.keys() == known | {("invalid", "error")}  # whatever names clients sent
     for key in ("batch_size", "step_seconds", "latency_seconds", "snapshot_seconds"):
         h = stats[key]
         assert page[(f"rnnstream_{key}_count", ())] == h["count"], key
@@ -815,12 +849,12 @@ def assert_page_matches_stats(page: dict, stats: dict) -> None:
         assert page[(f"rnnstream_{key}_bucket", (("le", "+Inf"),))] == h["count"]
     assert page[("rnnstream_live_streams", ())] == stats["streams"]
     assert page[("rnnstream_open_alerts", ())] == stats["open_alerts"]
-    for cause in ("idle", "lru"):
+    for cause in ("idle", "lru", "reload"):
         assert page[("rnnstream_evictions_total", (("cause", cause),))] == stats[f"evicted_{cause}"]
     assert page[("rnnstream_model_info", (("fingerprint", stats["model_fingerprint"]),))] == 1
     # Bounded labels only: never a stream id, which would make a series per stream.
     labels = {name for (sample, ls) in page if sample.startswith("rnnstream_") for name, _ in ls}
-    assert labels <= {"reason", "event", "cause", "le", "fingerprint", "version"}
+    assert labels <= {"reason", "event", "cmd", "outcome", "cause", "le", "fingerprint", "version"}
 
 
 def test_stats_and_the_metrics_page_agree_and_no_counter_goes_down_across_commands(tmp_path, model):
@@ -844,6 +878,7 @@ def test_stats_and_the_metrics_page_agree_and_no_counter_goes_down_across_comman
         assert_page_matches_stats(page, first)
         assert first["duplicates"] and first["gaps"] and first["evicted_lru"]
 
+        before = first
         for cmd, fields in (
             ("reset", {"stream": streams[-1]}),
             ("drop", {"stream": streams[-2]}),
@@ -858,7 +893,11 @@ def test_stats_and_the_metrics_page_agree_and_no_counter_goes_down_across_comman
                 name = sample[0]
                 if name.startswith("rnnstream_") and name.endswith(("_total", "_count", "_bucket")):
                     assert later[sample] >= value, (cmd, sample)
-            page = later
+            if fields.get("reset"):  # every live stream forgotten, each counted by some cause
+                assert stats["streams"] == 0
+                assert stats["evictions"] - before["evictions"] == before["streams"]
+                assert stats["evicted_reload"] > before["evicted_reload"]
+            page, before = later, stats
         push.send(reading(unique("idle"), GOOD))  # reload with reset forgot every stream
         proc.until_fence(sub, push)
         deadline = time.monotonic() + RECV_TIMEOUT  # the idle sweep, once a second
@@ -867,7 +906,36 @@ def test_stats_and_the_metrics_page_agree_and_no_counter_goes_down_across_comman
             time.sleep(0.2)
         stats, last = stats_and_page(proc)
         assert_page_matches_stats(last, stats)
-        assert stats["evictions"] == stats["evicted_idle"] + stats["evicted_lru"]
+        assert stats["evictions"] == sum(
+            stats[f"evicted_{cause}"] for cause in ("idle", "lru", "reload")
+        )
+        assert stats["control_commands"]["reload"] == {"ok": 2}
+
+
+def test_control_requests_are_counted_by_command_and_outcome_and_unknown_ones_as_invalid(daemon):
+    before = daemon.stats()
+    assert daemon.control("health")["ok"]
+    assert not daemon.control("streams", limit=-1)["ok"]
+    assert not daemon.control("threshold", level=0.5)["ok"]  # the model does not score
+    assert not daemon.control("launch-rockets")["ok"]
+    for frame in BAD_CONTROL.values():
+        assert not protocol.decode_reply(daemon.control_raw([frame]))["ok"]
+    multipart = [protocol.encode_control("health"), b"extra"]
+    assert not protocol.decode_reply(daemon.control_raw(multipart))["ok"]
+    after = daemon.stats()
+    page = scrape(daemon.metrics_port)
+
+    delta = command_counts(after)
+    delta.subtract(command_counts(before))
+    assert +delta == {
+        ("stats", "ok"): 1,  # `before`: a reply counts the requests before its own
+        ("health", "ok"): 1,
+        ("streams", "error"): 1,
+        ("threshold", "error"): 1,
+        ("invalid", "error"): 1 + len(BAD_CONTROL) + 1,  # the unknown name, frames, multipart
+    }
+    assert_page_matches_stats(page, counted(after))  # the page: `after` counted too
+    assert "launch-rockets" not in {cmd for cmd, _ in control_counts(page)}
 
 
 def test_engine_time_is_measured_when_a_batch_is_stepped_one_reading_at_a_time(tmp_path, model):
@@ -900,7 +968,7 @@ def test_the_operations_guide_lists_exactly_the_metrics_the_daemon_serves(daemon
     guide = (Path(__file__).resolve().parents[1] / "docs" / "OPERATIONS.md").read_text()
     listed = {
         (m.group(1), m.group(2))
-        for m in re.finditer(r"^\| `(rnnstream_\w+)(?:\{\w+\})?` \| (\w+) \|", guide, re.M)
+        for m in re.finditer(r"^\| `(rnnstream_\w+)(?:\{[\w,]+\})?` \| (\w+) \|", guide, re.M)
     }
     assert listed == served
 

@@ -237,7 +237,10 @@ def test_reload_keeps_open_alerts_with_the_states_and_reload_reset_closes_them(t
         watch.calm(unique("reload-calm"))
 
         assert proc.control("reload")["ok"]
-        assert watch.alerts() == [] and proc.stats()["open_alerts"] == 2
+        assert watch.alerts() == []  # and the calm readings are in
+        kept = proc.stats()
+        assert kept["open_alerts"] == 2
+        assert kept["streams"] == 3 and kept["evicted_reload"] == 0  # the states carried over
         assert proc.control("reload", reset=True)["ok"]
         closes = watch.alerts()
 
@@ -247,3 +250,8 @@ def test_reload_keeps_open_alerts_with_the_states_and_reload_reset_closes_them(t
             assert_no_reading(close)
         stats = proc.stats()
         assert stats["open_alerts"] == 0 and stats["alerts"] == {"open": 2, "close": 2}
+        # The reset forgot every stream: each is an eviction for "reload", none idle or lru
+        assert stats["streams"] == 0 and stats["evictions"] == stats["evicted_reload"] == 3
+        page = scrape(proc.metrics_port)
+        for cause, count in (("reload", 3), ("idle", 0), ("lru", 0)):
+            assert page[("rnnstream_evictions_total", (("cause", cause),))] == count

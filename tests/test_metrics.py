@@ -17,7 +17,7 @@ from engine.metrics import (
     Metrics,
     registry_for,
 )
-from engine.protocol import RejectReason
+from engine.protocol import CONTROL_COMMANDS, RejectReason
 
 
 def test_latency_kernel_matches_numpy_searchsorted_and_bincount_on_the_bounds_too():
@@ -126,9 +126,10 @@ def test_a_ts_ahead_of_the_daemons_clock_counts_as_no_latency_so_the_sum_never_f
 # What the daemon hands the collector besides its Metrics: the engine's stats and its status.
 LIVE = {
     "streams": 3,
-    "evictions": 7,
+    "evictions": 10,
     "evicted_idle": 2,
     "evicted_lru": 5,
+    "evicted_reload": 3,
     "open_alerts": 4,
     "model_fingerprint": "ab" * 32,
     "ready": True,
@@ -155,10 +156,48 @@ def test_every_reject_reason_and_alert_event_is_served_from_zero_before_the_firs
         assert samples[("rnnstream_alerts_total", (("event", event),))] == 0
 
 
+def control_samples(metrics: Metrics) -> dict[tuple[str, str], float]:
+    """The served rnnstream_control_commands_total: {(cmd, outcome): value}."""
+    return {
+        (dict(labels)["cmd"], dict(labels)["outcome"]): value
+        for (name, labels), value in served_samples(metrics).items()
+        if name == "rnnstream_control_commands_total"
+    }
+
+
+def test_every_control_command_and_outcome_is_served_from_zero_before_the_first():
+    served = control_samples(Metrics())
+    known = {(cmd, outcome) for cmd in CONTROL_COMMANDS for outcome in ("ok", "error")}
+    assert served == dict.fromkeys(known | {("invalid", "error")}, 0)
+
+
+def test_control_requests_count_by_command_and_unknown_names_only_as_invalid():
+    # Whatever names clients send, the page keeps the same series: one per known command and
+    # outcome, and "invalid" for the rest (a series per name would grow without bound).
+    metrics = Metrics()
+    metrics.count_control("stats", ok=True)
+    metrics.count_control("reload", ok=False)
+    for name in ("launch-rockets", "x" * 300, None):  # None: a request that did not decode
+        metrics.count_control(name, ok=False)
+    served = control_samples(metrics)
+    assert {k: v for k, v in served.items() if v} == {
+        ("stats", "ok"): 1,
+        ("reload", "error"): 1,
+        ("invalid", "error"): 3,
+    }
+    assert served.keys() == control_samples(Metrics()).keys()
+    assert metrics.snapshot()["control_commands"] == {
+        "stats": {"ok": 1},
+        "reload": {"error": 1},
+        "invalid": {"error": 3},
+    }
+
+
 def test_evictions_are_served_by_cause_as_the_stats_reply_counts_them():
     samples = served_samples(Metrics())
     assert samples[("rnnstream_evictions_total", (("cause", "idle"),))] == 2
     assert samples[("rnnstream_evictions_total", (("cause", "lru"),))] == 5
+    assert samples[("rnnstream_evictions_total", (("cause", "reload"),))] == 3
     assert samples[("rnnstream_live_streams", ())] == 3 and samples[("rnnstream_ready", ())] == 1
     assert samples[("rnnstream_open_alerts", ())] == 4
     assert served_samples(Metrics(), {**LIVE, "ready": False})[("rnnstream_ready", ())] == 0

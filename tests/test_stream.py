@@ -716,6 +716,22 @@ def test_swap_model_with_reset_restarts_every_stream_from_zeros(lstm2: Model) ->
     np.testing.assert_array_equal(engine.step("a", x), StreamEngine(bigger).step("a", x))
 
 
+def test_swap_model_counts_the_streams_a_reset_forgets_as_evicted_for_reload(lstm2: Model) -> None:
+    engine = StreamEngine(lstm2, max_streams=2)
+    for stream, x in zip("abc", random_rows(38, 3), strict=True):
+        engine.step(stream, x)  # "a" goes at max_streams
+    same = random_model("lstm", 2, True, seed=3)
+
+    engine.swap_model(same)  # the states carry over: nothing forgotten
+    assert engine.stats()["evicted_reload"] == 0 and len(engine) == 2
+    engine.swap_model(same, reset=True)
+    engine.swap_model(same, reset=True)  # no streams left to forget
+
+    stats = engine.stats()
+    assert len(engine) == 0 and stats["evicted_reload"] == 2 and stats["evicted_lru"] == 1
+    assert stats["evictions"] == engine.evictions == 3
+
+
 def test_swap_model_with_other_input_size_is_refused_without_reset(lstm2: Model) -> None:
     engine = StreamEngine(lstm2)
     engine.step("a", random_rows(38, 1)[0])
