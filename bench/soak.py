@@ -6,30 +6,43 @@
 A real `rnnstream serve` (the built-in model: scoring and alerts on, `--max-streams`,
 `--idle-timeout` and periodic snapshots set) gets a paced mix of columnar batches and single
 readings from a producer process whose stream ids drift, so streams keep arriving, going idle
-and being evicted; every second a few malformed messages as well. A subscriber process counts
-every prediction. Every `--sample-every` seconds the run records the daemon's resident memory
-and its `ctl stats`. At the end the daemon gets SIGTERM, must exit 0 after its snapshot, and a
-new daemon on the same state directory must restore every stream.
+and being evicted; every second a few malformed messages as well; and `--steady` streams that
+send throughout (`--steady-hz` readings each a second, one columnar message a round). A
+subscriber process counts every prediction and follows the steady streams' seqs. Every
+`--sample-every` seconds the run records the daemon's resident memory and its `ctl stats`. At
+the end the daemon gets SIGTERM, must exit 0 after its snapshot, and a new daemon on the same
+state directory must restore exactly that snapshot's streams.
+
+Each periodic snapshot (`--checkpoint-every`; what a daemon killed with SIGKILL restarts from)
+is checked while the load runs (engine/bench/snapshot_check.py): as its file appears it is
+linked aside and, in a process of its own, restored with `StreamEngine.restore` (the daemon's
+loader at start). It must carry the daemon's model fingerprint; hold a number of streams
+within what the daemon's `ctl stats` counts and evictions around its copy allow; hold each
+steady stream at a seq no lower than the last one the subscriber had a prediction for before
+the copy, no higher than the producer had sent, and with its alert state counting as many
+readings; and the restored engine must step the steady streams with their next seqs.
+`--corrupt-snapshots` damages each copy before its check, to see the check fail.
 
 Passes when every accepted reading's prediction arrived, every malformed message was rejected
-and counted, the daemon's memory in the last sample is within `--rss-growth` of its level a
-third of the way in (when the state table has filled), its slots stayed within --max-streams, and
-shutdown and restore worked. Exit status 1 otherwise. Not part of the test suite.
+and counted, the daemon counted no seq gap or duplicate, each stream's alert publications
+alternate open/close and opens - closes equals `open_alerts` (before SIGTERM, in the final
+snapshot and after restart), the daemon's memory in the last sample is within `--rss-growth` of
+its level a third of the way in (when the state table has filled), its slots stayed within
+--max-streams, shutdown and restore worked, the steady streams' predictions arrived with every
+seq once and in order and the final snapshot holds each one's state with all its readings
+counted (none restarted), and every periodic snapshot checked passed, at least one per two
+`--checkpoint-every`. Exit status 1 otherwise. Not part of the test suite.
 
 With `--bursts N` the run also has N bursts, evenly spread: in `--burst-seconds` seconds,
 `--burst-streams` new stream ids with one reading each (the state table grows several doublings)
 and `--burst-alerting` streams of a clean periodic signal ending in a spike, so each opens an
 alert and goes quiet with it open. All of them then go idle and `--idle-timeout` evicts them,
 closing those alerts, and the table shrinks (`StateTable.shrink` renumbers every live slot)
-while `--steady` streams keep sending (`--steady-hz` readings each a second) and snapshots are
-taken (use a short `--checkpoint-every`). Bursts add these checks: the steady streams'
-predictions arrive with every seq once and in order, and the final snapshot holds each one's
-state with all its readings counted (none restarted); the daemon counted no seq gap or
-duplicate; each stream's alert publications alternate open/close and opens - closes equals
-`open_alerts` (before SIGTERM, in the final snapshot and after restart); after each burst's
-eviction the table's slots shrank back and the daemon's memory gave back at least
-1 - `--burst-rss-keep` of what the burst took. The restored daemon must hold exactly the
-final snapshot's streams (checked in every mode).
+while the steady streams keep sending and snapshots are taken (use a short
+`--checkpoint-every`). Bursts add these checks: the bursts' alerting streams' alerts were closed
+by eviction; after each burst's eviction the table's slots shrank back and the daemon's memory
+gave back at least 1 - `--burst-rss-keep` of what the burst took, and its level after each burst
+does not climb.
 
     python bench/soak.py --minutes 15 --bursts 3 --checkpoint-every 2 --idle-timeout 10
 """
@@ -54,7 +67,16 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.bench.e2e import machine_description  # noqa: E402
+from engine.bench.snapshot_check import (  # noqa: E402
+    CORRUPTIONS,
+    WATCH_TICK_S,
+    CheckerSetup,
+    PeriodicSnapshotWatcher,
+    Verdict,
+    WatchSummary,
+)
 from engine.ctl import control  # noqa: E402
+from engine.daemon import SNAPSHOT_NAME  # noqa: E402
 from engine.default_model import default_model_path  # noqa: E402
 from engine.process import ServeProcess  # noqa: E402
 
@@ -127,14 +149,15 @@ class _Burst:
 
 
 def _producer_main(
-    conn: Any, endpoint: str, rate: float, window: int, churn: float, extra: dict
+    conn: Any, endpoint: str, rate: float, window: int, churn: float, extra: dict, announced: Any
 ) -> None:
     """Send `rate` readings/s until told to stop: 70% in batches of 64, the rest single.
 
     Stream ids are `s<k>` with k drawn from [churn * t, churn * t + window): ids drift by
-    `churn` per second, so old streams go idle and new ones arrive all the time. With bursts
-    (`extra`), also `extra["steady"]` steady streams `k<i>`, each `extra["steady_hz"]` readings a
-    second in one columnar message per round, and the bursts of `extra["bursts"]`.
+    `churn` per second, so old streams go idle and new ones arrive all the time. Also
+    `extra["steady"]` steady streams `k<i>`, each `extra["steady_hz"]` readings a second in one
+    columnar message per round (round r is seq r of each; `announced` holds the last round before
+    it is sent), and the bursts of `extra["bursts"]`.
     """
     import zmq
 
@@ -171,6 +194,8 @@ def _producer_main(
             due -= n
         if steady:
             for _ in range(int((now - start) * steady_hz) - rounds):
+                # before sending: no snapshot can hold a seq the soak has not been told of
+                announced.value = rounds + 1
                 producer.send_many(
                     steady, rng.normal(0.0, 1.0, (len(steady), 1)).astype(np.float32)
                 )
@@ -198,9 +223,10 @@ def _producer_main(
     )
 
 
-def _subscriber_main(conn: Any, endpoint: str) -> None:
+def _subscriber_main(conn: Any, endpoint: str, received: Any) -> None:
     """Count predictions (not the probe's), errors and alerts until told to stop; follow the
-    steady streams' seqs and every stream's alert opens and closes."""
+    steady streams' seqs (the last received of `k<i>` also in `received[i]`, for the snapshot
+    checks) and every stream's alert opens and closes."""
     import msgpack
     import zmq
 
@@ -211,6 +237,7 @@ def _subscriber_main(conn: Any, endpoint: str) -> None:
     sock.connect(endpoint)
     probe_topic = b"pred." + PROBE_STREAM.encode()
     steady_topic = b"pred." + STEADY_PREFIX.encode()
+    received_seq = np.frombuffer(received, np.int64)
     counts: dict[str, Any] = {"predictions": 0, "errors": 0, "alerts": 0}
     steady_seq: dict[str, int] = {}
     steady_breaks: list[str] = []
@@ -238,6 +265,7 @@ def _subscriber_main(conn: Any, endpoint: str) -> None:
                     steady_breaks.append(f"{stream}: seq {seq} after {last}")
                 counts["steady_breaks"] = counts.get("steady_breaks", 0) + (seq != last + 1)
                 steady_seq[stream] = seq
+                received_seq[int(stream[len(STEADY_PREFIX) :])] = seq  # after receiving it
         elif topic == b"error":
             counts["errors"] += 1
         else:
@@ -310,10 +338,11 @@ def _snapshot_facts(path: Path, steady: list[str]) -> dict:
 def run(args: argparse.Namespace) -> tuple[str, bool]:
     ctx = mp.get_context("spawn")
     plan = _burst_plan(args) if args.bursts else []
-    extra = (
-        {"steady": args.steady, "steady_hz": args.steady_hz, "bursts": plan} if args.bursts else {}
-    )
-    steady = [f"{STEADY_PREFIX}{i}" for i in range(extra.get("steady", 0))]
+    extra = {"steady": args.steady, "steady_hz": args.steady_hz, "bursts": plan}
+    steady = [f"{STEADY_PREFIX}{i}" for i in range(args.steady)]
+    # shared with the producer and the subscriber, for the periodic snapshots' checks
+    announced = ctx.RawValue("q", 0)
+    received = ctx.RawArray("q", max(1, len(steady)))
     with tempfile.TemporaryDirectory(prefix="rnnstream-soak-") as tmp:
         state = Path(tmp) / "state"
         serve_args = [
@@ -329,13 +358,18 @@ def run(args: argparse.Namespace) -> tuple[str, bool]:
         server = ServeProcess(default_model_path(), tmp, extra=serve_args).start()
         sub_conn, sub_child = ctx.Pipe()
         prod_conn, prod_child = ctx.Pipe()
-        subscriber = ctx.Process(target=_subscriber_main, args=(sub_child, server.publish))
+        subscriber = ctx.Process(
+            target=_subscriber_main, args=(sub_child, server.publish, received)
+        )
         producer = ctx.Process(
             target=_producer_main,
-            args=(prod_child, server.ingest, args.rate, args.window, args.churn, extra),
+            args=(prod_child, server.ingest, args.rate, args.window, args.churn, extra, announced),
         )
         subscriber.start()
         producer.start()
+        watcher = _snapshot_watcher(
+            args, server, state, Path(tmp) / "periodic", steady, announced, received
+        ).start()
         if not sub_conn.poll(60):
             raise RuntimeError("the subscriber saw no prediction within 60 s")
         sub_conn.recv()
@@ -346,10 +380,18 @@ def run(args: argparse.Namespace) -> tuple[str, bool]:
         # with bursts, a sample a second (the table's size and memory around each burst); the
         # report's table keeps one per --sample-every
         every = 1.0 if plan else args.sample_every
+        next_sample = began + every
         next_print = args.sample_every
-        while time.monotonic() < deadline:
-            time.sleep(min(every, max(0.0, deadline - time.monotonic())))
+        while True:
+            # between samples, the periodic snapshots are taken as they appear and checked
+            while (now := time.monotonic()) < min(next_sample, deadline):
+                verdict = watcher.tick()
+                if verdict is not None:
+                    print(_verdict_line(verdict, now - began), file=sys.stderr)
+                time.sleep(max(0.0, min(WATCH_TICK_S, next_sample - now, deadline - now)))
             stats = control(server.control, "stats", timeout=10.0)
+            # `every` after this sample, as the runs in bench/results were sampled
+            next_sample = time.monotonic() + every
             samples.append(
                 {
                     "t": time.monotonic() - began,
@@ -369,6 +411,9 @@ def run(args: argparse.Namespace) -> tuple[str, bool]:
             if samples[-1]["table"]:
                 next_print += args.sample_every
                 print(_sample_line(samples[-1]), file=sys.stderr)
+            if now >= deadline:
+                break
+        periodic = watcher.finish()
         prod_conn.send("stop")
         produced = prod_conn.recv()
         producer.join(30)
@@ -382,7 +427,7 @@ def run(args: argparse.Namespace) -> tuple[str, bool]:
         subscriber.join(30)
         shutdown = re.findall(r"why=shutdown streams=(\d+)", server.log_text())
         saved = int(shutdown[-1]) if shutdown else -1
-        snapshot = _snapshot_facts(state / "state.npz", steady)
+        snapshot = _snapshot_facts(state / SNAPSHOT_NAME, steady)
         # no idle timeout on the restored daemon: its first sweep would race the health check
         restored = ServeProcess(default_model_path(), tmp, extra=["--state-dir", str(state)])
         restored.start()
@@ -398,7 +443,46 @@ def run(args: argparse.Namespace) -> tuple[str, bool]:
         "streams": listed["streams"],
     }
     return _report(
-        args, plan, samples, produced, received, final, exit_code, saved, snapshot, restart
+        args,
+        plan,
+        samples,
+        produced,
+        received,
+        final,
+        exit_code,
+        saved,
+        snapshot,
+        restart,
+        periodic,
+    )
+
+
+def _snapshot_watcher(
+    args: argparse.Namespace,
+    server: ServeProcess,
+    state: Path,
+    aside: Path,
+    steady: list[str],
+    announced: Any,
+    received: Any,
+) -> PeriodicSnapshotWatcher:
+    """A watcher of the daemon's periodic snapshots, checked against the producer's announced
+    rounds, the subscriber's received seqs and the daemon's counts of streams."""
+    setup = CheckerSetup(
+        str(default_model_path()),
+        {"max_streams": args.max_streams, "idle_timeout": args.idle_timeout},
+        steady,
+        control(server.control, "health", timeout=10.0)["model"],
+        args.corrupt_snapshots,
+    )
+    seqs = np.frombuffer(received, np.int64)[: len(steady)]
+    return PeriodicSnapshotWatcher(
+        state / SNAPSHOT_NAME,
+        aside,
+        setup,
+        count_table=lambda: control(server.control, "stats", timeout=10.0),
+        announced=lambda: announced.value,
+        received=lambda: seqs,
     )
 
 
@@ -451,6 +535,7 @@ def _report(
     saved: int,
     snapshot: dict,
     restart: dict,
+    periodic: WatchSummary,
 ) -> tuple[str, bool]:
     table = [s for s in samples if s["table"]]
     third = table[len(table) // 3]
@@ -514,9 +599,12 @@ def _report(
             f"{len(set(restored_ids) ^ set(snapshot_ids))} ids differ",
         ),
     ]
+    if args.steady:
+        checks += _steady_checks(produced, received, snapshot)
+    checks.append(_periodic_check(args, periodic))
     bursts = _burst_rows(args, plan, samples)
     if plan:
-        checks += _burst_checks(args, plan, bursts, produced, received, snapshot)
+        checks += _burst_checks(args, plan, bursts, produced, received)
     ok = all(passed for _, passed, _ in checks)
     lines = [
         "# rnnstream soak run",
@@ -529,20 +617,21 @@ def _report(
         "publish mode each",
         f"- load: {args.rate:,.0f} readings/s for {args.minutes:g} min (70% in batches of 64, the "
         f"rest single), stream ids drawn from a window of {args.window:,} drifting by "
-        f"{args.churn:g} ids/s; {len(BAD_FRAMES)} malformed messages a second",
+        f"{args.churn:g} ids/s; {args.steady:,} steady streams at {args.steady_hz:g} "
+        f"readings/s each; {len(BAD_FRAMES)} malformed messages a second",
     ]
     if plan:
         lines.append(
             f"- bursts: {len(plan)} (at {', '.join(str(round(b['at'])) for b in plan)} s), each "
             f"{args.burst_streams:,} new streams with one reading and {args.burst_alerting} "
             f"alerting streams ({ALERT_RAMP} readings of a sine, then a spike) in "
-            f"{args.burst_seconds:g} s; {args.steady:,} steady streams at {args.steady_hz:g} "
-            f"readings/s each; {produced['burst_sent']:,} burst readings"
+            f"{args.burst_seconds:g} s; {produced['burst_sent']:,} burst readings"
         )
     lines += [
         f"- totals: {sent:,} readings, {final['evicted_idle']:,} idle and "
         f"{final['evicted_lru']:,} least-recently-used evictions, "
-        f"{final['snapshots']} periodic snapshots, {received['alerts']:,} alert messages",
+        f"{final['snapshots']} periodic snapshots ({len(periodic.verdicts)} checked while "
+        f"loaded), {received['alerts']:,} alert messages",
         "",
         "| check | passed | measured |",
         "|---|---|---|",
@@ -582,13 +671,7 @@ def _burst_checks(
     bursts: list[dict],
     produced: dict,
     received: dict,
-    snapshot: dict,
 ) -> list[tuple[str, bool, str]]:
-    sent = produced["steady_sent"]
-    got = received["steady_seq"]
-    short = [s for s, n in sent.items() if got.get(s) != n]
-    in_snapshot = snapshot["steady"]
-    restarted = [s for s, n in sent.items() if in_snapshot[s] is None or in_snapshot[s] != (n, n)]
     settled = [row for row in bursts if row["after"] is not None]
     # shrunk, and not sparse: a table shrinks when under a quarter of its slots are live
     shrunk = [
@@ -617,22 +700,6 @@ def _burst_checks(
             "samples after their eviction",
         ),
         (
-            "steady streams: every seq predicted once and in order",
-            received["steady_breaks"] == 0 and not short,
-            f"{len(sent)} streams, {sum(sent.values()):,} readings; "
-            f"{received['steady_breaks']} seq breaks"
-            f"{_examples(received['steady_break_examples'])}"
-            f", {len(short)} streams short of their readings",
-        ),
-        (
-            "steady streams never restarted: the snapshot's seq and alert count = readings sent",
-            not restarted,
-            f"{len(sent) - len(restarted)} of {len(sent)} as sent"
-            + _examples(
-                [f"{s}: sent {sent[s]}, (seq, counted) {in_snapshot[s]}" for s in restarted]
-            ),
-        ),
-        (
             "the bursts' alerting streams opened alerts and eviction closed them",
             evicted_open >= alerting,
             f"{alerting} alerting streams, {evicted_open} closes for eviction, largest "
@@ -659,6 +726,83 @@ def _burst_checks(
             f"no ratchet: memory after each burst within {args.rss_growth:.0%} of the first's",
             not ratchet,
             ", ".join(f"{r['after']['rss']:.1f} MB at {r['after']['t']:.0f} s" for r in settled),
+        ),
+    ]
+
+
+def _periodic_check(args: argparse.Namespace, periodic: WatchSummary) -> tuple[str, bool, str]:
+    """The periodic snapshots checked while loaded: none failed, at least one per two intervals."""
+    needed = max(1, int(args.minutes * 60 / (2 * args.checkpoint_every)))
+    verdicts, failed = periodic.verdicts, periodic.failed
+    detail = (
+        f"{len(verdicts)} checked of {periodic.written} written while loaded "
+        f"({periodic.skipped} appeared during a check; at least {needed} needed), "
+        f"{len(failed)} failed" + _examples([f"{v.name}: {v.problems[0]}" for v in failed[:3]])
+    )
+    loaded = [v for v in verdicts if v.streams is not None]
+    if loaded:
+        widths = [b[1] - b[0] for v in loaded if (b := v.count_bounds) and b[1] is not None]
+        above = _span(_ends(loaded, "above_received"))
+        below = _span(_ends(loaded, "below_sent"))
+        detail += (
+            f"; {_span([v.streams for v in loaded])} streams, bounds at most "
+            f"{max(widths, default=0):,} wide; steady seqs {above} over the last received before "
+            f"the copy (known for {sum(v.lower_known for v in loaded)}) and {below} under the "
+            f"rounds sent; each restored and stepped; taken "
+            f"{_span([v.file_age for v in loaded], '{:.2f}')} s after its copy, checked in "
+            f"{_span([v.seconds for v in verdicts], '{:.2f}')} s"
+        )
+    return (
+        "periodic snapshots while loaded: each loads, model, stream count, steady seqs, steps",
+        not failed and len(verdicts) >= needed,
+        detail,
+    )
+
+
+def _ends(verdicts: list[Verdict], name: str) -> list[int]:
+    return [end for v in verdicts if (pair := getattr(v, name)) is not None for end in pair]
+
+
+def _span(values: list, fmt: str = "{:,}") -> str:
+    if not values:
+        return "-"
+    low, high = fmt.format(min(values)), fmt.format(max(values))
+    return low if low == high else f"{low} to {high}"
+
+
+def _verdict_line(verdict: Verdict, t: float) -> str:
+    low, high = verdict.count_bounds or (0, None)
+    state = "ok" if verdict.passed else "FAILED: " + "; ".join(verdict.problems)
+    return (
+        f"{t:7.0f} s  periodic snapshot {verdict.name}: {verdict.streams} streams in "
+        f"[{low}, {high}], steady seqs {_span(list(verdict.above_received or ()))} over received, "
+        f"{_span(list(verdict.below_sent or ()))} under sent; checked in {verdict.seconds:.2f} s: "
+        f"{state}"
+    )
+
+
+def _steady_checks(produced: dict, received: dict, snapshot: dict) -> list[tuple[str, bool, str]]:
+    sent = produced["steady_sent"]
+    got = received["steady_seq"]
+    short = [s for s, n in sent.items() if got.get(s) != n]
+    in_snapshot = snapshot["steady"]
+    restarted = [s for s, n in sent.items() if in_snapshot[s] is None or in_snapshot[s] != (n, n)]
+    return [
+        (
+            "steady streams: every seq predicted once and in order",
+            received["steady_breaks"] == 0 and not short,
+            f"{len(sent)} streams, {sum(sent.values()):,} readings; "
+            f"{received['steady_breaks']} seq breaks"
+            f"{_examples(received['steady_break_examples'])}"
+            f", {len(short)} streams short of their readings",
+        ),
+        (
+            "steady streams never restarted: the snapshot's seq and alert count = readings sent",
+            not restarted,
+            f"{len(sent) - len(restarted)} of {len(sent)} as sent"
+            + _examples(
+                [f"{s}: sent {sent[s]}, (seq, counted) {in_snapshot[s]}" for s in restarted]
+            ),
         ),
     ]
 
@@ -697,6 +841,21 @@ def main() -> int:
     parser.add_argument("--checkpoint-every", type=float, default=30.0, help="seconds")
     parser.add_argument("--sample-every", type=float, default=10.0, help="seconds")
     parser.add_argument(
+        "--steady",
+        type=int,
+        default=None,
+        help="streams sending throughout (default 1000 with bursts, 100 without)",
+    )
+    parser.add_argument("--steady-hz", type=float, default=2.0, help="readings/s per steady one")
+    parser.add_argument(
+        "--corrupt-snapshots",
+        choices=CORRUPTIONS,
+        default=None,
+        help="an experiment: damage each periodic snapshot's copy before its check, which must "
+        "then fail (bytes: 64 overwritten; behind / ahead: seqs 5 lower / higher; half: half "
+        "the streams)",
+    )
+    parser.add_argument(
         "--rss-growth", type=float, default=0.05, help="allowed growth after the first third"
     )
     parser.add_argument("--out", type=Path, default=None, help="also write the report here")
@@ -707,8 +866,6 @@ def main() -> int:
         "--burst-alerting", type=int, default=200, help="streams a burst that open an alert"
     )
     bursts.add_argument("--burst-seconds", type=float, default=4.0, help="a burst's length")
-    bursts.add_argument("--steady", type=int, default=1_000, help="streams sending throughout")
-    bursts.add_argument("--steady-hz", type=float, default=2.0, help="readings/s per steady one")
     bursts.add_argument(
         "--burst-rss-keep",
         type=float,
@@ -717,6 +874,8 @@ def main() -> int:
         "keeps freed small objects: ids, dict entries, messages)",
     )
     args = parser.parse_args()
+    if args.steady is None:
+        args.steady = 1_000 if args.bursts else 100
     if args.bursts and args.max_streams < 2 * args.burst_streams:
         args.max_streams = 4 * args.burst_streams  # room to grow, no LRU eviction
     if args.bursts and args.minutes * 60 / (args.bursts + 1) < (
@@ -725,6 +884,8 @@ def main() -> int:
         parser.error("bursts too close together for their streams to be evicted between them")
     if args.minutes * 60 < 3 * args.sample_every:
         parser.error("--minutes must allow at least three samples")
+    if not 0 < 2 * args.checkpoint_every <= args.minutes * 60:
+        parser.error("--minutes must span two --checkpoint-every (periodic snapshots are checked)")
     report, ok = run(args)
     sys.stdout.write(report)
     if args.out is not None:
