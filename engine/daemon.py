@@ -16,6 +16,8 @@ import logging
 import math
 import os
 import signal
+import socket
+import stat
 import threading
 import time
 from datetime import UTC, datetime
@@ -226,6 +228,13 @@ class Daemon:
                 sock.curve_server = True
                 sock.curve_publickey = self._server_public
                 sock.curve_secretkey = self._server_secret
+            if _ipc_endpoint_in_use(endpoint):
+                self._close_sockets(linger=0)
+                raise StartupError(
+                    f"cannot bind the {name} socket to {endpoint}: a running process listens "
+                    f"on that socket file (is another rnnstream serve running?); "
+                    f"choose another with --{name}"
+                )
             try:
                 sock.bind(endpoint)
             except zmq.ZMQError as exc:
@@ -772,6 +781,31 @@ class Daemon:
             self._metrics_server.server_close()  # its listening socket
         if self._context is not None:
             self._context.term()
+
+
+def _ipc_endpoint_in_use(endpoint: str) -> bool:
+    """Tell whether a live process accepts connections on an ipc:// endpoint's socket file.
+
+    ZeroMQ binds an ipc:// endpoint by first unlinking the file at its path, so a second daemon
+    would silently take the endpoint from a running one (which then serves nobody) instead of
+    failing as a TCP port in use does. A file left by a daemon that is gone refuses the
+    connection and may be replaced.
+    """
+    if not endpoint.startswith("ipc://") or not hasattr(socket, "AF_UNIX"):
+        return False
+    path = endpoint.removeprefix("ipc://")
+    try:
+        if not stat.S_ISSOCK(os.stat(path).st_mode):
+            return False
+    except OSError:
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(path)
+        except OSError:
+            return False
+    return True
 
 
 def _duration(ts: float | None, opened: float) -> float | None:

@@ -212,6 +212,34 @@ def test_a_second_daemon_on_a_state_directory_in_use_is_refused_until_the_first_
         assert third.control("health")["ok"]
 
 
+def test_a_second_daemon_on_ipc_endpoints_in_use_is_refused_and_the_first_keeps_serving(
+    tmp_path, model, model_path
+):
+    # ZeroMQ replaces an ipc:// socket file on bind: unchecked, the second daemon would take
+    # the endpoints and leave the first serving nobody.
+    endpoints = ipc_endpoints(ipc_dir(tmp_path))
+    with DaemonProcess(model_path, tmp_path / "state", endpoints=endpoints) as first:
+        first.start()
+        second = DaemonProcess(model_path, tmp_path / "other-state", endpoints=endpoints)
+        second.close()  # only its argv is used; it runs to completion here
+        result = _run_serve(second.command())
+        assert result.returncode == 2, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+        assert lines[0].startswith(
+            f"rnnstream serve: error: cannot bind the ingest socket to {endpoints['ingest']}: "
+        ), lines
+        assert "another rnnstream serve" in lines[0] and "--ingest" in lines[0], lines
+        assert first.control("health")["pid"] == first.proc.pid
+        sub = first.subscriber()
+        first.producer().send("s", [0.5, -0.5])
+        assert recv_count(sub, 1, kind="pred", daemon=first)[0][1]["stream"] == "s"
+        first.kill()  # leaves its socket files behind, with nobody listening
+    with DaemonProcess(model_path, tmp_path / "state", endpoints=endpoints) as third:
+        third.start()
+        assert third.control("health")["pid"] == third.proc.pid
+
+
 def test_a_snapshot_left_unfinished_by_a_kill_is_removed_at_start(tmp_path, model_path):
     state = tmp_path / "state"
     state.mkdir()
