@@ -78,6 +78,7 @@ class ServeConfig:
         for name in ("checkpoint_every", "idle_timeout", "max_streams", "max_wait_us"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative (0 turns it off)")
+        self._check_endpoints_differ()
         if self.metrics_port < 0 or self.metrics_port > 65535:
             raise ValueError("metrics_port must be 0 (off) or a TCP port")
         if (self.curve_secret_key is None) != (self.curve_clients is None):
@@ -90,6 +91,18 @@ class ServeConfig:
             raise ValueError(
                 "alert_min_duration must be >= 1, alert_cooldown and alert_warmup >= 0"
             )
+
+    def _check_endpoints_differ(self) -> None:
+        # Two sockets on one endpoint fail at bind as "address in use", which reads like
+        # another daemon holding it; the mistake is in these settings, so say so here.
+        named = (("ingest", self.ingest), ("publish", self.publish), ("control", self.control))
+        for i, (first, endpoint) in enumerate(named):
+            for second, other in named[i + 1 :]:
+                if endpoint == other:
+                    raise ValueError(
+                        f"{first} and {second} are both {endpoint}: give each socket its own "
+                        "endpoint"
+                    )
 
 
 _HELP = {

@@ -147,6 +147,11 @@ class Daemon:
 
     def _check_state_dir(self) -> None:
         folder = self.state_path.parent
+        if folder.exists() and not folder.is_dir():
+            raise StartupError(
+                f"state directory {folder} is a file, not a directory; choose another with "
+                "--state-dir"
+            )
         try:
             folder.mkdir(parents=True, exist_ok=True)
             probe = folder / f".write-test-{os.getpid()}"

@@ -453,6 +453,12 @@ def test_user_errors_exit_non_zero_with_one_clear_line(tmp_path, model_path):
         "metrics port in use": (["--metrics-port", str(busy)], {}, "--metrics-port"),
         "missing model": (["--model", str(tmp_path / "nope.npz")], {}, "nope.npz"),
         "unwritable state dir": (["--state-dir", str(not_a_dir / "state")], {}, "--state-dir"),
+        "state dir is a file": (["--state-dir", str(not_a_dir)], {}, "is a file, not a directory"),
+        "one endpoint for two sockets": (
+            ["--ingest", "tcp://127.0.0.1:1", "--publish", "tcp://127.0.0.1:1"],
+            {},
+            "ingest and publish are both tcp://127.0.0.1:1: give each socket its own endpoint",
+        ),
         "unknown toml key": (["--config", str(unknown_key)], {}, "bogus_setting"),
         "bad flag value": (["--publish-mode", "sideways"], {}, "publish_mode"),
         "bad env value": ([], {"RNNSTREAM_MAX_BATCH": "lots"}, "RNNSTREAM_MAX_BATCH"),
