@@ -318,6 +318,7 @@ class Model:
         """
         path = Path(path)
         arrays = _read_npz(path)
+        _refuse_torch_archive(path, arrays)
         header = _read_header(path, arrays.pop("header", None))
         cell = header["cell"]
         gates, in_size, hidden = CELLS[cell], header["input_size"], header["hidden_size"]
@@ -757,6 +758,21 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
             return {name: npz[name] for name in npz.files}
         except (*errors, OSError) as exc:
             raise ValueError(f"{path}: file is truncated or corrupted ({exc})") from exc
+
+
+def _refuse_torch_archive(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Raise ValueError saying to convert `path` first if torch.save wrote it.
+
+    torch.save writes a zip archive, as numpy does for .npz, so numpy opens it; without this
+    the user who passes their .pt file straight to `serve` or `reload` only hears that it has
+    no 'header' entry.
+    """
+    if "header" in arrays or not any(name.endswith("data.pkl") for name in arrays):
+        return
+    raise ValueError(
+        f"{path}: a PyTorch file (torch.save), not an rnnstream model file; convert it first: "
+        f"rnnstream convert {path} --out model.npz"
+    )
 
 
 _HEADER_TYPES: dict[str, type | tuple[type, ...]] = {

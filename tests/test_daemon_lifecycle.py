@@ -485,6 +485,25 @@ def test_user_errors_exit_non_zero_with_one_clear_line(tmp_path, model_path):
         holder.close()
 
 
+def test_a_pytorch_file_given_as_the_model_says_to_convert_it_first(tmp_path, model_path):
+    torch = pytest.importorskip("torch")
+    weights = tmp_path / "weights.pt"
+    torch.save(torch.nn.GRU(N_IN, 6).state_dict(), weights)
+    convert = f"convert it first: rnnstream convert {weights} --out model.npz"
+    daemon = DaemonProcess(weights, tmp_path / "state")
+    daemon.close()  # only its argv is used; it runs to completion here
+    result = _run_serve(daemon.command())
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"rnnstream serve: error: cannot load model {weights}: {weights}: a PyTorch file "
+        f"(torch.save), not an rnnstream model file; {convert}"
+    ]
+    with DaemonProcess(model_path, tmp_path / "state") as running:
+        running.start()
+        reply = running.control("reload", path=str(weights))
+        assert not reply["ok"] and convert in reply["error"], reply
+
+
 # ----------------------------------------------------------------------------- config layers
 
 FLOAT_SETTINGS = [name for name, kind in get_type_hints(ServeConfig).items() if kind is float]
