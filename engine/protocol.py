@@ -281,6 +281,31 @@ def _unpack(frame: bytes) -> Any:
     return msgpack.unpackb(frame, ext_hook=_refuse_ext, max_ext_len=0)
 
 
+def _not_msgpack_detail(frame: bytes, exc: Exception) -> str:
+    """Say why `frame` did not decode, naming the usual mistake: text sent instead of msgpack.
+
+    msgpack's own messages are empty (FormatError) or about its internals ("unpack(b) received
+    extra data." for a JSON object or a topic frame), which tells a producer nothing.
+    """
+    why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    if _looks_like_text(frame):
+        return (
+            "the frame is text (JSON? a topic frame?), not msgpack: send one msgpack map per "
+            f"frame ({why})"
+        )
+    return f"not valid msgpack ({why})"
+
+
+def _looks_like_text(frame: bytes) -> bool:
+    # The start is enough and bounds the cost; msgpack maps start with a non-ASCII byte.
+    head = frame[:64]
+    return (
+        bool(head.strip())
+        and head.isascii()
+        and all(c.isprintable() or c.isspace() for c in head.decode("ascii"))
+    )
+
+
 # --------------------------------------------------------------------------- intake validation
 
 
@@ -653,7 +678,7 @@ def _decode_frame(frame: bytes, max_frame_bytes: int) -> dict | Rejection:
     try:
         msg = _unpack(frame)
     except Exception as exc:  # msgpack raises many types for garbage
-        return Rejection(RejectReason.NOT_MSGPACK, f"{type(exc).__name__}: {exc}"[:200])
+        return Rejection(RejectReason.NOT_MSGPACK, _not_msgpack_detail(frame, exc)[:200])
     if type(msg) is not dict:
         return Rejection(RejectReason.NOT_A_MAP, f"message is a {type(msg).__name__}, not a map")
     return msg
@@ -1240,7 +1265,7 @@ def _unpack_trusted(payload: bytes, what: str) -> dict:
     try:
         msg = _unpack(payload)
     except Exception as exc:
-        raise ProtocolError(f"{what} payload is not msgpack: {exc}") from None
+        raise ProtocolError(f"{what} payload: {_not_msgpack_detail(payload, exc)}") from None
     if type(msg) is not dict:
         raise ProtocolError(f"{what} payload is a {type(msg).__name__}, not a map")
     return msg

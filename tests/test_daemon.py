@@ -304,6 +304,21 @@ def test_malformed_message_is_rejected_with_its_reason_and_the_next_reading_serv
     assert after["readings_in"] - before["readings_in"] == 2  # the good one and the fence
 
 
+def test_text_sent_instead_of_msgpack_is_named_as_text_in_the_error(daemon):
+    # msgpack's own words for these frames were "" and "unpack(b) received extra data."
+    sub = daemon.subscriber(("pred.", "error"))
+    push = daemon.push()
+    push.send_json({"stream": "pump-7", "values": GOOD})
+    push.send(b"pred.pump-7")  # a topic frame: one frame per message, not [topic, reading]
+    push.send(b"\xc1\xc1")
+    errors = kinds(daemon.until_fence(sub, push), "error")
+
+    assert [e["reason"] for e in errors] == ["not_msgpack"] * 3, errors
+    text = "the frame is text (JSON? a topic frame?), not msgpack: send one msgpack map per frame"
+    assert errors[0]["detail"].startswith(text) and errors[1]["detail"].startswith(text), errors
+    assert errors[2]["detail"] == "not valid msgpack (FormatError)", errors
+
+
 def test_batch_with_bad_rows_serves_the_good_rows_and_reports_each_bad_one(daemon, model):
     a, b = unique("rows-a"), unique("rows-b")
     streams = [a, "", b, 7, a, b, "x" * 300, a, b]
