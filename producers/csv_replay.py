@@ -86,13 +86,16 @@ def read_csv(
         if not v_idx:
             raise ValueError(f"{path}: no value column besides time and stream")
         default_stream = stream if stream is not None else path.stem
+        # A column of ids taken for a value column (no stream column named) is the usual cause
+        # of a non-number among the values: point at the option then.
+        hint_stream_column = value_columns is None and stream_column is None
         rows = []
         for line, cells in enumerate(reader, start=2):
             if not cells or all(not c.strip() for c in cells):
                 continue
             try:
                 ts = parse_timestamp(cells[t_idx])
-                values = tuple(float(cells[i]) for i in v_idx)
+                values = tuple(_number(cells[i], header[i], hint_stream_column) for i in v_idx)
                 row_stream = default_stream if s_idx is None else cells[s_idx].strip()
             except ValueError as exc:
                 raise ValueError(f"{path}:{line}: {exc}") from None
@@ -105,6 +108,15 @@ def read_csv(
             rows.append(Row(ts, row_stream, values))
     rows.sort(key=lambda r: r.ts)  # stable: equal times keep file order
     return rows
+
+
+def _number(cell: str, column: str, hint_stream_column: bool) -> float:
+    """Return a value cell as a float, or raise ValueError naming its column."""
+    try:
+        return float(cell)
+    except ValueError:
+        hint = f" (if it holds stream ids: --stream-column {column})" if hint_stream_column else ""
+        raise ValueError(f"column {column!r} is not a number: {cell!r}{hint}") from None
 
 
 def merge(*row_lists: Iterable[Row]) -> list[Row]:

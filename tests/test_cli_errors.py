@@ -76,6 +76,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     write("ragged.csv", "timestamp,value\n2020-01-01 00:00:00,1\n2020-01-01 00:05:00\n")
     write("bad_value.csv", "timestamp,value\n2020-01-01 00:00:00,1\n2020-01-01 00:05:00,x\n")
     write("bad_time.csv", "timestamp,value\nyesterday,1\n")
+    write("sensors.csv", "sensor,timestamp,value\npump-7,2020-01-01 00:00:00,1\n")
     write("header_only.csv", "timestamp,value\n")
     rows = "".join(f"2020-01-01 {h:02d}:00:00,{h}\n" for h in range(6))
     write("short.csv", "timestamp,value\n" + rows)
@@ -277,7 +278,8 @@ def test_nab_score_only_with_a_non_number_names_file_and_column(files):
         ("missing.csv", [], ["no such file", "missing.csv"]),
         ("binary", [], ["binary is not a UTF-8 text CSV file"]),
         ("ragged.csv", [], ["ragged.csv:3", "1 fields, the header has 2"]),
-        ("bad_value.csv", [], ["bad_value.csv:3", "could not convert string to float"]),
+        ("bad_value.csv", [], ["bad_value.csv:3", "column 'value' is not a number: 'x'"]),
+        ("sensors.csv", [], ["sensors.csv:2", "'sensor'", "--stream-column sensor"]),
         ("bad_time.csv", [], ["bad_time.csv:2", "cannot parse timestamp 'yesterday'"]),
         ("header_only.csv", [], ["hold no rows"]),
         ("short.csv", ["--value-columns", "nope"], ["no column 'nope'"]),
