@@ -169,6 +169,14 @@ def synthetic_series(seed: int, length: int, anomaly_rate: float | None = None) 
     )
 
 
+def _number(cell: str, column: str) -> float:
+    """Return a value cell as a float, or raise ValueError naming its column."""
+    try:
+        return float(cell)
+    except ValueError:
+        raise ValueError(f"column {column!r} is not a number: {cell!r}") from None
+
+
 def csv_series(
     path: str | Path,
     *,
@@ -220,7 +228,7 @@ def csv_series(
                     f"{path}:{line}: {len(cells)} fields, the header has {len(header)}"
                 )
             try:
-                value = float(cells[v_idx])
+                value = _number(cells[v_idx], value_column)
                 if t_idx is not None:
                     stamps.append(parse_timestamp(cells[t_idx]))
             except ValueError as exc:

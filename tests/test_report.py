@@ -207,7 +207,12 @@ def test_csv_series_picks_the_only_value_column_and_works_without_time(tmp_path:
     [
         ("timestamp,a,b", ["2020-01-01,1,2"], {}, "--value-column"),
         ("timestamp,value", ["2020-01-01,1"], {"value_column": "v"}, "no column 'v'"),
-        ("timestamp,value", ["2020-01-01,1", "2020-01-02,high"], {}, r"x\.csv:3"),
+        (
+            "timestamp,value",
+            ["2020-01-01,1", "2020-01-02,high"],
+            {},
+            r"x\.csv:3: column 'value' is not a number: 'high'",
+        ),
         ("timestamp,value", ["yesterday,1"], {}, "cannot parse timestamp"),
         ("timestamp,value", ["2020-01-01,nan"], {}, "finite"),
         ("timestamp,value", ["2020-01-01,1", "2020-01-02,-1e300"], {}, r"x\.csv:3: .*float32"),
