@@ -1,9 +1,10 @@
 """`rnnstream ctl`: send one control command to a running `rnnstream serve` and print the reply.
 
 Commands: health, stats, streams [--limit N], reset STREAM, drop STREAM, snapshot,
-threshold LEVEL [--stream STREAM], reload [PATH] [--reset], shutdown. Exit status 0 when the
-daemon answered ok, 1 when it answered with an error or did not answer within --timeout (or when
-the reader of the output went away first, as `| head` does), 2 for a usage mistake.
+threshold LEVEL [--stream STREAM], reload [PATH] [--reset], shutdown. ctl's own options
+(--endpoint, --timeout, --json, the CURVE keys) go before or after the command. Exit status 0
+when the daemon answered ok, 1 when it answered with an error or did not answer within --timeout
+(or when the reader of the output went away first, as `| head` does), 2 for a usage mistake.
 """
 
 from __future__ import annotations
@@ -204,50 +205,64 @@ def _finite(value: Any) -> Any:
 # --------------------------------------------------------------------------- CLI
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
+def _add_options(parser: argparse.ArgumentParser, description: str | None = None) -> None:
+    """Add the options every command takes: where the daemon is, how long to wait, how to print."""
+    group = parser.add_argument_group(
+        "every command's options (before or after COMMAND)", description
+    )
+    group.add_argument(
         "--endpoint", default=DEFAULT_CONTROL_ENDPOINT, help="the daemon's control socket"
     )
-    parser.add_argument(
+    group.add_argument(
         "--timeout",
         type=float,
         default=5.0,
         help=f"seconds to wait for the reply, at most {MAX_TIMEOUT} (24.8 days)",
     )
-    parser.add_argument(
+    group.add_argument(
         "--json",
         action="store_true",
         help="print the raw reply as strict JSON; infinite and NaN numbers (a quantile beyond "
         'the highest bucket) are written as the strings "+Inf", "-Inf" and "NaN", as Prometheus '
         "writes them",
     )
-    add_curve_client_arguments(parser)
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    add_curve_client_arguments(group)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_options(parser)
+    # The same options after COMMAND; without a default there, so that one given before COMMAND
+    # is not overwritten by the default when the command's parser fills in its namespace.
+    after = argparse.ArgumentParser(add_help=False)
+    _add_options(after, f"defaults: --endpoint {DEFAULT_CONTROL_ENDPOINT}, --timeout 5")
+    for action in after._actions:  # not set_defaults: that would make SUPPRESS a value
+        action.default = argparse.SUPPRESS
     sub = parser.add_subparsers(dest="cmd", metavar="COMMAND", required=True)
-    sub.add_parser("health", help="status, uptime, live streams, model", formatter_class=fmt)
-    sub.add_parser("stats", help="counters, histograms and state-table sizes", formatter_class=fmt)
-    streams = sub.add_parser("streams", help="list live stream ids", formatter_class=fmt)
+
+    def command(name: str, what: str) -> argparse.ArgumentParser:
+        from engine.cli import HelpFormatter
+
+        return sub.add_parser(name, help=what, formatter_class=HelpFormatter, parents=[after])
+
+    command("health", "status, uptime, live streams, model")
+    command("stats", "counters, histograms and state-table sizes")
+    streams = command("streams", "list live stream ids")
     streams.add_argument("--limit", type=int, default=1000, help="list at most this many ids")
     for name, what in (
         ("reset", "start a stream's state afresh (zeros)"),
         ("drop", "forget a stream and free its slot"),
     ):
-        p = sub.add_parser(name, help=what, formatter_class=fmt)
-        p.add_argument("stream", metavar="STREAM", help="stream id")
-    sub.add_parser("snapshot", help="write a state snapshot now", formatter_class=fmt)
-    threshold = sub.add_parser(
-        "threshold",
-        help="set the alert open level of one stream (--stream) or of every stream",
-        formatter_class=fmt,
+        command(name, what).add_argument("stream", metavar="STREAM", help="stream id")
+    command("snapshot", "write a state snapshot now")
+    threshold = command(
+        "threshold", "set the alert open level of one stream (--stream) or of every stream"
     )
     threshold.add_argument(
         "level", metavar="LEVEL", help="anomaly score in (0, 1]; 'default' unsets a stream's own"
     )
     threshold.add_argument("--stream", default=None, help="only this stream")
-    reload = sub.add_parser(
-        "reload",
-        help="load a model file and switch to it, keeping stream state if shapes match",
-        formatter_class=fmt,
+    reload = command(
+        "reload", "load a model file and switch to it, keeping stream state if shapes match"
     )
     reload.add_argument(
         "path",
@@ -261,9 +276,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="allow a model with other state shapes, restarting every stream from zeros",
     )
-    sub.add_parser(
-        "shutdown", help="stop the daemon in order (drain, snapshot)", formatter_class=fmt
-    )
+    command("shutdown", "stop the daemon in order (drain, snapshot)")
 
 
 def _fields(args: argparse.Namespace) -> dict[str, Any]:

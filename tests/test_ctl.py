@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import ctl
+from engine import cli, ctl
 from engine.cli import UserError
 from engine.default_model import default_model_path
 from engine.keys import generate
@@ -144,6 +144,21 @@ def test_streams_lists_ids_one_per_line_up_to_the_limit(daemon, producer, capsys
     out = capsys.readouterr().out
     assert len([line for line in out.splitlines() if line.startswith("  ")]) == 1
     assert int(fields_of(out)["count"]) >= 3
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [
+        ["health", "--endpoint", "{control}", "--timeout", "7", "--json"],
+        ["--json", "health", "--endpoint", "{control}"],
+        ["--endpoint", "{control}", "health", "--json"],  # no default after COMMAND overrides
+        ["--endpoint", "tcp://127.0.0.1:1", "--json", "health", "--endpoint", "{control}"],
+    ],
+)
+def test_ctl_options_go_before_or_after_the_command(daemon, layout, capsys):
+    argv = [a.format(control=daemon.control) for a in layout]
+    assert cli.main(["ctl", *argv]) == 0
+    assert json.loads(capsys.readouterr().out)["pid"] == daemon.pid
 
 
 def test_reset_and_drop_say_whether_the_stream_existed(daemon, producer, capsys):
@@ -413,6 +428,14 @@ def test_admitted_curve_client_gets_its_reply(curve_daemon, capsys):
     argv = ["--server-public-key", str(keys / "server.key")]
     argv += ["--client-secret-key", str(keys / "client.key_secret")]
     assert run_ctl("--endpoint", server.control, *argv, "health") == 0
+    assert fields_of(capsys.readouterr().out)["status"] == "ready"
+
+
+def test_curve_keys_after_the_command_are_used(curve_daemon, capsys):
+    server, keys = curve_daemon
+    argv = ["health", "--endpoint", server.control, "--server-public-key", str(keys / "server.key")]
+    argv += ["--client-secret-key", str(keys / "client.key_secret")]
+    assert cli.main(["ctl", *argv]) == 0
     assert fields_of(capsys.readouterr().out)["status"] == "ready"
 
 
