@@ -145,14 +145,22 @@ def _producer(args: argparse.Namespace) -> Producer:
         raise UserError(f"cannot connect to {args.endpoint!r}: {exc}") from None
 
 
-def _close(producer: Producer, args: argparse.Namespace) -> bool:
-    """Close `producer`, waiting up to LINGER seconds; say why and return False if readings
-    were left unsent (nothing accepted the connection, the daemon refused the CURVE key, ...)."""
+def _close(
+    producer: Producer, progress: _Progress, args: argparse.Namespace, rows: str = ""
+) -> bool:
+    """Close `producer`, waiting up to LINGER seconds, and print the run's summary (plus `rows`);
+    say why and return False if readings were left unsent (nothing accepted the connection, the
+    daemon refused the CURVE key, ...). Readings left unsent were queued, not sent."""
+    progress.stop()
     problem = producer.close()
+    verb = "sent" if problem is None else "queued"
+    print(progress.line(producer, verb) + rows, file=sys.stderr, flush=True)
     if problem is None:
         return True
+    lost = producer.lost_readings  # None: ZeroMQ does not tell how many
+    what = {None: "readings", 1: "the reading"}.get(lost, f"all {lost} readings")
     print(
-        f"rnnstream produce: readings for {args.endpoint} were left unsent and are lost: {problem}",
+        f"rnnstream produce: {what} for {args.endpoint} were left unsent and are lost: {problem}",
         file=sys.stderr,
     )
     return False
@@ -197,17 +205,25 @@ class _Progress:
         self.every = every
         self.start = time.monotonic()
         self.next = self.start + every
+        self.stopped: float | None = None
 
     def maybe(self, producer: Producer) -> None:
         now = time.monotonic()
         if self.every > 0 and now >= self.next:
             self.next = now + self.every
-            print(self.line(producer), file=sys.stderr, flush=True)
+            # Readings are only queued while no connection gets through.
+            verb = "sent" if producer.connection_problem() is None else "queued"
+            print(self.line(producer, verb), file=sys.stderr, flush=True)
 
-    def line(self, producer: Producer) -> str:
-        elapsed = max(time.monotonic() - self.start, 1e-9)
+    def stop(self) -> None:
+        """End the run's clock, so that the summary's rate leaves out the wait in `close`."""
+        self.stopped = time.monotonic()
+
+    def line(self, producer: Producer, verb: str = "sent") -> str:
+        end = time.monotonic() if self.stopped is None else self.stopped
+        elapsed = max(end - self.start, 1e-9)
         return (
-            f"sent {producer.sent_readings} readings in {producer.sent_messages} messages, "
+            f"{verb} {producer.sent_readings} readings in {producer.sent_messages} messages, "
             f"{elapsed:.1f} s, {producer.sent_readings / elapsed:.0f} readings/s"
         )
 
@@ -271,8 +287,7 @@ def _run_synthetic(args: argparse.Namespace) -> int:
     except (KeyboardInterrupt, _GiveUp):
         pass
     finally:
-        print(progress.line(producer), file=sys.stderr, flush=True)
-        flushed = _close(producer, args)
+        flushed = _close(producer, progress, args)
     if labels is not None:
         with labels:
             for a in fleet.labels:
@@ -345,10 +360,5 @@ def _run_csv(args: argparse.Namespace) -> int:
     except (KeyboardInterrupt, _GiveUp):
         pass
     finally:
-        print(
-            progress.line(producer) + f", {index}/{len(rows)} rows replayed",
-            file=sys.stderr,
-            flush=True,
-        )
-        flushed = _close(producer, args)
+        flushed = _close(producer, progress, args, f", {index}/{len(rows)} rows replayed")
     return 0 if flushed else 1

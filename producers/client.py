@@ -46,8 +46,13 @@ class Producer:
         self._own_context = context is None
         self._context = context if context is not None else context_with_batch_io_threads()
         self._seq: dict[str, int] = {}
+        # Handed to ZeroMQ, which sends them when a connection gets through (`close` says
+        # whether some never left).
         self.sent_messages = 0
         self.sent_readings = 0
+        # Known lost at `close`: all sent readings when no connection got through, else 0, or
+        # None when readings were left in a queue ZeroMQ does not count.
+        self.lost_readings: int | None = 0
         self._linger = linger
         self._left_unsent: ConnectionProblem | None = None
         socket = self._context.socket(zmq.PUSH)
@@ -176,10 +181,11 @@ class Producer:
         Return None when no reading is known to be left unsent, else why some were (a second
         call returns the same). Readings wait for a connection that gets through: while none
         has, close waits for one and drops them when a handshake fails or the linger runs out,
-        returning `connection_problem()`. Once connected, ZeroMQ does not tell whether its queue
-        emptied: a Producer with a context of its own waits for that, and counts flushing that
-        takes the whole linger as readings left unsent. With a context given, ZeroMQ flushes in
-        the background.
+        returning `connection_problem()` (`lost_readings` is then all of them). Once connected,
+        ZeroMQ does not tell whether its queue emptied: a Producer with a context of its own
+        waits for that, and counts flushing that takes the whole linger as readings left unsent
+        (how many, it cannot tell: `lost_readings` is None). With a context given, ZeroMQ
+        flushes in the background.
         """
         if self._socket.closed:
             return self._left_unsent
@@ -193,6 +199,7 @@ class Producer:
             if self._own_context:
                 self._context.term()
             self._left_unsent = problem
+            self.lost_readings = self.sent_readings
             return problem
         left = max(0.0, linger - (time.monotonic() - began))
         self._socket.close(linger=int(left * 1000))
@@ -205,6 +212,7 @@ class Producer:
                     "the daemon took the connection but not every reading before the linger ran "
                     "out: did it fall behind?"
                 )
+                self.lost_readings = None
         return self._left_unsent
 
     def __enter__(self) -> Producer:

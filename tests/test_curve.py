@@ -241,7 +241,11 @@ def test_rnnstream_produce_with_a_refused_key_says_so_and_exits_1(daemon, keys, 
     err = capsys.readouterr().err.splitlines()
 
     assert code == 1
-    prefix = f"rnnstream produce: readings for {daemon.ingest} were left unsent and are lost: "
+    # Nothing got through: every reading was only queued, and is lost.
+    assert err[-2].startswith("queued "), err
+    sent = err[-2].split()[1]
+    prefix = f"rnnstream produce: all {sent} readings for {daemon.ingest} were left unsent and are "
+    prefix += "lost: "
     assert err[-1].startswith(prefix), err
     assert says_which_key_does_not_fit(err[-1].removeprefix(prefix), who), err[-1]
     assert took < produce_cli.LINGER  # it did not wait the linger out
