@@ -15,6 +15,7 @@ import gc
 import logging
 import math
 import os
+import shlex
 import signal
 import socket
 import stat
@@ -37,7 +38,7 @@ from engine.model import Model
 from engine.protocol import Readings, Rejection, RejectReason
 from engine.socket_io import FrameReceiver, MessageSender, context_with_batch_io_threads
 from engine.state import faulted_in
-from engine.stream import StepResult, StreamEngine, write_snapshot
+from engine.stream import NeedsReset, StepResult, StreamEngine, write_snapshot
 
 SNAPSHOT_NAME = "state.npz"
 LOCK_NAME = "serve.lock"  # in the state directory: one daemon a state directory
@@ -650,6 +651,11 @@ class Daemon:
             return {"ok": False, "error": str(exc)}
         try:
             self.engine.swap_model(model, reset=reset)
+        except NeedsReset as exc:
+            # Name what the user types; the request field for other clients.
+            again = "rnnstream ctl reload" + ("" if path is None else f" {shlex.quote(path)}")
+            error = f"{exc.reason}: use `{again} --reset` (reset: true) to {exc.effect}"
+            return {"ok": False, "error": error}
         except ValueError as exc:
             return {"ok": False, "error": str(exc)}
         self._publish_closed()

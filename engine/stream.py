@@ -118,6 +118,18 @@ class SnapshotCopy:
         return arrays
 
 
+class NeedsReset(ValueError):
+    """`swap_model` refused a model without `reset`: `reason` says why, `effect` what reset does.
+
+    The message names the keyword (`reset=True`); the daemon names the ctl option instead.
+    """
+
+    def __init__(self, reason: str, effect: str) -> None:
+        super().__init__(f"{reason}: pass reset=True to {effect}")
+        self.reason = reason
+        self.effect = effect
+
+
 class StreamEngine:
     """Keep one hidden state per stream and step it with a Model, one reading at a time.
 
@@ -496,10 +508,11 @@ class StreamEngine:
     def swap_model(self, model: Model, *, reset: bool = False) -> None:
         """Switch to another model, keeping every stream's state when the state shapes match.
 
-        With different state shapes (cell, layers or hidden size) this refuses unless `reset`,
-        in which case every stream is forgotten (counted in `evicted_reload`) and restarts from
-        zeros with its next reading. Open alerts are kept with the states when the new model
-        scores alike (same scoring state shape), else closed for RELOAD.
+        With different state shapes (cell, layers or hidden size) or inputs this refuses
+        (`NeedsReset`, a ValueError) unless `reset`, in which case every stream is forgotten
+        (counted in `evicted_reload`) and restarts from zeros with its next reading. Open alerts
+        are kept with the states when the new model scores alike (same scoring state shape),
+        else closed for RELOAD.
         """
         same_shape = (model.cell, model.num_layers, model.hidden_size) == (
             self.model.cell,
@@ -507,14 +520,16 @@ class StreamEngine:
             self.model.hidden_size,
         )
         if model.input_size != self.model.input_size and not reset:
-            raise ValueError(
+            raise NeedsReset(
                 f"new model takes {model.input_size} inputs, the current one "
-                f"{self.model.input_size}: producers would break; reload with reset to force it"
+                f"{self.model.input_size}: producers would break",
+                "force it",
             )
         if not same_shape and not reset:
-            raise ValueError(
+            raise NeedsReset(
                 "new model's state shape differs (cell, layers or hidden size); "
-                "states cannot be kept: reload with reset to restart every stream from zeros"
+                "states cannot be kept",
+                "restart every stream from zeros",
             )
         old = self._table
         replacement = StreamEngine(

@@ -211,6 +211,11 @@ def test_reload_other_shape_needs_reset(daemon, model_path, tmp_path, capsys):
     captured = capsys.readouterr()
     err = captured.err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("rnnstream ctl: reload failed: ")
+    # It names the option to type, not the engine's keyword.
+    assert err[0].endswith(
+        f"use `rnnstream ctl reload {bigger} --reset` (reset: true) to restart every stream "
+        "from zeros"
+    )
     assert run_ctl("--endpoint", daemon.control, "reload", str(bigger), "--reset") == 0
     assert fields_of(capsys.readouterr().out)["model"] == Model.load(bigger).fingerprint
     assert ctl.control(daemon.control, "reload", path=str(model_path), reset=True)["ok"]

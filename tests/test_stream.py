@@ -693,7 +693,7 @@ def test_swap_model_with_other_hidden_size_is_refused_without_reset(lstm2: Model
     before = all_states(engine)
     bigger = random_model("lstm", 2, True, seed=1, hidden_size=12)
 
-    with pytest.raises(ValueError, match="state shape differs.*reload with reset"):
+    with pytest.raises(ValueError, match="state shape differs.*pass reset=True to restart"):
         engine.swap_model(bigger)
 
     assert engine.model is lstm2
