@@ -171,7 +171,15 @@ def run(args: argparse.Namespace) -> int:
         model.save(out)
     except OSError as exc:
         raise UserError(f"--out {out}: cannot write ({exc.strerror or exc})") from exc
-    print(f"wrote {out}: {model.describe()}, fingerprint {model.fingerprint[:16]}{checked}")
+    from engine.stream import bytes_per_stream
+
+    # The engine's figure (`ctl stats` bytes_per_stream), which is what memory is sized by: it
+    # adds a stream's last seq and last-used time to its recurrent state.
+    per_stream = f"{bytes_per_stream(model):,} bytes per stream in the engine, plus its id"
+    print(
+        f"wrote {out}: {model.describe()}, {per_stream}, "
+        f"fingerprint {model.fingerprint[:16]}{checked}"
+    )
     return 0
 
 

@@ -280,7 +280,11 @@ class Model:
         return arrays
 
     def describe(self) -> str:
-        """Return a one-line human summary: cell, sizes, layers, head, params, state bytes."""
+        """Return a one-line human summary: cell, sizes, layers, head, scaling, params.
+
+        Memory per stream is the engine's to say (`engine.stream.bytes_per_stream`): it keeps
+        more per stream than the recurrent state.
+        """
         cell = f"rnn({self.nonlinearity})" if self.cell == "rnn" else self.cell
         plural = "layer" if self.num_layers == 1 else "layers"
         parts = [f"{cell} {self.input_size} -> {self.hidden_size} x {self.num_layers} {plural}"]
@@ -292,7 +296,6 @@ class Model:
         if scaled:
             parts.append(" and ".join(scaled) + " scaling")
         parts.append(f"{self.num_parameters:,} params")
-        parts.append(f"{self.state_size * 4:,} bytes state per stream")
         return ", ".join(parts)
 
     def __repr__(self) -> str:

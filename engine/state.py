@@ -157,6 +157,15 @@ SHRINK_BELOW = 4
 LRU_EVICTION_SHARE = 64
 
 
+def row_bytes(specs: Mapping[str, tuple[tuple[int, ...], type | np.dtype]]) -> int:
+    """Return the slab bytes one stream takes in a StateTable of `specs`: its rows and its
+    last-used time (not its id, dict and index entries)."""
+    total = np.dtype(np.float64).itemsize  # last_used
+    for shape, dtype in specs.values():
+        total += int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    return total
+
+
 class StateTable:
     """Slot allocation, growth, shrinking and eviction for named per-stream slabs.
 
@@ -216,10 +225,7 @@ class StateTable:
 
     def bytes_per_stream(self) -> int:
         """Bytes of slab memory one stream occupies (excluding its id, dict and index entries)."""
-        total = self.last_used.itemsize
-        for shape, dtype in self.specs.values():
-            total += int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-        return total
+        return row_bytes(self.specs)
 
     def admit(self, stream: str, now: float | None = None) -> int:
         """Give a new stream a zeroed slot, evicting or growing as needed; return the slot."""

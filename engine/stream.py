@@ -34,7 +34,7 @@ from engine.kernels.sequence import NO_SEQ, check_sequence
 from engine.memory import release_freed_memory
 from engine.model import Model
 from engine.packed import PackedModel
-from engine.state import StateTable, check_stream_id
+from engine.state import StateTable, check_stream_id, row_bytes
 
 SNAPSHOT_FORMAT = "rnnstream-snapshot"
 SNAPSHOT_VERSION = 1
@@ -169,19 +169,10 @@ class StreamEngine:
         self._blas = BlasThreads(blas_threads) if blas_threads > 1 else None
         self._packed = PackedModel(model)
         p = self._packed
-        specs: dict[str, tuple[tuple[int, ...], type]] = {
-            "h": ((p.layers, p.hidden), np.float32),
-            SEQ_SLAB: ((), np.int64),
-        }
-        if model.cell == "lstm":
-            specs["c"] = ((p.layers, p.hidden), np.float32)
         self.anomaly = _anomaly_spec(model)
         self.alerts = alerts or AlertPolicy()
-        if self.anomaly is not None:
-            # one row per stream: statistics, forecast and alert state (engine.anomaly)
-            specs.update(self.anomaly.slab_specs())
         self._table = StateTable(
-            specs,
+            _slab_specs(model, self.anomaly),
             capacity=capacity,
             max_streams=max_streams,
             idle_timeout=idle_timeout,
@@ -714,6 +705,28 @@ class StreamEngine:
         self.process([probe, probe], np.zeros((2, *self._x_shape), np.float32), seq=[1, NO_SEQ])
         self.drop(probe)
         self.open_alerts()  # else a metrics scrape would compile it, on its thread
+
+
+def bytes_per_stream(model: Model) -> int:
+    """Return the slab bytes one stream of `model` takes in a StreamEngine, as its
+    `bytes_per_stream` says (not the id and its dict and index entries)."""
+    return row_bytes(_slab_specs(model, _anomaly_spec(model)))
+
+
+def _slab_specs(
+    model: Model, anomaly: AnomalySpec | None
+) -> dict[str, tuple[tuple[int, ...], type]]:
+    """Return `{slab: (shape, dtype)}` per stream: recurrent state, last seq, scoring state."""
+    specs: dict[str, tuple[tuple[int, ...], type]] = {
+        "h": ((model.num_layers, model.hidden_size), np.float32),
+        SEQ_SLAB: ((), np.int64),
+    }
+    if model.cell == "lstm":
+        specs["c"] = ((model.num_layers, model.hidden_size), np.float32)
+    if anomaly is not None:
+        # one row per stream: statistics, forecast and alert state (engine.anomaly)
+        specs.update(anomaly.slab_specs())
+    return specs
 
 
 def _anomaly_spec(model: Model) -> AnomalySpec | None:

@@ -10,8 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from engine import ctl
 from engine.cli import main
 from engine.model import Model
+from engine.process import ServeProcess
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -215,6 +217,23 @@ def test_cli_converts_a_saved_state_dict_with_head_and_scaling(tmp_path):
     assert model.fingerprint == expected.fingerprint
     assert model.feature_names == ("temp", "load", "flow")
     np.testing.assert_array_equal(model.head_weight, net.fc.weight.detach().numpy())
+
+
+def test_cli_per_stream_bytes_are_what_the_daemon_reports(tmp_path):
+    # A 2-layer LSTM H=16 holds 256 bytes of recurrent state; the engine keeps 16 more per
+    # stream (last seq, last-used time), and that is what a user sizing memory needs.
+    pytest.importorskip("torch")
+    torch.manual_seed(2)
+    torch.save(torch.nn.LSTM(1, 16, num_layers=2).state_dict(), tmp_path / "lstm.pt")
+    out = tmp_path / "lstm.npz"
+    result = _cli(str(tmp_path / "lstm.pt"), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+
+    with ServeProcess(out, tmp_path) as server:
+        reported = ctl.control(server.control, "stats")["bytes_per_stream"]
+    assert reported == 272
+    assert f", {reported} bytes per stream in the engine, plus its id," in result.stdout
+    assert "256" not in result.stdout
 
 
 # ---------------------------------------------------------------------- in process

@@ -210,14 +210,14 @@ def test_random_uses_pytorch_init_bounds_and_adds_head_only_with_output_size():
     assert plain.head_weight is None and plain.output_size == 16 and plain.num_layers == 1
 
 
-def test_describe_names_cell_sizes_head_params_and_state_bytes():
+def test_describe_names_cell_sizes_head_and_params():
     model = Model.random("lstm", 3, 8, num_layers=2, output_size=2)
     text = model.describe()
     params = 4 * 8 * (3 + 8 + 2) + 4 * 8 * (8 + 8 + 2) + 2 * 8 + 2
     assert model.num_parameters == params
     assert "lstm" in text and "3 -> 8 x 2 layers" in text and "2 outputs" in text
     assert f"{params:,} params" in text
-    assert "128 bytes state per stream" in text  # 2 layers * 8 * (h, c) * 4 bytes
+    assert "bytes" not in text  # per-stream memory is the engine's figure (rnnstream convert)
     assert "\n" not in text
     assert "relu" in Model.random("rnn", 1, 2, nonlinearity="relu").describe()
     assert model.fingerprint[:12] in repr(model)
