@@ -1,10 +1,10 @@
 """`rnnstream report`: draw a stream's readings, expectation, anomaly score and alerts to a PNG.
 
 The stream is a synthetic sensor (with its injected anomalies as labelled windows) or one value
-column of a CSV file (optionally with NAB's labelled windows for that file). Its readings go
-through a `StreamEngine` on a scoring model one at a time, in time order, exactly as they would
-online; the picture shows the readings with the model's expectation of each one, the labelled
-windows and the alerts above, and the anomaly score with the alert open level below.
+column of one stream of a CSV file (optionally with NAB's labelled windows for that file). Its
+readings go through a `StreamEngine` on a scoring model one at a time, in time order, exactly as
+they would online; the picture shows the readings with the model's expectation of each one, the
+labelled windows and the alerts above, and the anomaly score with the alert open level below.
 
 `trace` produces the data and `plot_stream` draws it; `rnnstream demo` draws with `plot_stream`
 too. matplotlib is an optional extra: `pip install 'rnnstream[plot]'`.
@@ -182,19 +182,26 @@ def csv_series(
     *,
     value_column: str | None = None,
     time_column: str | None = None,
+    stream_column: str | None = None,
+    stream: str | None = None,
     windows_file: str | Path | None = None,
 ) -> Series:
-    """Read one value column (and a time column if any) of a CSV file, sorted by time.
+    """Read one value column (and a time column if any) of one stream of a CSV file, by time.
 
-    Without `value_column` the column is "value", or the only column besides the time column.
-    Without `time_column` it is "timestamp" if the file has one, else readings are untimed.
+    Without `value_column` the column is "value", or the only column besides the time and
+    stream columns. Without `time_column` it is the one `rnnstream train` finds
+    (`producers.csv_replay.find_time_column`: timestamp, time, date, ...), else readings are
+    untimed. With `stream_column`, only the rows whose id there is `stream` are read; `stream`
+    may be left out when the column holds one id. Without it, `stream` names the file's rows
+    (default: the file's stem), and a file whose other columns hold several texts, stream ids
+    most likely, is refused rather than drawn as one interleaved series.
     `windows_file` is NAB's labels JSON, keyed `<category>/<name>.csv` (the file's folder and
     name); its windows are placed on the readings whose timestamps they cover. A UTF-8 byte
     order mark is ignored; every row must have as many fields as the header, and every value
     must be finite and within float32 range (the engine's).
     Raise ValueError naming the file (and line) for anything wrong.
     """
-    from producers.csv_replay import parse_timestamp
+    from producers.csv_replay import find_time_column, parse_timestamp
 
     path = Path(path)
     with path.open(newline="", encoding="utf-8-sig") as fh:
@@ -202,13 +209,19 @@ def csv_series(
         header = [h.strip() for h in next(reader, [])]
         if not header:
             raise ValueError(f"{path}: the file is empty")
-        if time_column is None and "timestamp" in header:
-            time_column = "timestamp"
-        for column, flag in ((time_column, "--time-column"), (value_column, "--value-column")):
+        if time_column is None:
+            time_column = find_time_column(
+                header, [c for c in (value_column, stream_column) if c is not None]
+            )
+        for column, flag in (
+            (time_column, "--time-column"),
+            (value_column, "--value-column"),
+            (stream_column, "--stream-column"),
+        ):
             if column is not None and column not in header:
                 raise ValueError(f"{path}: no column {column!r} ({flag}); the header is {header}")
         if value_column is None:
-            others = [h for h in header if h != time_column]
+            others = [h for h in header if h not in (time_column, stream_column)]
             if "value" in others:
                 value_column = "value"
             elif len(others) == 1:
@@ -217,6 +230,12 @@ def csv_series(
                 raise ValueError(f"{path}: choose the column to draw with --value-column {others}")
         v_idx = header.index(value_column)
         t_idx = None if time_column is None else header.index(time_column)
+        s_idx = None if stream_column is None else header.index(stream_column)
+        # Texts in the columns not read, to tell a file of several streams (up to a few each)
+        texts: dict[int, list[str]] = {
+            i: [] for i, h in enumerate(header) if h not in (time_column, value_column)
+        }
+        ids: dict[str, None] = {}  # the stream column's ids, in file order
         values: list[float] = []
         stamps: list[float] = []
         for cells in reader:
@@ -227,6 +246,15 @@ def csv_series(
                 raise ValueError(
                     f"{path}:{line}: {len(cells)} fields, the header has {len(header)}"
                 )
+            if s_idx is not None:
+                row_stream = cells[s_idx].strip()
+                ids.setdefault(row_stream)
+                if stream is not None and row_stream != stream:
+                    continue
+            for i, seen in texts.items():
+                cell = cells[i].strip()
+                if cell and len(seen) < 4 and cell not in seen and not _is_number(cell):
+                    seen.append(cell)
             try:
                 value = _number(cells[v_idx], value_column)
                 if t_idx is not None:
@@ -241,6 +269,7 @@ def csv_series(
                     f"(+-{FLOAT32_MAX:.4g}) the engine computes in"
                 )
             values.append(value)
+    name = _stream_of(path, header, stream_column, stream, list(ids), texts)
     if not values:
         raise ValueError(f"{path}: no readings")
     array = np.array(values, np.float64)
@@ -252,7 +281,58 @@ def csv_series(
     windows: list[tuple[int, int]] = []
     if windows_file is not None:
         windows = _labelled_windows(Path(windows_file), path, ts)
-    return Series(path.stem, array, ts, windows, source=f"{path.resolve().parent.name}/{path.name}")
+    source = f"{path.resolve().parent.name}/{path.name}"
+    if stream_column is not None:
+        source += f", stream {name}"
+    return Series(name, array, ts, windows, source=source)
+
+
+def _stream_of(
+    path: Path,
+    header: list[str],
+    stream_column: str | None,
+    stream: str | None,
+    ids: list[str],
+    texts: dict[int, list[str]],
+) -> str:
+    """Return the name of the one stream `csv_series` read, or raise ValueError saying how to
+    choose one when the file holds several (`ids`: the stream column's; `texts`: up to four
+    non-numbers per column besides time and value)."""
+
+    def some(names: list[str], total: int | None = None) -> str:
+        shown = ", ".join(repr(n) for n in names[:3])
+        return shown + (", ..." if (total or len(names)) > 3 else "")
+
+    if stream_column is None:
+        for i, seen in texts.items():
+            if len(seen) > 1:
+                raise ValueError(
+                    f"{path}: column {header[i]!r} holds several texts ({some(seen)}); if they "
+                    f"are stream ids, choose one: --stream-column {header[i]} --stream ID"
+                )
+        return stream if stream is not None else path.stem
+    if stream is None:
+        if len(ids) > 1:
+            raise ValueError(
+                f"{path}: column {stream_column!r} holds {len(ids)} streams "
+                f"({some(ids)}); choose one with --stream ID"
+            )
+        if ids:
+            return ids[0]
+        return path.stem
+    if stream not in ids:
+        raise ValueError(
+            f"{path}: no stream {stream!r} in column {stream_column!r}, which holds {some(ids)}"
+        )
+    return stream
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
 
 
 def _labelled_windows(
@@ -541,7 +621,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     table.add_argument(
         "--time-column",
         default=None,
-        help="time column; without it, 'timestamp' if the file has one",
+        help="time column; without it, one named like timestamp, time or date, as `rnnstream "
+        "train` finds it",
+    )
+    table.add_argument(
+        "--stream-column",
+        default=None,
+        help="column of stream ids, for a file of several streams (then give --stream)",
+    )
+    table.add_argument(
+        "--stream",
+        default=None,
+        help="with --stream-column, the stream to draw; without, a name for the file's rows "
+        "(default: the file's stem)",
     )
     table.add_argument(
         "--windows",
@@ -605,8 +697,12 @@ def _load(args: argparse.Namespace) -> Series:
     if (args.synthetic is None) == (args.csv is None):
         raise UserError("give exactly one source: --synthetic SEED or --csv FILE")
     if args.synthetic is not None:
-        if args.value_column or args.time_column or args.windows:
-            raise UserError("--value-column, --time-column and --windows go with --csv")
+        csv_only = (args.value_column, args.time_column, args.stream_column, args.stream)
+        if any(csv_only) or args.windows:
+            raise UserError(
+                "--value-column, --time-column, --stream-column, --stream and --windows go with "
+                "--csv"
+            )
         if args.length < 2:
             raise UserError("--length must be at least 2 readings")
         if args.anomaly_rate is not None and not 0.0 <= args.anomaly_rate <= 1.0:
@@ -624,6 +720,8 @@ def _load(args: argparse.Namespace) -> Series:
             path,
             value_column=args.value_column,
             time_column=args.time_column,
+            stream_column=args.stream_column,
+            stream=args.stream,
             windows_file=args.windows,
         )
     except UnicodeDecodeError:

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from engine.protocol import FLOAT32_MAX
-from producers.csv_replay import parse_timestamp
+from producers.csv_replay import find_time_column, parse_timestamp
 
 if TYPE_CHECKING:
     from engine.anomaly import AnomalySpec
@@ -43,10 +43,6 @@ if TYPE_CHECKING:
 CELLS = ("rnn", "gru", "lstm")
 NONLINEARITIES = ("tanh", "relu")
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}
-# First-column names that mark a timestamp / index column rather than a value column.
-_TIME_NAMES = {"timestamp", "time", "date", "datetime", "ts", "t", "index", "time_s", "epoch"}
-# Names that mark a time column in any position.
-_TIME_COLUMN_NAMES = {"timestamp", "time", "datetime", "date"}
 
 Params = dict[str, np.ndarray]
 
@@ -905,7 +901,7 @@ def read_csv(
             )
     auto_time = time_column is None
     if auto_time:
-        time_column = _find_time_column(header, value_columns or ())
+        time_column = find_time_column(header, value_columns or ())
     notes: list[str] = []
     if value_columns is None:
         chosen, mixed = [], []
@@ -997,16 +993,6 @@ def read_csv(
         time_column=time_column,
         notes=tuple(notes),
     )
-
-
-def _find_time_column(header: list[str], value_columns: Sequence[str]) -> str | None:
-    """Return a first column named like a timestamp or index, else one named like a time."""
-    if header[0].lower() in _TIME_NAMES and header[0] not in value_columns:
-        return header[0]
-    for name in header:
-        if name.lower() in _TIME_COLUMN_NAMES and name not in value_columns:
-            return name
-    return None
 
 
 def load_csv(path: str | Path, value_columns: Sequence[str] | None = None):

@@ -48,6 +48,23 @@ def parse_timestamp(text: str) -> float:
     return moment.timestamp()
 
 
+# First-column names that mark a timestamp / index column rather than a value column.
+_TIME_NAMES = {"timestamp", "time", "date", "datetime", "ts", "t", "index", "time_s", "epoch"}
+# Names that mark a time column in any position.
+_TIME_COLUMN_NAMES = {"timestamp", "time", "datetime", "date"}
+
+
+def find_time_column(header: Sequence[str], value_columns: Sequence[str] = ()) -> str | None:
+    """Return a first column named like a timestamp or index, else one named like a time
+    (`rnnstream train` and `rnnstream report` look for a time column so), or None."""
+    if header and header[0].lower() in _TIME_NAMES and header[0] not in value_columns:
+        return header[0]
+    for name in header:
+        if name.lower() in _TIME_COLUMN_NAMES and name not in value_columns:
+            return name
+    return None
+
+
 def read_csv(
     path: str | os.PathLike,
     *,

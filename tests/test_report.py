@@ -202,6 +202,56 @@ def test_csv_series_picks_the_only_value_column_and_works_without_time(tmp_path:
     np.testing.assert_array_equal(got.ts, [1.0, 2.0])
 
 
+def sensors_csv(path: Path) -> Path:
+    """README's `sensor,time,value` file: two streams, interleaved, pump-8 50 above pump-7."""
+    rows = []
+    for i in range(6):
+        for sensor, offset in (("pump-7", 0), ("pump-8", 50)):
+            rows.append(f"{sensor},2024-05-01 00:{5 - i:02d}:00,{offset + i}")  # newest first
+    return write_csv(path, "sensor,time,value", rows)
+
+
+def test_csv_series_of_several_streams_is_refused_unless_one_is_chosen(tmp_path: Path) -> None:
+    path = sensors_csv(tmp_path / "readings.csv")
+    with pytest.raises(ValueError, match=r"column 'sensor' holds several texts .*"
+                       r"--stream-column sensor --stream ID"):  # fmt: skip
+        report.csv_series(path)
+    with pytest.raises(ValueError, match=r"column 'sensor' holds 2 streams .*--stream ID"):
+        report.csv_series(path, stream_column="sensor")
+    with pytest.raises(ValueError, match=r"no stream 'pump-9' in column 'sensor'"):
+        report.csv_series(path, stream_column="sensor", stream="pump-9")
+    got = report.csv_series(path, stream_column="sensor", stream="pump-8")
+    assert got.name == "pump-8"
+    np.testing.assert_array_equal(got.values, [55, 54, 53, 52, 51, 50])  # in time order
+    assert got.ts is not None and np.all(np.diff(got.ts) == 60.0)  # found the `time` column
+
+
+def test_csv_series_with_one_stream_in_its_stream_column_needs_no_stream(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "x.csv", "sensor,time,value", ["a,1,1.0", "a,2,2.0"])
+    got = report.csv_series(path, stream_column="sensor")
+    assert got.name == "a"
+    np.testing.assert_array_equal(got.values, [1.0, 2.0])
+
+
+@pytest.mark.parametrize("column", ["timestamp", "time", "date", "datetime", "Time"])
+def test_csv_series_finds_the_time_columns_train_finds(tmp_path: Path, column: str) -> None:
+    path = write_csv(tmp_path / "x.csv", f"value,{column}", ["2,1970-01-01 00:00:02", "1,1"])
+    got = report.csv_series(path)
+    np.testing.assert_array_equal(got.ts, [1.0, 2.0])
+    np.testing.assert_array_equal(got.values, [1.0, 2.0])
+
+
+def test_report_draws_the_chosen_stream_of_readmes_csv(tmp_path: Path, capsys) -> None:
+    path = sensors_csv(tmp_path / "readings.csv")
+    out = tmp_path / "p.png"
+    with pytest.raises(UserError, match="--stream-column sensor --stream ID"):
+        report.run(parse(["--csv", str(path), "--out", str(out)]))
+    argv = ["--csv", str(path), "--stream-column", "sensor", "--stream", "pump-7"]
+    assert report.run(parse([*argv, "--out", str(out)])) == 0
+    assert capsys.readouterr().out.splitlines() == [str(out), "pump-7: 6 readings, 0 alerts"]
+    assert_png(out, min_bytes=5_000)
+
+
 @pytest.mark.parametrize(
     ("header", "rows", "options", "message"),
     [
