@@ -98,7 +98,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     csv_p.add_argument(
         "--stream-column", default=None, help="column of stream ids (default: the file's stem)"
     )
-    csv_p.add_argument("--time-column", default="timestamp", help="column of timestamps")
+    csv_p.add_argument(
+        "--time-column",
+        default=None,
+        help="column of timestamps (default: the first column named like timestamp, time, date "
+        "or datetime, or a first column named like an index)",
+    )
     csv_p.add_argument(
         "--value-columns",
         default=None,

@@ -69,13 +69,14 @@ def read_csv(
     path: str | os.PathLike,
     *,
     stream_column: str | None = None,
-    time_column: str = "timestamp",
+    time_column: str | None = None,
     value_columns: Sequence[str] | None = None,
     stream: str | None = None,
 ) -> list[Row]:
     """Read a CSV of readings, sorted by time (ties keep file order).
 
-    Without `stream_column` every row belongs to `stream` (default: the file's stem). Without
+    Without `time_column` the time column is found as `find_time_column` finds it. Without
+    `stream_column` every row belongs to `stream` (default: the file's stem). Without
     `value_columns` every column other than the time and stream columns is a value column.
     Raise ValueError naming the file and line for a missing column or an unparsable cell.
     """
@@ -87,6 +88,13 @@ def read_csv(
             header = [h.strip() for h in next(reader)]
         except StopIteration:
             raise ValueError(f"{path}: the file is empty") from None
+        if time_column is None:
+            time_column = find_time_column(header, value_columns or ())
+            if time_column is None:
+                raise ValueError(
+                    f"{path}: no column named like a time ({', '.join(sorted(_TIME_COLUMN_NAMES))}"
+                    f"); name it with --time-column; the header is {header}"
+                )
         missing = [
             c
             for c in [time_column, stream_column, *(value_columns or [])]

@@ -387,6 +387,18 @@ def test_read_csv_with_stream_and_several_value_columns(tmp_path):
     ]
 
 
+def test_read_csv_finds_the_time_column_as_train_and_report_do(tmp_path):
+    path = tmp_path / "fleet.csv"
+    path.write_text("sensor,time,value\npump-7,100,1.5\npump-8,50,2.5\n")
+    rows = read_csv(path, stream_column="sensor")  # no --time-column: "time" is found
+    assert rows == [Row(50.0, "pump-8", (2.5,)), Row(100.0, "pump-7", (1.5,))]
+    nameless = tmp_path / "nameless.csv"
+    nameless.write_text("when,value\n100,1.5\n")
+    with pytest.raises(ValueError, match="no column named like a time.*--time-column"):
+        read_csv(nameless)
+    assert read_csv(nameless, time_column="when") == [Row(100.0, "nameless", (1.5,))]
+
+
 def test_read_csv_names_the_file_and_line_of_a_bad_cell(tmp_path):
     path = tmp_path / "bad.csv"
     path.write_text("timestamp,value\n2020-01-01 00:00:00,1\n2020-01-01 00:05:00,oops\n")
