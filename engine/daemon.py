@@ -106,6 +106,8 @@ class Daemon:
             time.monotonic() + cfg.checkpoint_every if cfg.checkpoint_every else math.inf
         )
         self.status = Status.READY
+        # Everything an operator needs to reach the daemon, in the one line they wait for.
+        metrics = {"metrics": self._metrics_url()} if cfg.metrics_port else {}
         log(
             self.logger,
             logging.INFO,
@@ -113,6 +115,7 @@ class Daemon:
             ingest=cfg.ingest,
             publish=cfg.publish,
             control=cfg.control,
+            **metrics,
             model=self.model.fingerprint[:16],
             streams=len(self.engine),
             pid=os.getpid(),
@@ -286,6 +289,11 @@ class Daemon:
                 f"{exc.strerror}; choose another --metrics-port or --metrics-host"
             ) from None
         self._metrics_server = server
+
+    def _metrics_url(self) -> str:
+        host = self.config.metrics_host
+        host = f"[{host}]" if ":" in host else host  # an IPv6 address, as in a URL
+        return f"http://{host}:{self.config.metrics_port}/metrics"
 
     def _gauges(self) -> dict[str, Any]:
         return {**self.engine.stats(), "ready": self.status == Status.READY}

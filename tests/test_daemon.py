@@ -746,6 +746,14 @@ def test_metrics_endpoint_serves_prometheus_counters(daemon):
     assert samples["rnnstream_batch_size_count"] == stats["batch_size"]["count"]
 
 
+def test_the_ready_line_says_where_the_metrics_are_served(daemon):
+    (ready,) = [r for r in daemon.log_records() if r.get("msg") == "ready"]
+    url = f"http://127.0.0.1:{daemon.metrics_port}/metrics"
+    assert ready["metrics"] == url
+    with urllib.request.urlopen(url, timeout=RECV_TIMEOUT) as r:
+        assert r.status == 200
+
+
 def test_metrics_say_which_process_version_and_model_are_serving(daemon):
     # An operator running for weeks needs the start time (restarts), memory and descriptors,
     # and which build and model answer, all from the one scrape.
