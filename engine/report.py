@@ -201,7 +201,7 @@ def csv_series(
     must be finite and within float32 range (the engine's).
     Raise ValueError naming the file (and line) for anything wrong.
     """
-    from producers.csv_replay import find_time_column, parse_timestamp
+    from producers.csv_replay import find_time_column, is_number, parse_timestamp
 
     path = Path(path)
     with path.open(newline="", encoding="utf-8-sig") as fh:
@@ -253,7 +253,7 @@ def csv_series(
                     continue
             for i, seen in texts.items():
                 cell = cells[i].strip()
-                if cell and len(seen) < 4 and cell not in seen and not _is_number(cell):
+                if cell and len(seen) < 4 and cell not in seen and not is_number(cell):
                     seen.append(cell)
             try:
                 value = _number(cells[v_idx], value_column)
@@ -325,14 +325,6 @@ def _stream_of(
             f"{path}: no stream {stream!r} in column {stream_column!r}, which holds {some(ids)}"
         )
     return stream
-
-
-def _is_number(cell: str) -> bool:
-    try:
-        float(cell)
-    except ValueError:
-        return False
-    return True
 
 
 def _labelled_windows(

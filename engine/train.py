@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from engine.protocol import FLOAT32_MAX
-from producers.csv_replay import find_time_column, parse_timestamp
+from producers.csv_replay import find_time_column, is_number, parse_timestamp
 
 if TYPE_CHECKING:
     from engine.anomaly import AnomalySpec
@@ -840,14 +840,6 @@ def _jsonable(value):
 # --------------------------------------------------------------------------------------------
 
 
-def _is_float(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
 @dataclass(frozen=True)
 class CsvSeries:
     """What `read_csv` found: one series (T_i, F) per stream, each in time order."""
@@ -908,10 +900,10 @@ def read_csv(
         for j, name in enumerate(header):
             if name in (time_column, stream_column):
                 continue
-            bad = next(((line, r[j]) for line, r in body if not _is_float(r[j])), None)
+            bad = next(((line, r[j]) for line, r in body if not is_number(r[j])), None)
             if bad is None:
                 chosen.append(name)
-            elif any(_is_float(r[j]) for _, r in body):
+            elif any(is_number(r[j]) for _, r in body):
                 mixed.append(f"line {bad[0]} column {name!r} is not a number: {bad[1]!r}")
             else:
                 hint = "" if stream_column else f" (if it holds stream ids: --stream-column {name})"

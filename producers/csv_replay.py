@@ -65,6 +65,15 @@ def find_time_column(header: Sequence[str], value_columns: Sequence[str] = ()) -
     return None
 
 
+def is_number(cell: str) -> bool:
+    """Whether a CSV cell reads as a number (float() accepts it)."""
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
 def read_csv(
     path: str | os.PathLike,
     *,

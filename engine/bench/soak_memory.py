@@ -19,6 +19,7 @@ around a burst, how much of the held level's growth is still held after the evic
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -72,11 +73,7 @@ def held_window(checkpoint_every: float) -> float:
 
 def held_level(trace: np.ndarray, start: float, end: float) -> Level:
     """The lowest reading in [start, end]."""
-    t, mb = _arrays(trace, start, end)
-    if not len(t):
-        raise ValueError(f"no memory reading between {start:.1f} s and {end:.1f} s")
-    low = int(np.argmin(mb))
-    return Level(float(t[low]), float(mb[low]))
+    return _extreme_reading(trace, start, end, np.argmin)
 
 
 def held_peak(trace: np.ndarray, start: float, end: float, window: float) -> Level:
@@ -95,11 +92,17 @@ def held_peak(trace: np.ndarray, start: float, end: float, window: float) -> Lev
 
 
 def highest_reading(trace: np.ndarray, start: float, end: float) -> Level:
+    return _extreme_reading(trace, start, end, np.argmax)
+
+
+def _extreme_reading(
+    trace: np.ndarray, start: float, end: float, pick: Callable[[np.ndarray], np.intp]
+) -> Level:
     t, mb = _arrays(trace, start, end)
     if not len(t):
         raise ValueError(f"no memory reading between {start:.1f} s and {end:.1f} s")
-    high = int(np.argmax(mb))
-    return Level(float(t[high]), float(mb[high]))
+    k = int(pick(mb))
+    return Level(float(t[k]), float(mb[k]))
 
 
 def judge_flat(trace: np.ndarray, window: float, since: float, allowed_growth: float) -> FlatMemory:
