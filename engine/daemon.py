@@ -129,7 +129,9 @@ class Daemon:
         try:
             return Model.load(path)
         except FileNotFoundError:
-            raise StartupError(f"model file {path} does not exist") from None
+            # A relative path is the daemon's, not the shell's of whoever asked for a reload.
+            where = "" if os.path.isabs(path) else f" in the daemon's directory {os.getcwd()}"
+            raise StartupError(f"model file {path} does not exist{where}") from None
         except (OSError, ValueError) as exc:
             raise StartupError(f"cannot load model {path}: {exc}") from None
 

@@ -204,6 +204,15 @@ def test_reload_relative_path_is_resolved_here(daemon, model_path, tmp_path, mon
     ctl.control(daemon.control, "reload", path=str(model_path))
 
 
+def test_reload_of_a_missing_relative_path_says_where_the_daemon_looked(
+    daemon, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)  # not there either: ctl sends the path as given
+    assert run_ctl("--endpoint", daemon.control, "reload", "missing.npz") == 1
+    error = capsys.readouterr().err
+    assert "model file missing.npz does not exist in the daemon's directory /" in error
+
+
 def test_reload_other_shape_needs_reset(daemon, model_path, tmp_path, capsys):
     bigger = tmp_path / "bigger.npz"
     Model.random("lstm", 3, 16, output_size=2, seed=4).save(bigger)
