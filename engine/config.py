@@ -134,7 +134,8 @@ _HELP = {
     "curve_clients": "directory of client public certificates allowed to connect (CURVE)",
     "alert_threshold": "anomaly score at or above which an alert opens (below the score's 1.0 "
     "so that strong forecast errors alert, not only new extremes; bench/results/alerts.md)",
-    "alert_close": "anomaly score below which an open alert closes",
+    "alert_close": "anomaly score below which an open alert closes; when not set, never above "
+    "alert_threshold",
     "alert_min_duration": "readings the score must stay high before an alert opens",
     "alert_cooldown": "readings after a close before the same stream can alert again",
     "alert_warmup": "a stream's first readings during which no alert opens (it is still "
@@ -206,10 +207,20 @@ def load_config(
     for name, value in (flags or {}).items():
         if value is not None:
             values[name] = value
+    _close_level_follows_a_lower_threshold(values)
     try:
         return ServeConfig(**values)
     except ValueError as exc:
         raise ValueError(f"invalid setting: {exc}") from None
+
+
+def _close_level_follows_a_lower_threshold(values: dict[str, Any]) -> None:
+    """An alert threshold set below the default close level, the close level left unset, lowers
+    the close level to it, as `rnnstream ctl threshold` does on a running daemon; both set the
+    wrong way round stay an error."""
+    threshold = values.get("alert_threshold")
+    if "alert_close" not in values and isinstance(threshold, float | int):
+        values["alert_close"] = min(ServeConfig.alert_close, threshold)
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:

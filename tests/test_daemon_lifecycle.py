@@ -548,6 +548,16 @@ def test_an_empty_environment_variable_counts_as_not_set(tmp_path):
     assert config.model == "from-file.npz" and config.max_batch == ServeConfig().max_batch
 
 
+def test_a_threshold_below_the_default_close_level_lowers_it_unless_both_are_set():
+    # as `ctl threshold 0.1` does on a running daemon
+    lowered = load_config(env={}, flags={"alert_threshold": 0.1})
+    assert (lowered.alert_threshold, lowered.alert_close) == (0.1, 0.1)
+    kept = load_config(env={}, flags={"alert_threshold": 0.5})
+    assert kept.alert_close == ServeConfig().alert_close
+    with pytest.raises(ValueError, match="alert_close <= alert_threshold"):
+        load_config(env={}, flags={"alert_threshold": 0.1, "alert_close": 0.2})
+
+
 def test_float_settings_cover_the_timers_that_nan_would_turn_off():
     assert {"checkpoint_every", "idle_timeout", "alert_error_gate"} <= set(FLOAT_SETTINGS)
 
