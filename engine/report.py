@@ -169,14 +169,6 @@ def synthetic_series(seed: int, length: int, anomaly_rate: float | None = None) 
     )
 
 
-def _number(cell: str, column: str) -> float:
-    """Return a value cell as a float, or raise ValueError naming its column."""
-    try:
-        return float(cell)
-    except ValueError:
-        raise ValueError(f"column {column!r} is not a number: {cell!r}") from None
-
-
 def csv_series(
     path: str | Path,
     *,
@@ -201,7 +193,7 @@ def csv_series(
     must be finite and within float32 range (the engine's).
     Raise ValueError naming the file (and line) for anything wrong.
     """
-    from producers.csv_replay import find_time_column, is_number, parse_timestamp
+    from producers.csv_replay import cell_number, find_time_column, is_number, parse_timestamp
 
     path = Path(path)
     with path.open(newline="", encoding="utf-8-sig") as fh:
@@ -256,7 +248,7 @@ def csv_series(
                 if cell and len(seen) < 4 and cell not in seen and not is_number(cell):
                     seen.append(cell)
             try:
-                value = _number(cells[v_idx], value_column)
+                value = cell_number(cells[v_idx], value_column)
                 if t_idx is not None:
                     stamps.append(parse_timestamp(cells[t_idx]))
             except ValueError as exc:

@@ -129,7 +129,7 @@ def read_csv(
                 continue
             try:
                 ts = parse_timestamp(cells[t_idx])
-                values = tuple(_number(cells[i], header[i], hint_stream_column) for i in v_idx)
+                values = tuple(cell_number(cells[i], header[i], hint_stream_column) for i in v_idx)
                 row_stream = default_stream if s_idx is None else cells[s_idx].strip()
             except ValueError as exc:
                 raise ValueError(f"{path}:{line}: {exc}") from None
@@ -144,8 +144,9 @@ def read_csv(
     return rows
 
 
-def _number(cell: str, column: str, hint_stream_column: bool) -> float:
-    """Return a value cell as a float, or raise ValueError naming its column."""
+def cell_number(cell: str, column: str, hint_stream_column: bool = False) -> float:
+    """Return a value cell as a float, or raise ValueError naming its column (and, with
+    `hint_stream_column`, the option for a column of stream ids)."""
     try:
         return float(cell)
     except ValueError:
