@@ -364,8 +364,8 @@ def measure_scoring(
 
     For the headline weights declared an 8-feature forecaster, and for the built-in default
     model with its "anomaly" section removed: the scoring engine also normalises each stream,
-    scores the previous forecast's error and tracks alerts. The two engines of a pair take
-    turns on the same batches.
+    scores the previous forecast's error and tracks alerts. Both engines of a pair first take
+    every stream past the scoring probation, then take turns on the same batches.
     """
     import dataclasses
 
@@ -392,18 +392,32 @@ def measure_scoring(
     }
 
 
+def engines_past_probation(
+    plain: Any, scored: Any, ids: list[str], rng: np.random.Generator
+) -> list[Any]:
+    """Return engines of the two models whose streams `ids` are all past the scoring probation.
+
+    As in a daemon that has run a while: a stream still in probation skips the likelihood part
+    of its score, so timing it would understate what scoring costs. Both engines take the same
+    readings.
+    """
+    from engine.stream import StreamEngine
+
+    engines = [StreamEngine(m, capacity=len(ids)) for m in (plain, scored)]
+    for _ in range(engines[1].anomaly.probation + 1):
+        readings = rng.normal(size=(len(ids), plain.input_size)).astype(np.float32)
+        for engine in engines:
+            engine.process(ids, readings)
+    return engines
+
+
 def _time_pair(
     plain: Any, scored: Any, streams: int, batch: int, plan: Plan, seed: int
 ) -> tuple[float, float]:
-    from engine.stream import StreamEngine
-
-    inputs = plain.input_size
     rng = np.random.default_rng(seed)
     ids = [f"sensor-{i:05d}" for i in range(streams)]
-    engines = [StreamEngine(m, capacity=streams) for m in (plain, scored)]
-    first = rng.normal(size=(streams, inputs)).astype(np.float32)
-    for engine in engines:
-        engine.step_many(ids, first)
+    engines = engines_past_probation(plain, scored, ids, rng)
+    inputs = plain.input_size
     batches = []
     for _ in range(16):
         chosen = rng.choice(streams, batch, replace=False)
@@ -655,7 +669,7 @@ def render_report(
         added = scored / plain - 1
         met = "yes" if added <= SCORING_TARGET else "**no**"
         lines.append(
-            f"| anomaly scoring added to step_many, {name}: "
+            f"| anomaly scoring added to step_many, streams past probation, {name}: "
             f"{plain * 1e6:.0f} -> {scored * 1e6:.0f} us | +{added:.0%} | | | <= "
             f"+{SCORING_TARGET:.0%} | {met} |"
         )
