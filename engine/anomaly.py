@@ -53,6 +53,7 @@ import numpy as np
 from engine.alerts import ALERT_COLUMNS, SCORING_SLAB, alert_row
 from engine.kernels._jit import inline_kernel, kernel
 from engine.kernels.cells import _LINE_BYTES, SLOT_PREFETCH_AHEAD, _prefetch_bytes
+from engine.kernels.normal_tail import minus_log_normal_tail
 
 # Rows ahead whose slab rows the kernels ask the CPU to fetch: batches land on random slots among
 # many streams, and a row's few loads otherwise each wait on a cache (and TLB) miss.
@@ -75,7 +76,6 @@ O_ERR = ALERT_COLUMNS  # first column of ERR; PRED, RESID, FORECAST, NORM follow
 N_COUNT, N_MEAN, N_VAR, N_MIN, N_MAX = 0, 1, 2, 3, 4
 E_COUNT, E_SHORT, E_MEAN, E_VAR, E_COOL = 0, 1, 2, 3, 4
 
-_SQRT_HALF = math.sqrt(0.5)
 _LN10 = math.log(10.0)
 
 
@@ -285,10 +285,10 @@ def _score_from_z(zs, nines):
     """Return min(1, log10(1 / Q(zs)) / nines) for zs > 0, Q the standard normal upper tail."""
     if zs <= 0.0:
         return 0.0
-    q = 0.5 * math.erfc(zs * _SQRT_HALF)
-    if q <= 0.0:
+    minus_log_q = minus_log_normal_tail(zs)
+    if minus_log_q == math.inf:  # Q(zs) underflows to 0
         return 1.0
-    return min(-math.log(q) / (_LN10 * nines), 1.0)
+    return min(minus_log_q / (_LN10 * nines), 1.0)
 
 
 @kernel

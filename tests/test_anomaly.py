@@ -21,6 +21,7 @@ from engine.anomaly import (
     RESID,
     AnomalyScorer,
     AnomalySpec,
+    _score_from_z,
     cooldown_batch,
     exchange_forecast,
     normalise_batch,
@@ -245,6 +246,17 @@ def test_score_batch_matches_float64_reference_over_many_steps() -> None:
         np.testing.assert_allclose(surprise[order[:, 1] == s], want_surprise, rtol=1e-9)
     assert out.max() == 1.0  # the burst or a novelty flag reaches the top
     assert not err[[0, 2, 3, 5, 6, 8, 9, 10]].any()  # rows of other slots stay untouched
+
+
+@pytest.mark.parametrize("nines", [1.0, 6.0, 10.0, 40.0, 400.0])
+def test_likelihood_score_is_exact_beyond_the_fitted_tail_for_any_nines(nines: float) -> None:
+    # zs past TAIL_LIMIT (8) takes libm: only a large `nines` sees it unsaturated
+    zs = np.concatenate([[-1.0, -0.0, 0.0, 5e-324], np.linspace(0.01, 40.0, 4001), [np.inf]])
+    for z in zs:
+        q = 0.5 * math.erfc(z / math.sqrt(2.0))
+        want = 0.0 if z <= 0 else 1.0 if q == 0 else min(-math.log10(q) / nines, 1.0)
+        assert _score_from_z(z, nines) == pytest.approx(want, rel=1e-14, abs=0.0), z
+    assert math.isnan(_score_from_z(math.nan, nines))
 
 
 def test_cooldown_batch_matches_reference_and_keeps_one_alarm_per_burst() -> None:
