@@ -21,12 +21,13 @@ from engine.alerts import (
     A_PEAK,
     A_THRESHOLD,
     ALERT_SLAB,
+    SCORING_SLAB,
     AlertPolicy,
     ClosedAlert,
     CloseReason,
     count_open,
 )
-from engine.anomaly import AnomalyScorer, AnomalySpec
+from engine.anomaly import AnomalyScorer, AnomalySpec, norm_to_planar
 from engine.blas import BlasThreads
 from engine.files import write_npz_atomically
 from engine.kernels import cells
@@ -37,7 +38,9 @@ from engine.packed import PackedModel
 from engine.state import StateTable, check_stream_id, row_bytes
 
 SNAPSHOT_FORMAT = "rnnstream-snapshot"
-SNAPSHOT_VERSION = 1
+# 2: the scoring rows' normaliser statistics are kept a statistic for all features at a time
+# (engine.anomaly NORM), not a feature at a time as in 1; files of version 1 are still restored.
+SNAPSHOT_VERSION = 2
 _SWEEP_INTERVAL = 1.0  # seconds between idle-eviction sweeps
 SEQ_SLAB = "seq"  # each stream's last sequence number + 1 (0: none), see kernels.sequence
 
@@ -601,6 +604,7 @@ class StreamEngine:
     ) -> StreamEngine:
         """Build an engine from a snapshot made with the same model weights and anomaly settings.
 
+        Reads the snapshots of this rnnstream and of earlier ones (format version 1 and on).
         Raises ValueError for a snapshot of another model, or a truncated or corrupt file.
         """
         path = Path(path)
@@ -634,6 +638,8 @@ class StreamEngine:
                 f"snapshot {path} holds {len(ids)} streams, more than max_streams="
                 f"{table.max_streams}"
             )
+        if header["format_version"] == 1 and engine.anomaly is not None:
+            norm_to_planar(arrays[f"slab_{SCORING_SLAB}"], engine.anomaly)
         table.load(
             ids, {name: arrays[key] for name in table.specs if (key := f"slab_{name}") in arrays}
         )
@@ -814,10 +820,10 @@ def read_snapshot(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         header = None
     if not isinstance(header, dict) or header.get("format") != SNAPSHOT_FORMAT:
         raise ValueError(f"{path} is not an rnnstream snapshot (no valid header)")
-    if header.get("format_version") != SNAPSHOT_VERSION:
+    if header.get("format_version") not in range(1, SNAPSHOT_VERSION + 1):
         raise ValueError(
             f"snapshot {path} has format version {header.get('format_version')}, "
-            f"this rnnstream reads version {SNAPSHOT_VERSION}"
+            f"this rnnstream reads versions 1 to {SNAPSHOT_VERSION}"
         )
     if not isinstance(header.get("streams"), list) or not isinstance(
         header.get("model_fingerprint"), str

@@ -14,11 +14,15 @@ from engine.anomaly import (
     ERR,
     FINISH,
     FORECAST,
+    N_COUNT,
+    N_MAX,
     N_MEAN,
+    N_MIN,
     N_VAR,
     NORM,
     PRED,
     RESID,
+    VECTOR_FEATURES,
     AnomalyScorer,
     AnomalySpec,
     _score_from_z,
@@ -147,13 +151,14 @@ def _interleaved(n_streams: int, T: int) -> tuple[np.ndarray, np.ndarray]:
 # ------------------------------------------------------------------------------ kernel checks
 
 
-@pytest.mark.parametrize("features", [1, 3])
+@pytest.mark.parametrize("features", [1, 3, 10])  # 10: vector registers and a scalar remainder
 def test_normalise_batch_matches_float64_reference_over_many_steps(features: int) -> None:
     spec = AnomalySpec(features=features, norm_window=50.0)
     n_streams, T = 4, 400
     x = _streams(n_streams, T, features, seed=features)
     order, slots_of = _interleaved(n_streams, T)
-    norm = np.zeros((3 * n_streams + 2, features, 5))
+    norm = np.zeros((3 * n_streams + 2, 5 * features))
+    planes = norm.reshape(len(norm), 5, features)  # the NORM view's layout
     z = np.zeros((len(order), features))
     novel = np.zeros(len(order))
     mean = np.zeros((len(order), features))
@@ -178,8 +183,8 @@ def test_normalise_batch_matches_float64_reference_over_many_steps(features: int
         )
         # the statistics kept for mapping forecasts back are those left in the slab
         rows_slots = slots_of[rows[:, 1]]
-        np.testing.assert_array_equal(mean[lo : lo + n_streams], norm[rows_slots, :, 1])
-        np.testing.assert_array_equal(root[lo : lo + n_streams], np.sqrt(norm[rows_slots, :, 2]))
+        np.testing.assert_array_equal(mean[lo : lo + n_streams], planes[rows_slots, N_MEAN])
+        np.testing.assert_array_equal(root[lo : lo + n_streams], np.sqrt(planes[rows_slots, N_VAR]))
     for s in range(n_streams):
         want_z, want_novel, _, _ = ref_normalise(x[s], spec)
         mine = order[:, 1] == s
@@ -299,7 +304,7 @@ def test_normalise_batch_flags_novelty_only_beyond_the_tolerance() -> None:
     normalise_batch(
         np.zeros(len(x), np.int64),
         x.reshape(-1, 1),
-        spec.views(spec.allocate(1)[SCORING_SLAB])[NORM],
+        spec.allocate(1)[SCORING_SLAB],
         spec.norm_window,
         spec.norm_clip,
         spec.z_clip,
@@ -310,8 +315,49 @@ def test_normalise_batch_flags_novelty_only_beyond_the_tolerance() -> None:
         got,
         np.zeros((len(x), 1)),
         np.zeros((len(x), 1)),
+        spec.norm_col,
     )
     np.testing.assert_array_equal(got, novel)
+
+
+def _normalise_stream(x: np.ndarray, spec: AnomalySpec) -> tuple[np.ndarray, ...]:
+    """Run normalise_batch over one stream's readings (T, F), one after the other; return z,
+    novelty flags, means and roots of variances."""
+    T, F = x.shape
+    z, mean, root = np.zeros((T, F)), np.zeros((T, F)), np.zeros((T, F))
+    novel = np.zeros(T)
+    window_and_clips = spec.norm_window, spec.norm_clip, spec.z_clip
+    floors_and_tol = spec.scale_floor_rel, spec.scale_floor_abs, spec.novel_tol
+    slots = np.zeros(T, np.int64)  # the same stream on every row
+    stats = np.zeros((1, 5 * F))
+    normalise_batch(slots, x, stats, *window_and_clips, *floors_and_tol, z, novel, mean, root)
+    return z, novel, mean, root
+
+
+def test_normalise_batch_computes_each_feature_as_a_stream_of_that_feature_alone() -> None:
+    # Ten features run in vector registers (and a scalar remainder), one does not: the
+    # arithmetic is the same bit for bit, and a reading is novel when one of its features is.
+    features = 10
+    assert features >= VECTOR_FEATURES
+    spec = AnomalySpec(features=features, norm_window=50.0)
+    x = _streams(1, 400, features, seed=7)[0]
+    together = _normalise_stream(x, spec)
+    alone = [_normalise_stream(x[:, [f]], spec) for f in range(features)]
+    for k in (0, 2, 3):  # z, mean, root
+        np.testing.assert_array_equal(together[k], np.hstack([part[k] for part in alone]))
+    np.testing.assert_array_equal(together[1], np.max([part[1] for part in alone], axis=0))
+    assert 0 < together[1].sum() < len(x)
+
+
+def test_norm_view_holds_each_statistic_of_all_features_side_by_side() -> None:
+    spec = AnomalySpec(features=2)
+    scorer = AnomalyScorer(spec, capacity=3)
+    scorer.normalise(np.array([1], np.int64), np.array([[3.0, 5.0]]))
+    row = scorer.slabs[SCORING_SLAB][1, spec.norm_col :]
+    # count, mean, var, min, max of feature 0 then 1
+    assert row.tolist() == [1.0, 1.0, 3.0, 5.0, 0.0, 0.0, 3.0, 5.0, 3.0, 5.0]
+    norm = scorer.views()[NORM][1]
+    assert norm[N_MEAN].tolist() == norm[N_MIN].tolist() == norm[N_MAX].tolist() == [3.0, 5.0]
 
 
 def test_anomaly_spec_slabs_fit_a_state_table() -> None:
@@ -327,11 +373,11 @@ def test_anomaly_spec_slabs_fit_a_state_table() -> None:
     assert views[PRED].shape == (4, 2)
     assert views[RESID].shape == (4, 2)
     assert views[FORECAST].shape == (4, 2)
-    assert views[NORM].shape == (4, 2, 5)
+    assert views[NORM].shape == (4, 5, 2)
     assert views[FINISH].shape == (4, ALERT_COLUMNS + 5 + 3 * 2)
     z = scorer.normalise(np.array([0, 2], np.int64), np.ones((2, 2)))
     assert z.shape == (2, 2)
-    assert views[NORM][[0, 2], :, 0].tolist() == [[1.0, 1.0], [1.0, 1.0]]
+    assert views[NORM][[0, 2], N_COUNT].tolist() == [[1.0, 1.0], [1.0, 1.0]]
 
 
 def test_scoring_views_tile_the_row_without_overlap() -> None:
@@ -361,9 +407,9 @@ def test_scorer_follows_a_state_table_that_grows() -> None:
     scorer.normalise(np.array([first, second], np.int64), np.full((2, 2), 5.0))
     norm = scorer.views()[NORM]
     assert np.shares_memory(norm, table.slabs[SCORING_SLAB])
-    assert norm[first, :, 0].tolist() == [2.0, 2.0]  # both readings counted in the grown slab
-    assert norm[second, :, 0].tolist() == [1.0, 1.0]
-    assert norm[first, :, 1].tolist() == [4.0, 4.0]  # mean of 3 and 5
+    assert norm[first, N_COUNT].tolist() == [2.0, 2.0]  # both readings counted in the grown slab
+    assert norm[second, N_COUNT].tolist() == [1.0, 1.0]
+    assert norm[first, N_MEAN].tolist() == [4.0, 4.0]  # mean of 3 and 5
 
 
 def test_scorer_refuses_a_slab_of_the_wrong_width() -> None:
@@ -566,8 +612,8 @@ def test_finish_batch_equals_the_separate_kernels_bit_for_bit(features: int) -> 
         z = scorers[0].normalise(slots, x.astype(np.float32))
         mine.scores[:] = scorers[0].score(slots, z, y_next, mine.surprise)
         norm = scorers[0].views()[NORM][slots]
-        mean = norm[:, :, N_MEAN]
-        scale = np.sqrt(norm[:, :, N_VAR]) + spec.scale_floor_rel * np.abs(mean)
+        mean = norm[:, N_MEAN]
+        scale = np.sqrt(norm[:, N_VAR]) + spec.scale_floor_rel * np.abs(mean)
         mine.outputs[:] = y_next * (scale + spec.scale_floor_abs) + mean
         exchange_forecast(slots, forecasts[0], mine.outputs, mine.expected)
         alert_batch(

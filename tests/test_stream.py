@@ -19,6 +19,8 @@ from hypothesis import strategies as st
 from reference import reference_step, zero_state
 
 import engine.stream as stream_module
+from engine.alerts import SCORING_SLAB
+from engine.anomaly import AnomalySpec
 from engine.default_model import load_default_model
 from engine.memory import release_freed_memory
 from engine.model import Model
@@ -539,6 +541,52 @@ def _rewrite(path: Path, out: Path, edit_header=None, edit_arrays=None) -> None:
         edit_arrays(arrays)
     arrays["header"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
     np.savez(out, **arrays)
+
+
+def _as_format_1(arrays: dict[str, np.ndarray], spec: AnomalySpec) -> None:
+    """Put a snapshot's scoring rows in the layout of format 1: the normaliser statistics (the
+    row's last 5 F columns) per feature, its count, mean, variance, min and max."""
+    rows = arrays[f"slab_{SCORING_SLAB}"]
+    f = spec.features
+    planar = rows[:, -5 * f :].reshape(len(rows), 5, f)
+    rows[:, -5 * f :] = planar.transpose(0, 2, 1).reshape(len(rows), 5 * f)
+
+
+@pytest.mark.parametrize("features", [1, 3])
+def test_restore_of_a_format_1_snapshot_continues_like_an_engine_never_stopped(
+    features: int, tmp_path: Path
+) -> None:
+    spec = AnomalySpec(features=features, probation=10, long_window=50.0)
+    model = dataclasses.replace(
+        random_model("lstm", 1, True, seed=16, input_size=features, output_size=features),
+        metadata={"anomaly": spec.to_dict()},
+    )
+    streams = ["a", "b", "c", "b", "a"]
+    running, stopped = StreamEngine(model), StreamEngine(model)
+    for k in range(30):
+        X = random_rows(60 + k, len(streams), features)
+        running.process(streams, X)
+        stopped.process(streams, X)
+    stopped.snapshot(tmp_path / "now.npz")
+    _rewrite(
+        tmp_path / "now.npz",
+        tmp_path / "v1.npz",
+        edit_header=lambda h: h.update(format_version=1),
+        edit_arrays=lambda arrays: _as_format_1(arrays, spec),
+    )
+
+    restored = StreamEngine.restore(tmp_path / "v1.npz", model)
+
+    _assert_same_states(all_states(restored), all_states(running))
+    scored = 0.0
+    for k in range(20):
+        order = ["c", "a", "b", "a"]
+        X = random_rows(90 + k, len(order), features) * (10.0 if k == 12 else 1.0)
+        got, want = restored.process(order, X), running.process(order, X)
+        for name in ("outputs", "scores", "surprise", "expected", "events", "peaks", "lengths"):
+            np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=name)
+        scored += want.scores.sum()
+    assert scored > 0.0  # past probation: the statistics being compared are in use
 
 
 def test_restore_refuses_other_format_version(
