@@ -40,6 +40,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import reprlib
 import threading
 from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -308,6 +309,13 @@ def _looks_like_text(frame: bytes) -> bool:
 
 # --------------------------------------------------------------------------- intake validation
 
+# What a rejection's detail quotes of a value a producer sent: enough to recognise it. Quoted
+# whole, a 16 MiB frame of one long string or list made an error publication and a log line of
+# up to 64 MiB (a 1-byte int is quoted as "1, ", a NUL as "\x00").
+_QUOTE = reprlib.Repr()
+_QUOTE.maxstring = _QUOTE.maxother = 40
+_QUOTE.maxlist = _QUOTE.maxdict = 6
+
 
 def _stream_problem(stream: Any) -> Rejection | None:
     if type(stream) is not str:
@@ -363,7 +371,7 @@ def _row_values(values: Any, n_inputs: int) -> tuple[Any, Rejection | None]:
                 )
         elif tv is not int:
             return None, Rejection(
-                RejectReason.BAD_VALUES, f"value {v!r} is a {tv.__name__}, not a number"
+                RejectReason.BAD_VALUES, f"value {_QUOTE.repr(v)} is a {tv.__name__}, not a number"
             )
     return values, None
 
@@ -371,7 +379,7 @@ def _row_values(values: Any, n_inputs: int) -> tuple[Any, Rejection | None]:
 def _seq_problem(seq: Any) -> str | None:
     if seq is None or (type(seq) is int and 0 <= seq <= MAX_SEQ):
         return None
-    return f"seq must be an int from 0 to 2**63 - 2, got {seq!r}"
+    return f"seq must be an int from 0 to 2**63 - 2, got {_QUOTE.repr(seq)}"
 
 
 def _ts_problem(ts: Any) -> str | None:

@@ -332,6 +332,22 @@ def test_malformed_message_is_rejected_with_its_reason(frame, reason):
     assert rejection.detail
 
 
+@pytest.mark.parametrize(
+    "frame",
+    [
+        pack({"stream": "a", "values": ["x" * 100_000, 1.0]}),  # a str where a number belongs
+        pack({"stream": "a", "values": [{"k": "v" * 100_000}, 1.0]}),
+        pack({"stream": "a", "values": [1.0, 2.0], "seq": [1] * 100_000}),  # 1 byte -> "1, "
+        pack({"stream": "a", "values": [1.0, 2.0], "seq": "\x00" * 100_000}),  # 1 -> 4 chars
+        pack({"streams": ["a"], "values": [[1.0, 2.0]], "seq": [b"\x00" * 100_000]}),
+    ],
+)
+def test_a_rejection_quotes_a_few_characters_of_what_was_sent_not_all_of_it(frame):
+    # Quoted whole, a 16 MiB frame made an error publication and a log line of up to 64 MiB.
+    (rejection,) = P.decode_ingest(frame, 2)[1]
+    assert 0 < len(rejection.detail) <= 200, rejection.detail[:300]
+
+
 def test_rejection_of_a_single_reading_names_its_stream():
     rejection = single_rejection(pack({"stream": "pump-7", "values": [1.0]}))
     assert rejection.stream == "pump-7" and rejection.row is None
