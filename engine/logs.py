@@ -30,9 +30,18 @@ class _Formatter(logging.Formatter):
                 },
                 default=str,
             )
-        extra = " ".join(f"{k}={v}" for k, v in fields.items())
+        extra = " ".join(f"{k}={_one_line(v)}" for k, v in fields.items())
         line = f"{stamp} {record.levelname:<7} {record.getMessage()}"
         return f"{line} {extra}" if extra else line
+
+
+def _one_line(value: Any) -> str:
+    """`value` as text with its non-printable characters escaped (as repr does): fields carry
+    what clients sent, such as stream ids, and a newline in one forged a log line of its own."""
+    text = str(value)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def setup_logging(fmt: str = "plain", level: str = "info") -> logging.Logger:
