@@ -649,9 +649,13 @@ class Daemon:
         return {"stream": stream, "level": level}
 
     def _reload(self, request: dict) -> dict:
-        path = request.get("path") or self.config.model
-        if path is not None and not isinstance(path, str):
-            return {"ok": False, "error": "'path' must be a string (or nil for the daemon's model)"}
+        path = request.get("path")
+        if path is None:
+            path = self.config.model
+        elif not isinstance(path, str) or not path:
+            # not read as "no path": that would swap to --model, with `reset` forgetting all
+            error = "'path' must be a non-empty string (or nil for the daemon's model)"
+            return {"ok": False, "error": error}
         reset = request.get("reset", False)
         if not isinstance(reset, bool):
             return {"ok": False, "error": "'reset' must be a bool"}

@@ -695,7 +695,7 @@ def test_reload_keeps_states_for_same_shapes_and_needs_reset_for_another_hidden_
         assert missing["ok"] is False and "does not exist" in missing["error"]
         not_a_path = own.control("reload", path=123)
         assert not_a_path == {"ok": False, "error": not_a_path["error"]}
-        assert "'path' must be a string" in not_a_path["error"]
+        assert "'path' must be a non-empty string" in not_a_path["error"]
         not_a_bool = own.control("reload", path=str(bigger_path), reset="yes")
         assert not_a_bool["ok"] is False and "'reset' must be a bool" in not_a_bool["error"]
         producer.send("r", X[3])
@@ -713,6 +713,17 @@ def test_reload_keeps_states_for_same_shapes_and_needs_reset_for_another_hidden_
     expected = reference_outputs(same_shape, [("r", X[2]), ("r", X[3])], engine=engine)
     assert_predictions(kept + still, expected)
     assert_predictions(fresh, reference_outputs(bigger, [("r", X[4])]))
+
+
+@pytest.mark.parametrize("path", ["", 0, False, []], ids=["empty", "zero", "false", "list"])
+def test_reload_with_a_path_that_is_not_a_non_empty_string_is_refused(daemon, path):
+    # These read as "no path": the daemon swapped to its --model file, even after a reload to
+    # another model, and with reset: true forgot every stream.
+    before = daemon.control("health")["model"]
+    reply = daemon.control("reload", path=path, reset=True)
+    assert reply == {"ok": False, "error": reply.get("error")}
+    assert "'path' must be a non-empty string" in reply["error"]
+    assert daemon.control("health")["model"] == before
 
 
 # ----------------------------------------------------------------------------- metrics
