@@ -626,6 +626,9 @@ class Daemon:
         level = request.get("level")
         if level is not None and (isinstance(level, bool) or not isinstance(level, int | float)):
             return {"ok": False, "error": "threshold needs a numeric 'level' (or nil to unset)"}
+        if level is not None and not 0 < level <= 1:  # also refuses NaN
+            # here, not left to the alert policy: that names the close level, which none sent
+            return {"ok": False, "error": f"alert level must be in (0, 1], got {level}"}
         stream = request.get("stream")
         try:
             if stream is None:

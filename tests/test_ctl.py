@@ -505,3 +505,16 @@ def test_threshold_lowers_the_close_level_only_while_the_open_level_is_below_it(
         raised = ctl.control(server.control, "threshold", level=0.5)
     assert (lowered["level"], lowered["close_level"]) == (0.1, 0.1)
     assert (raised["level"], raised["close_level"]) == (0.5, 0.2)
+
+
+def test_a_global_threshold_outside_0_to_1_is_refused_naming_the_level(tmp_path):
+    # It was refused as "need 0 < close_level <= open_level <= 1": a close level nobody sent.
+    with ServeProcess(default_model_path(), tmp_path) as server:
+        replies = [ctl.control(server.control, "threshold", level=v) for v in (1.5, 0, -1.0)]
+        kept = ctl.control(server.control, "stats")
+    assert [r["error"] for r in replies] == [
+        "alert level must be in (0, 1], got 1.5",
+        "alert level must be in (0, 1], got 0",
+        "alert level must be in (0, 1], got -1.0",
+    ]
+    assert kept["control_commands"]["threshold"] == {"error": 3}
