@@ -22,6 +22,7 @@ from consumers.client import DEFAULT_PUBLISH_ENDPOINT, Subscriber
 from engine import protocol
 from engine.cli import HelpFormatter, UserError
 from engine.keys import add_curve_client_arguments
+from engine.logs import one_line
 
 _DEFAULT_TOPICS = {
     "tail": ["pred.", "batch.pred", "alert.", "error"],
@@ -157,6 +158,10 @@ def _vec(xs: Any) -> str:
 
 def format_record(kind: str, p: dict) -> str:
     """Return one readable line for a decoded prediction, alert or error."""
+    return one_line(_record_text(kind, p))  # stream ids and details are what producers sent
+
+
+def _record_text(kind: str, p: dict) -> str:
     if kind == "pred":
         return (
             f"{_clock(p.get('ts'))}  {p['stream']}  seq={_num(p.get('seq'))}  "

@@ -21,6 +21,7 @@ import zmq
 from engine import protocol
 from engine.connection import ConnectionWatch
 from engine.keys import KeyLike, add_curve_client_arguments, apply_curve_client
+from engine.logs import one_line
 
 DEFAULT_CONTROL_ENDPOINT = "tcp://127.0.0.1:5557"
 # ZeroMQ keeps a socket's timeouts as a C int of milliseconds: at most 2**31 - 1 ms, 24.8 days.
@@ -124,7 +125,7 @@ def _scalar(key: str, value: Any) -> str:
         if key in ("uptime", "seconds") or key.endswith("_seconds"):
             return _duration(float(value))
         return _number(float(value))
-    return str(value)
+    return one_line(value)  # stream ids are what producers sent
 
 
 def _histogram(key: str, h: dict) -> str:

@@ -30,14 +30,15 @@ class _Formatter(logging.Formatter):
                 },
                 default=str,
             )
-        extra = " ".join(f"{k}={_one_line(v)}" for k, v in fields.items())
+        extra = " ".join(f"{k}={one_line(v)}" for k, v in fields.items())
         line = f"{stamp} {record.levelname:<7} {record.getMessage()}"
         return f"{line} {extra}" if extra else line
 
 
-def _one_line(value: Any) -> str:
-    """`value` as text with its non-printable characters escaped (as repr does): fields carry
-    what clients sent, such as stream ids, and a newline in one forged a log line of its own."""
+def one_line(value: Any) -> str:
+    """Return `value` as text with its non-printable characters escaped (as repr does), for a
+    line that shows what clients sent, such as stream ids: a newline in one forged a line of
+    its own, an escape sequence reached the reader's terminal."""
     text = str(value)
     if text.isprintable():
         return text

@@ -245,6 +245,21 @@ def test_consume_tail_prints_predictions_alerts_and_errors(pub):
     assert "ERROR non_finite  stream=p  row=2  NaN" in text
 
 
+def test_consume_tail_prints_one_line_a_record_whatever_the_stream_id_holds(pub):
+    # Stream ids come from producers: a newline in one printed a forged line of its own, and an
+    # escape sequence reached the operator's terminal.
+    sock, endpoint = pub
+    forged = "pump-1\n08:00:00.000  pump-9  seq=1  pred=[0]  score=-\x1b[2K"
+    rejection = protocol.Rejection(protocol.RejectReason.BAD_VALUES, "x", stream=forged)
+    messages = [pred(forged, 3), alert(forged), [b"error", protocol.encode_error(rejection)]]
+    args = parse(["tail", "--endpoint", endpoint, "--count", "3", "--color", "never"])
+    lines = run_while_publishing(args, sock, messages).splitlines()
+    assert len(lines) == 3 and not any("\x1b" in line for line in lines), lines
+    assert all(
+        "pump-1\\n08:00:00.000  pump-9  seq=1  pred=[0]  score=-\\x1b[2K" in line for line in lines
+    )
+
+
 def test_a_close_line_says_why_and_shows_the_reading_only_when_one_closed_it():
     closed = {"stream": "p", "event": "close", "peak": 1.0, "readings": 3, "duration": 7.5}
     by_score = {**closed, "reason": "score", "seq": 9, "score": 0.1, "value": [5.0]}

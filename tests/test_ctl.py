@@ -472,6 +472,12 @@ def test_no_reply_from_a_socket_that_is_not_the_control_one_says_so(daemon, caps
     assert "is rnnstream serve running?" not in err
 
 
+def test_format_reply_prints_a_stream_id_on_one_line_whatever_it_holds():
+    # Ids come from producers: "a\nb" was listed as two streams, and ESC reached the terminal.
+    lines = ctl.format_reply({"count": 2, "streams": ["a\nb", "c\x1b[2K"]})
+    assert lines == ["count:   2", "streams:", "  a\\nb", "  c\\x1b[2K"]
+
+
 def test_format_reply_handles_empty_histograms_lists_and_infinities():
     lines = ctl.format_reply(
         {
