@@ -51,6 +51,9 @@ _DRAIN_QUIET_S = 0.05  # at shutdown, intake counts as drained after this long w
 # ...or after this long in all, so producers that keep sending cannot hold the stop off forever
 # (readings queued at the signal are first in line, so they are served well before this).
 DRAIN_LIMIT_S = 5.0
+# Control commands that change state, refused while the daemon drains intake at shutdown; the
+# others (health, stats, streams, shutdown again) are answered until the final snapshot begins.
+_REFUSED_WHILE_STOPPING = frozenset({"reset", "drop", "snapshot", "threshold", "reload"})
 # What a close carries of a reading when no reading went with it (docs/PROTOCOL.md, alerts)
 _NO_READING = dict.fromkeys(
     ("seq", "ts", "score", "value", "expected", "feature", "surprise", "severity")
@@ -582,6 +585,9 @@ class Daemon:
     def _command(self, request: dict) -> dict:
         cmd = request["cmd"]
         stream = request.get("stream")
+        if self.status == Status.STOPPING and cmd in _REFUSED_WHILE_STOPPING:
+            # the stop is under way: its snapshot is to hold the drained state, nothing else
+            return {"ok": False, "error": f"the daemon is stopping: {cmd} refused"}
         if cmd == "health":
             return {
                 "status": str(self.status),
@@ -782,6 +788,7 @@ class Daemon:
             if time.monotonic() - began > DRAIN_LIMIT_S:
                 log(self.logger, logging.WARNING, "intake still busy: stopping without waiting")
                 break
+            self._serve_control()  # a probe during the drain learns the daemon is stopping
             if self._intake_pass(wait=False):
                 quiet_since = time.monotonic()
             else:

@@ -193,6 +193,37 @@ def test_sigterm_under_sustained_load_still_stops_and_snapshots(tmp_path, model_
         assert [r["why"] for r in records(daemon, "snapshot written")] == ["shutdown"]
 
 
+def test_while_it_drains_at_shutdown_the_daemon_answers_probes_and_refuses_changes(
+    tmp_path, model_path
+):
+    # A flood keeps intake busy, so the drain lasts up to DRAIN_LIMIT_S: a health probe then
+    # got no reply at all and timed out.
+    stop = threading.Event()
+    with DaemonProcess(
+        model_path, tmp_path / "state", endpoints=ipc_endpoints(ipc_dir(tmp_path))
+    ) as daemon:
+        daemon.start()
+        flood = threading.Thread(target=_flood, args=(daemon.ingest, daemon.context, stop, 200))
+        flood.start()
+        try:
+            sub = daemon.subscriber(("pred.flood-0",), sync=False)
+            assert sub.recv(timeout=15) is not None, "the flood never got through"
+            assert daemon.control("shutdown") == {"ok": True, "status": "stopping"}
+            health = daemon.control("health", timeout=2)
+            reset = daemon.control("reset", stream="flood-0", timeout=2)
+            again = daemon.control("shutdown", timeout=2)
+        finally:
+            stop.set()
+            flood.join(10)
+        code = daemon.wait(timeout=15)
+
+        assert health["ok"] and health["status"] == "stopping"
+        assert reset == {"ok": False, "error": "the daemon is stopping: reset refused"}
+        assert again == {"ok": True, "status": "stopping"}
+        assert code == 0, daemon.stderr_text()
+        assert [r["why"] for r in records(daemon, "snapshot written")] == ["shutdown"]
+
+
 def test_a_second_daemon_on_a_state_directory_in_use_is_refused_until_the_first_stops(
     tmp_path, model_path
 ):
