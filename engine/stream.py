@@ -269,6 +269,12 @@ class StreamEngine:
             )
         if n == 0:
             return StepResult.empty(0, self._packed.outputs, self.anomaly is not None)
+        # checked before any lookup: a stream admitted or a seq taken in, then an error, would
+        # leave state behind, and a re-sent reading would then be dropped as a duplicate
+        if seq is not None:
+            seq = _one_per_reading(seq, np.int64, n, "seq", "whole numbers")
+        if ts is not None:
+            ts = _one_per_reading(ts, np.float64, n, "ts", "numbers")
         if not cells.all_finite(X):
             row, col = np.argwhere(~np.isfinite(X))[0]
             raise ValueError(f"reading {row} ({streams[row]!r}) holds {X[row, col]} at input {col}")
@@ -285,15 +291,13 @@ class StreamEngine:
         gaps = 0
         if seq is not None:
             keep = np.empty(n, np.bool_)
-            duplicates, gaps = check_sequence(
-                slots, np.asarray(seq, np.int64).reshape(n), table.slabs[SEQ_SLAB], keep
-            )
+            duplicates, gaps = check_sequence(slots, seq, table.slabs[SEQ_SLAB], keep)
             if duplicates:
                 kept = np.flatnonzero(keep)
                 n = kept.size
                 slots, X = slots[kept], X[kept]
                 if ts is not None:
-                    ts = np.asarray(ts, np.float64).reshape(-1)[kept]
+                    ts = ts[kept]
         if self._seen.shape[0] < table.capacity:
             self._seen = np.zeros(table.capacity, np.int32)
         self._ensure_batch(n)
@@ -301,7 +305,7 @@ class StreamEngine:
         waves = cells.occurrence_ranks(slots, self._seen, ranks)
         scoring = self.anomaly is not None
         if scoring:
-            stamps = np.full(n, np.nan) if ts is None else np.asarray(ts, np.float64).reshape(n)
+            stamps = np.full(n, np.nan) if ts is None else ts
         result = StepResult.empty(n, self._packed.outputs, scoring)
         result.kept, result.gaps = kept, gaps
         if waves == 1:
@@ -747,6 +751,18 @@ def _anomaly_spec(model: Model) -> AnomalySpec | None:
             f"but the model maps {model.input_size} inputs to {model.output_size} outputs"
         )
     return spec
+
+
+def _one_per_reading(values: Any, dtype: type, n: int, name: str, kind: str) -> np.ndarray:
+    """Return `values` as a (n,) array of `dtype`, or raise ValueError saying what is wrong."""
+    try:
+        array = np.asarray(values, dtype).reshape(-1)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name}: expected {kind}, one per reading ({exc})") from None
+    if array.size != n:
+        plural = "value" if array.size == 1 else "values"
+        raise ValueError(f"{name} holds {array.size} {plural} for {n} readings, one per reading")
+    return array
 
 
 def _check_finite_row(x: np.ndarray) -> None:

@@ -320,6 +320,33 @@ def test_step_many_refuses_non_finite_value_in_one_row_and_changes_nothing(
     assert "new" not in busy and "other" not in busy
 
 
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        pytest.param({"seq": [9, 9]}, r"seq holds 2 values for 3 readings", id="seq-short"),
+        pytest.param({"seq": [9, 9, 9, 9]}, r"seq holds 4 values for 3 readings", id="seq-long"),
+        pytest.param({"seq": [9, 9, 1], "ts": [1.0]}, r"ts holds 1 value for 3", id="ts-short"),
+        pytest.param({"seq": [1, 9, 9], "ts": 5.0}, r"ts holds 1 value for 3", id="ts-scalar"),
+        pytest.param({"seq": [9, 9, 9], "ts": ["x", 1, 2]}, r"ts: expected numbers", id="ts-text"),
+        pytest.param({"seq": ["x", 9, 9]}, r"seq: expected whole numbers", id="seq-text"),
+    ],
+)
+@pytest.mark.parametrize("scoring", [False, True], ids=["plain", "scoring"])
+def test_process_refuses_seq_or_ts_not_one_per_reading_and_changes_nothing(
+    lstm2: Model, scoring: bool, extra: dict, message: str
+) -> None:
+    model = load_default_model() if scoring else lstm2
+    engine = StreamEngine(model)
+    engine.process(["a", "b"], np.ones((2, model.input_size)), seq=[5, 5])
+    before = all_states(engine)
+
+    with pytest.raises(ValueError, match=message):
+        engine.process(["a", "new", "b"], np.ones((3, model.input_size)), **extra)
+
+    _assert_same_states(all_states(engine), before)
+    assert "new" not in engine
+
+
 def test_engine_keeps_working_after_refusing_bad_input(busy: StreamEngine, lstm2: Model) -> None:
     twin = StreamEngine(lstm2)
     twin.step_many(["a", "b", "c", "a"], random_rows(11, 4))
