@@ -635,7 +635,13 @@ class StreamEngine:
             if got is None or got.shape != (len(ids), *shape) or got.dtype != dtype:
                 raise ValueError(f"snapshot {path} is corrupt: state array {name!r} is malformed")
         idle = arrays.get("idle_seconds")
-        if idle is None or idle.shape != (len(ids),):
+        # a NaN or negative age would keep its stream from ever being idle
+        if (
+            idle is None
+            or idle.shape != (len(ids),)
+            or idle.dtype != np.float64
+            or not (idle >= 0).all()
+        ):
             raise ValueError(f"snapshot {path} is corrupt: idle_seconds is malformed")
         if table.max_streams is not None and len(ids) > table.max_streams:
             raise ValueError(
@@ -845,4 +851,13 @@ def read_snapshot(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         header.get("model_fingerprint"), str
     ):
         raise ValueError(f"snapshot {path} is corrupt: header lacks streams or fingerprint")
+    seen: set[str] = set()
+    for stream in header["streams"]:
+        if not isinstance(stream, str):
+            raise ValueError(f"snapshot {path} is corrupt: stream id {stream!r} is not a str")
+        if stream in seen:  # restored, it would take two slots, one of them never to be freed
+            raise ValueError(f"snapshot {path} is corrupt: it holds stream {stream!r} twice")
+        seen.add(stream)
+    if not isinstance(header.get("extra", {}), dict):
+        raise ValueError(f"snapshot {path} is corrupt: its header's extra is not a dict")
     return header, arrays

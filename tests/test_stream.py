@@ -644,6 +644,28 @@ def test_restore_refuses_state_arrays_of_wrong_shape(
         StreamEngine.restore(tmp_path / "bad.npz", lstm2)
 
 
+@pytest.mark.parametrize(
+    ("edit_header", "edit_arrays", "message"),
+    [
+        pytest.param(
+            lambda h: h.update(streams=["a", "b", "a"]), None, "stream 'a' twice", id="repeated-id"
+        ),
+        pytest.param(lambda h: h.update(streams=["a", 7, "c"]), None, "not a str", id="int-id"),
+        pytest.param(lambda h: h.update(extra=[1]), None, "extra", id="extra-not-a-dict"),
+        pytest.param(None, lambda a: a["idle_seconds"].fill(np.nan), "idle_seconds", id="idle-nan"),
+        pytest.param(None, lambda a: a["idle_seconds"].fill(-5.0), "idle_seconds", id="idle-neg"),
+    ],
+)
+def test_restore_refuses_a_malformed_header_or_idle_ages(
+    busy: StreamEngine, lstm2: Model, tmp_path: Path, edit_header, edit_arrays, message: str
+) -> None:
+    busy.snapshot(tmp_path / "good.npz")
+    _rewrite(tmp_path / "good.npz", tmp_path / "bad.npz", edit_header, edit_arrays)
+
+    with pytest.raises(ValueError, match=f"corrupt.*{message}"):
+        StreamEngine.restore(tmp_path / "bad.npz", lstm2)
+
+
 def test_restore_refuses_more_streams_than_max_streams(
     busy: StreamEngine, lstm2: Model, tmp_path: Path
 ) -> None:
