@@ -45,7 +45,8 @@ kernel, `finish_batch`, so each stream's row is fetched once per reading.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
@@ -80,6 +81,9 @@ E_COUNT, E_SHORT, E_MEAN, E_VAR, E_COOL = 0, 1, 2, 3, 4
 _LN10 = math.log(10.0)
 
 
+_WINDOWS = ("norm_window", "resid_window", "short_window", "long_window")
+
+
 @dataclass(frozen=True)
 class AnomalySpec:
     """Constants of the anomaly kernels and the slabs they need.
@@ -108,6 +112,39 @@ class AnomalySpec:
     nines: float = 10.0  # likelihood score 1 at a likelihood of 1 - 10**-nines
     alarm: float = 0.4  # a score this high starts a cool-down
     cooldown: int = 300  # readings after an alarm that score novelty only
+
+    def __post_init__(self) -> None:
+        for name in (f.name for f in fields(self)):
+            value = getattr(self, name)
+            if name == "features":
+                if isinstance(value, bool) or not isinstance(value, Integral):
+                    raise ValueError(f"features: expected a whole number, got {value!r}")
+            elif isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
+                raise ValueError(f"{name}: expected a number, got {value!r}")
+            # the kernels average with weight max(1 / (count + 1), 1 / window), which a window
+            # below 1 makes exceed 1 (the averages diverge); they divide by err_scale and nines
+            if name in _WINDOWS or name == "features":
+                least, bound = value >= 1, "at least 1"
+            elif name in ("err_scale", "nines"):
+                least, bound = value > 0, "above 0"
+            else:
+                least, bound = value >= 0, "at least 0"
+            if not least:
+                raise ValueError(f"{name}: must be {bound}, got {value!r}")
+
+    @classmethod
+    def from_metadata(cls, section: Any) -> AnomalySpec:
+        """Return the spec a model's metadata "anomaly" section describes (missing constants
+        take their defaults); raise ValueError saying what is wrong with it."""
+        if not isinstance(section, dict):
+            raise ValueError(f"expected a dict of the detector's constants, got {section!r}")
+        unknown = sorted(set(section) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(
+                f"unknown key(s) {', '.join(unknown)}; the constants are "
+                f"{', '.join(f.name for f in fields(cls))}"
+            )
+        return cls(**section)
 
     @property
     def row_width(self) -> int:

@@ -144,6 +144,8 @@ class Model:
 
         _set(self, "feature_names", _checked_feature_names(self.feature_names, in_size))
         _set(self, "metadata", _checked_metadata(self.metadata))
+        if self.metadata.get("anomaly") is not None:
+            _check_anomaly_section(self.metadata["anomaly"], in_size, out_size)
 
     def _checked_layers(self, in_size: int, hidden: int) -> tuple[LayerWeights, ...]:
         layers = self.layers
@@ -738,6 +740,21 @@ def _checked_metadata(metadata: Any) -> dict:
         return json.loads(json.dumps(dict(metadata), allow_nan=False))
     except (TypeError, ValueError) as exc:
         raise ValueError(f"metadata: must be JSON-serialisable ({exc})") from exc
+
+
+def _check_anomaly_section(section: Any, input_size: int, output_size: int) -> None:
+    """Raise ValueError unless `section` describes a scorer that can run around this model."""
+    from engine.anomaly import AnomalySpec  # Numba's kernels: imported for a scoring model only
+
+    try:
+        spec = AnomalySpec.from_metadata(section)
+    except ValueError as exc:
+        raise ValueError(f"metadata 'anomaly': {exc}") from None
+    if not input_size == output_size == spec.features:
+        raise ValueError(
+            f"metadata 'anomaly': declares an anomaly-scoring forecaster of {spec.features} "
+            f"features, but the model maps {input_size} inputs to {output_size} outputs"
+        )
 
 
 def _canonical_json(obj: Any) -> str:

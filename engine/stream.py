@@ -748,15 +748,7 @@ def _slab_specs(
 def _anomaly_spec(model: Model) -> AnomalySpec | None:
     """Return the model's anomaly spec, or None for a model that does not score."""
     section = model.metadata.get("anomaly")
-    if section is None:
-        return None
-    spec = AnomalySpec(**section)
-    if not model.input_size == model.output_size == spec.features:
-        raise ValueError(
-            f"model metadata declares an anomaly-scoring forecaster of {spec.features} features, "
-            f"but the model maps {model.input_size} inputs to {model.output_size} outputs"
-        )
-    return spec
+    return None if section is None else AnomalySpec.from_metadata(section)
 
 
 def _one_per_reading(values: Any, dtype: type, n: int, name: str, kind: str) -> np.ndarray:

@@ -393,6 +393,39 @@ def test_edited_metadata_still_loads(saved):
     assert loaded.fingerprint == model.fingerprint
 
 
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        pytest.param({"probaton": 30}, "unknown key.*probaton", id="misspelt-key"),
+        pytest.param([1], "expected a dict", id="not-a-dict"),
+        pytest.param({"features": 2}, "of 2 features.*1 inputs to 1 outputs", id="features"),
+        pytest.param({"features": 1.0}, "features: expected a whole number", id="float-features"),
+        pytest.param({"norm_window": "2000"}, "norm_window: expected a number", id="text"),
+        pytest.param({"alarm": None}, "alarm: expected a number", id="null"),
+        pytest.param({"z_clip": True}, "z_clip: expected a number", id="bool"),
+        pytest.param({"long_window": 0}, "long_window: .*at least 1", id="zero-window"),
+        pytest.param({"err_scale": 0.0}, "err_scale: .*above 0", id="zero-scale"),
+        pytest.param({"cooldown": -5}, "cooldown: .*at least 0", id="negative"),
+    ],
+)
+def test_edited_anomaly_section_that_cannot_score_is_refused_at_load(tmp_path, section, message):
+    model = dataclasses.replace(
+        Model.random("gru", 1, 4, output_size=1), metadata={"anomaly": {"features": 1}}
+    )
+    path = tmp_path / "model.npz"
+    model.save(path)
+    arrays = _arrays_of(path)
+    header = _header_of(arrays)
+    header["metadata"]["anomaly"] = (
+        {**header["metadata"]["anomaly"], **section} if isinstance(section, dict) else section
+    )
+    np.savez(path, **_with_header(arrays, header))
+
+    with pytest.raises(ValueError, match=f"metadata 'anomaly': .*{message}") as info:
+        Model.load(path)
+    assert str(path) in str(info.value)
+
+
 @pytest.mark.parametrize("version", [2, 0, "1", None])
 def test_unknown_format_version_is_refused(saved, version):
     _, path = saved
