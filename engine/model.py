@@ -333,6 +333,11 @@ class Model:
                 f"{path}: header says no head but output_size {out_size} != hidden_size {hidden}"
             )
 
+        if 4 * header["num_layers"] > len(arrays):  # before listing the arrays of every layer
+            raise ValueError(
+                f"{path}: header says {header['num_layers']} layers, but the file holds "
+                f"{len(arrays)} arrays, not 4 a layer"
+            )
         expected: dict[str, tuple[int, ...]] = {}
         for k in range(header["num_layers"]):
             cols = in_size if k == 0 else hidden

@@ -452,6 +452,28 @@ def test_other_format_name_and_bad_header_are_refused(saved):
         Model.load(path)
 
 
+def test_header_claiming_a_huge_layer_count_is_refused_without_running_out_of_memory(saved):
+    _, path = saved
+    arrays = _arrays_of(path)
+    np.savez(path, **_with_header(arrays, {**_header_of(arrays), "num_layers": 10**9}))
+    # in a child whose memory is capped: listing the arrays of 10**9 layers would take hundreds
+    # of GB, which would bring down more than this test
+    code = (
+        "import resource, sys; from engine.model import Model; "
+        "resource.setrlimit(resource.RLIMIT_AS, (512 << 20, 512 << 20)); "
+        "Model.load(sys.argv[1])"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "ValueError: " in result.stderr, result.stderr[-500:]
+    assert "header says 1000000000 layers, but the file holds 14 arrays" in result.stderr
+
+
 def test_missing_file_raises_file_not_found(tmp_path):
     with pytest.raises(FileNotFoundError):
         Model.load(tmp_path / "absent.npz")
