@@ -407,12 +407,17 @@ class StreamEngine:
 
     # ------------------------------------------------------------ stream admin
     def reset(self, stream: str) -> bool:
-        """Zero a stream's state, closing its open alert; return whether the stream existed."""
+        """Zero a stream's state (not its own alert level), closing its open alert; return
+        whether the stream existed."""
         slot = self._table.slot_of.get(stream)
         if slot is None:
             return False
         self._close_open_alerts(np.array([slot], np.int64), CloseReason.RESET)
+        alerts = self._table.slabs.get(ALERT_SLAB)
+        level = None if alerts is None else alerts[slot, A_THRESHOLD]
         self._table.zero(slot)
+        if alerts is not None:  # an operator's level for the stream is a setting, not its state
+            alerts[slot, A_THRESHOLD] = level
         return True
 
     def drop(self, stream: str, reason: CloseReason = CloseReason.DROPPED) -> bool:
@@ -446,7 +451,8 @@ class StreamEngine:
         """Give one stream its own alert open level (None: back to the policy's).
 
         Return whether the stream exists; the level lives with the stream's state, so it is
-        snapshotted with it and forgotten when the stream is dropped or evicted.
+        snapshotted with it, kept through a `reset` and forgotten when the stream is dropped or
+        evicted.
         """
         if self.anomaly is None:
             raise ValueError("this model does not score anomalies, so it has no alerts")

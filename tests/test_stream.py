@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from reference import reference_step, zero_state
 
 import engine.stream as stream_module
-from engine.alerts import SCORING_SLAB
+from engine.alerts import A_THRESHOLD, SCORING_SLAB
 from engine.anomaly import AnomalySpec
 from engine.default_model import load_default_model
 from engine.memory import release_freed_memory
@@ -905,3 +905,24 @@ def test_memory_of_a_burst_of_streams_goes_back_to_the_system_when_they_are_evic
     before, peak, after = map(float, done.stdout.split())
     assert peak - before > 60  # the burst did take memory
     assert (after - before) / (peak - before) < 0.15, (before, peak, after)
+
+
+def test_a_streams_own_alert_level_outlives_a_reset_but_not_a_drop(tmp_path: Path) -> None:
+    # An operator's `threshold --stream` is a setting: a producer's `reset: true` (a sensor
+    # replaced) zeroed it with the state and put the stream back on the policy's level.
+    engine = StreamEngine(load_default_model())
+    engine.process(["noisy", "calm"], np.ones((2, 1), np.float32))
+    assert engine.set_threshold("noisy", 0.8)
+
+    def level(stream: str) -> float:
+        return float(engine.state_of(stream)[SCORING_SLAB][A_THRESHOLD])
+
+    assert engine.reset("noisy") and engine.reset("calm")
+    assert (level("noisy"), level("calm")) == (0.8, 0.0)
+    assert not np.delete(engine.state_of("noisy")[SCORING_SLAB], A_THRESHOLD).any()
+    engine.snapshot(tmp_path / "state.npz")
+    restored = StreamEngine.restore(tmp_path / "state.npz", load_default_model())
+    assert float(restored.state_of("noisy")[SCORING_SLAB][A_THRESHOLD]) == 0.8
+    assert engine.drop("noisy")
+    engine.process(["noisy"], np.ones((1, 1), np.float32))
+    assert level("noisy") == 0.0
