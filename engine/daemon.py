@@ -716,6 +716,8 @@ class Daemon:
         zeroing each page) took half of the copy's time at 100,000-300,000 streams.
         """
         self._schedule_checkpoint()
+        if self._snapshot_memory is not None:
+            return  # memory for this one on its way or ready for the loop's copy: keep it
         if self._snapshot_thread is not None and self._snapshot_thread.is_alive():
             return  # still writing the last one: the timer comes round again
         size = self.engine.snapshot_memory()

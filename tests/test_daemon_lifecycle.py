@@ -358,6 +358,27 @@ def test_periodic_checkpoint_copies_once_its_memory_is_ready_and_keeps_later_ste
     assert daemon._snapshot_memory is None and daemon._snapshot_thread is None
 
 
+def test_a_checkpoint_whose_memory_is_ready_is_copied_even_when_the_timer_comes_round_again(
+    tmp_path, model
+):
+    # With --checkpoint-every under the loop's 0.1 s poll, an idle daemon's timer came round
+    # again before the loop copied: each time, the ready memory was dropped for a new one, and
+    # periodic snapshots all but stopped (1 in 3 s at --checkpoint-every 0.05).
+    daemon = Daemon(ServeConfig(state_dir=str(tmp_path)), logging.getLogger("test"))
+    daemon.engine = StreamEngine(model)
+    daemon.engine.step("a", np.ones(N_IN, np.float32))
+    daemon._checkpoint_in_background()
+    daemon._snapshot_thread.join()
+    ready = daemon._snapshot_memory
+
+    daemon._checkpoint_in_background()  # the timer, before the loop's next copy
+
+    assert daemon._snapshot_memory is ready and not daemon._snapshot_thread.is_alive()
+    daemon._copy_for_checkpoint()
+    daemon._wait_for_snapshot_writer()
+    assert daemon.metrics.snapshots == 1
+
+
 def test_kill_9_restart_restores_the_last_periodic_checkpoint(tmp_path, model, model_path):
     X = np.random.default_rng(2).normal(0, 1, (40, N_IN)).astype(np.float32)
     with DaemonProcess(
