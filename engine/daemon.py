@@ -305,7 +305,11 @@ class Daemon:
 
     # ------------------------------------------------------------------- loop
     def install_signal_handlers(self) -> None:
-        """SIGTERM and SIGINT start an orderly stop; a second one exits at once."""
+        """SIGTERM, SIGINT and SIGHUP start an orderly stop; a second one exits at once.
+
+        SIGHUP too: by default it ended the daemon at once, without a snapshot, whether it came
+        from a closed terminal or from an operator who expected it to reload something.
+        """
 
         def handler(signum: int, _frame: Any) -> None:
             self._signals += 1
@@ -315,6 +319,7 @@ class Daemon:
 
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGHUP, handler)
 
     def run(self) -> None:
         """Serve until asked to stop, then drain, publish, snapshot and close."""

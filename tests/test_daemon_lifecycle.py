@@ -91,7 +91,13 @@ def assert_outputs(got: dict[str, list[dict]], model: Model, names: list[str], X
 # ----------------------------------------------------------------------------- stopping
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize(
+    "signum",
+    # SIGHUP (a closed terminal, or a `kill -HUP` meant as a reload) used to end the daemon
+    # at once, without a snapshot
+    [signal.SIGTERM, signal.SIGINT, signal.SIGHUP],
+    ids=["SIGTERM", "SIGINT", "SIGHUP"],
+)
 def test_stop_signal_publishes_every_reading_sent_before_it_snapshots_and_exits_0(
     tmp_path, model, model_path, signum
 ):
