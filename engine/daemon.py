@@ -214,6 +214,15 @@ class Daemon:
                 # Streams keep their last seq in the engine's slots now; older snapshots had
                 # a table of them here.
                 engine.snapshot_extra.pop("last_seq", None)
+                if engine.evictions:
+                    log(
+                        self.logger,
+                        logging.WARNING,
+                        "snapshot holds more streams than --max-streams: evicted the least "
+                        "recently used",
+                        evicted=engine.evictions,
+                        max_streams=self.config.max_streams,
+                    )
                 log(self.logger, logging.INFO, "state restored", streams=len(engine), path=path)
                 return engine
         return StreamEngine(model, **self._engine_options())

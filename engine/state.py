@@ -376,6 +376,20 @@ class StateTable:
             for name, rows in arrays.items():
                 self.slabs[name][slot] = rows[i]
 
+    def evict_over_limit(self) -> int:
+        """Evict the least recently used streams beyond max_streams, all at once (streams
+        loaded from a snapshot taken under a higher limit); return how many went."""
+        excess = 0 if self.max_streams is None else len(self) - self.max_streams
+        if excess <= 0:
+            return 0
+        oldest = np.argpartition(self.last_used, excess - 1)[:excess]  # free slots are +inf
+        self._evicting(oldest)
+        self._release_slots(oldest)
+        self.evictions += excess
+        self.evicted_lru += excess
+        self._shrink_if_sparse()
+        return excess
+
     def _evict_least_recent(self) -> None:
         """Free the least recently used streams, 1/LRU_EVICTION_SHARE of max_streams (at least
         one). Streams a batch is using carry last_used +inf meanwhile and are never chosen."""

@@ -615,7 +615,9 @@ class StreamEngine:
         """Build an engine from a snapshot made with the same model weights and anomaly settings.
 
         Reads the snapshots of this rnnstream and of earlier ones (format version 1 and on).
-        Raises ValueError for a snapshot of another model, or a truncated or corrupt file.
+        Raises ValueError for a snapshot of another model, or a truncated or corrupt file. Of a
+        snapshot with more streams than `max_streams`, the least recently used beyond it are
+        evicted (`evicted_lru`).
         """
         path = Path(path)
         header, arrays = read_snapshot(path)
@@ -649,19 +651,19 @@ class StreamEngine:
             or not (idle >= 0).all()
         ):
             raise ValueError(f"snapshot {path} is corrupt: idle_seconds is malformed")
-        if table.max_streams is not None and len(ids) > table.max_streams:
-            raise ValueError(
-                f"snapshot {path} holds {len(ids)} streams, more than max_streams="
-                f"{table.max_streams}"
-            )
         if header["format_version"] == 1 and engine.anomaly is not None:
             norm_to_planar(arrays[f"slab_{SCORING_SLAB}"], engine.anomaly)
+        # Every stream first, then the least recently used beyond max_streams go as evictions
+        # (their open alerts closed): a lowered --max-streams costs those streams, not all.
+        limit, table.max_streams = table.max_streams, None
         table.load(
             ids, {name: arrays[key] for name in table.specs if (key := f"slab_{name}") in arrays}
         )
         now = engine._clock()
         for stream, seconds in zip(ids, idle.tolist(), strict=True):
             table.last_used[table.slot_of[stream]] = now - seconds
+        table.max_streams = limit
+        table.evict_over_limit()
         engine.snapshot_extra = header.get("extra", {})
         return engine
 

@@ -18,6 +18,7 @@ from typing import get_type_hints
 
 import numpy as np
 import pytest
+from conftest import FakeClock
 from daemon_harness import (
     REPO,
     START_TIMEOUT,
@@ -475,6 +476,31 @@ def test_unusable_snapshot_is_set_aside_and_the_daemon_starts_empty(
     assert health["status"] == "ready" and health["streams"] == 0
     fresh = reference_outputs(model, [("old", [1.0, 1.0])])[0]
     np.testing.assert_allclose(pred["prediction"], fresh, rtol=0, atol=1e-5)
+
+
+def test_a_snapshot_with_more_streams_than_max_streams_keeps_the_most_recently_used(
+    tmp_path, model, model_path
+):
+    # It was set aside whole, as if corrupt: a lowered --max-streams lost every stream's state.
+    state = tmp_path / "state"
+    state.mkdir()
+    clock = FakeClock()
+    engine = StreamEngine(model, clock=clock)
+    for stream in ["s0", "s1", "s2", "s3", "s4"]:
+        engine.step(stream, np.ones(N_IN, np.float32))
+        clock.advance(1.0)
+    engine.snapshot(state / "state.npz")
+    with DaemonProcess(model_path, state, args=["--max-streams", "3"]) as daemon:
+        daemon.start()
+        (restored,) = records(daemon, "state restored")
+        (evicted,) = [r for r in daemon.log_records() if r["level"] != "info"]
+        stats = daemon.control("stats")
+        streams = daemon.control("streams")["streams"]
+
+    assert restored["streams"] == 3 and sorted(streams) == ["s2", "s3", "s4"]
+    assert evicted["evicted"] == 2 and evicted["max_streams"] == 3
+    assert stats["evicted_lru"] == 2
+    assert list(state.glob("state.npz.rejected-*")) == []
 
 
 # ----------------------------------------------------------------------------- user errors

@@ -666,13 +666,28 @@ def test_restore_refuses_a_malformed_header_or_idle_ages(
         StreamEngine.restore(tmp_path / "bad.npz", lstm2)
 
 
-def test_restore_refuses_more_streams_than_max_streams(
-    busy: StreamEngine, lstm2: Model, tmp_path: Path
+def test_restore_under_a_lower_max_streams_keeps_the_most_recently_used(
+    lstm2: Model, tmp_path: Path
 ) -> None:
-    busy.snapshot(tmp_path / "s.npz")
+    # It refused the whole snapshot, which the daemon then set aside: every stream's state
+    # lost to a lowered --max-streams.
+    clock = FakeClock()
+    engine = StreamEngine(lstm2, clock=clock)
+    for stream in ["old", "a", "b", "c"]:
+        engine.step(stream, random_rows(len(stream), 1)[0])
+        clock.advance(1.0)
+    engine.step("old", random_rows(5, 1)[0])  # the most recent again: "a" is the oldest now
+    engine.snapshot(tmp_path / "s.npz")
 
-    with pytest.raises(ValueError, match="3 streams, more than max_streams=2"):
-        StreamEngine.restore(tmp_path / "s.npz", lstm2, max_streams=2)
+    restored = StreamEngine.restore(tmp_path / "s.npz", lstm2, max_streams=3)
+
+    assert restored.streams() == ["old", "b", "c"]
+    _assert_same_states(
+        all_states(restored), {k: v for k, v in all_states(engine).items() if k != "a"}
+    )
+    assert restored.stats()["evicted_lru"] == restored.evictions == 1
+    restored.step("d", random_rows(9, 1)[0])  # the limit holds from then on
+    assert len(restored) <= 3
 
 
 def test_snapshot_leaves_no_temp_files_and_replaces_the_old_one(
