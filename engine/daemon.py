@@ -330,8 +330,9 @@ class Daemon:
         signal.signal(signal.SIGINT, handler)
         signal.signal(signal.SIGHUP, handler)
 
-    def run(self) -> None:
-        """Serve until asked to stop, then drain, publish, snapshot and close."""
+    def run(self) -> int:
+        """Serve until asked to stop, then drain, publish, snapshot and close; return the exit
+        status: 0, or 1 when the last snapshot could not be written."""
         poller = zmq.Poller()
         poller.register(self.ingest, zmq.POLLIN)
         poller.register(self.control, zmq.POLLIN)
@@ -356,7 +357,7 @@ class Daemon:
                 self._checkpoint_in_background()
             if self._snapshot_memory is not None:
                 self._copy_for_checkpoint()
-        self._shutdown()
+        return self._shutdown()
 
     def _intake_pass(self, wait: bool = True) -> int:
         """Receive what is queued (up to max_batch messages or socket_io.PASS_BUDGET_BYTES),
@@ -795,8 +796,14 @@ class Daemon:
         return {"path": str(self.state_path), "streams": count, "seconds": seconds}
 
     # --------------------------------------------------------------- shutdown
-    def _shutdown(self) -> None:
-        """Stop intake, process what was received, publish it, snapshot, close."""
+    def _shutdown(self) -> int:
+        """Stop intake, process what was received, publish it, snapshot, close; return the exit
+        status.
+
+        1 when the snapshot failed: the readings since the last good one are lost to the state,
+        which an operator (or systemd, which marks the unit failed) should not read as a clean
+        stop.
+        """
         self.status = Status.STOPPING
         log(self.logger, logging.INFO, "stopping: draining intake")
         began = quiet_since = time.monotonic()
@@ -809,7 +816,7 @@ class Daemon:
                 quiet_since = time.monotonic()
             else:
                 self.ingest.poll(10)
-        self._checkpoint("shutdown")
+        saved = self._checkpoint("shutdown").get("ok", True)
         self._close_sockets(linger=5000)
         self.status = Status.STOPPED
         log(
@@ -818,7 +825,9 @@ class Daemon:
             "stopped",
             readings=self.metrics.readings_in,
             predictions=self.metrics.predictions_out,
+            snapshot="written" if saved else "failed",
         )
+        return 0 if saved else 1
 
     def _close_sockets(self, linger: int) -> None:
         for name in ("ingest", "control", "publisher"):
@@ -896,5 +905,4 @@ def run(args: argparse.Namespace) -> int:
     # and collect the young generation less often (each reading makes a few short-lived dicts).
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
-    daemon.run()
-    return 0
+    return daemon.run()

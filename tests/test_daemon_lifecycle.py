@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -304,7 +305,29 @@ def test_shutdown_command_stops_the_daemon_with_exit_code_0(tmp_path, model_path
         assert reply == {"ok": True, "status": "stopping"}
         assert code == 0, daemon.stderr_text()
         assert [r["why"] for r in records(daemon, "snapshot written")] == ["shutdown"]
+        assert records(daemon, "stopped")[0]["snapshot"] == "written"
         assert daemon.state_path.is_file()
+        assert "Traceback" not in daemon.stderr_text()
+
+
+def test_a_stop_whose_snapshot_fails_exits_1_and_says_so(tmp_path, model_path):
+    # It exited 0, as after a clean stop, with the readings since the last snapshot lost.
+    state = tmp_path / "state"
+    with DaemonProcess(model_path, state, args=["--checkpoint-every", "0"]) as daemon:
+        daemon.start()
+        producer = daemon.producer()
+        sub = daemon.subscriber(("pred.",))
+        producer.send("lost", [1.0, 1.0])
+        daemon.until_fence(sub, producer)
+        shutil.rmtree(state)
+        state.write_text("the state directory's path, taken by a file")
+        code = daemon.stop()
+
+        assert code == 1, daemon.stderr_text()
+        (failed,) = records(daemon, "snapshot failed")
+        assert failed["level"] == "error" and failed["error"]
+        (stopped,) = records(daemon, "stopped")
+        assert stopped["snapshot"] == "failed"
         assert "Traceback" not in daemon.stderr_text()
 
 
