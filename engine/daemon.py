@@ -199,6 +199,13 @@ class Daemon:
         if path.exists():
             try:
                 engine = StreamEngine.restore(path, model, **self._engine_options())
+            except OSError as exc:
+                # Not the file's content: setting it aside would lose a good snapshot to, say,
+                # a backup copied back with an owner or mode this user cannot read.
+                raise StartupError(
+                    f"cannot read snapshot {path}: {exc.strerror}; make it a file this user can "
+                    "read, or move it away to start with no stream state"
+                ) from None
             except ValueError as exc:
                 stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
                 aside = path.with_name(f"{path.name}.rejected-{stamp}")

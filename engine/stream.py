@@ -615,7 +615,8 @@ class StreamEngine:
         """Build an engine from a snapshot made with the same model weights and anomaly settings.
 
         Reads the snapshots of this rnnstream and of earlier ones (format version 1 and on).
-        Raises ValueError for a snapshot of another model, or a truncated or corrupt file. Of a
+        Raises ValueError for a snapshot of another model, or a truncated or corrupt file, and
+        OSError for a file it cannot open. Of a
         snapshot with more streams than `max_streams`, the least recently used beyond it are
         evicted (`evicted_lru`).
         """
@@ -827,14 +828,14 @@ def _int64_array(values: list[int]) -> np.ndarray:
 
 
 def read_snapshot(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Read and check a snapshot file's header and arrays; ValueError says what is wrong."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {name: data[name] for name in data.files}
-    except FileNotFoundError:
-        raise
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
-        raise ValueError(f"snapshot {path} is truncated or corrupt ({exc})") from None
+    """Read and check a snapshot file's header and arrays; ValueError says what is wrong with
+    them, OSError why the file could not be opened (which says nothing of its content)."""
+    with open(path, "rb") as file:
+        try:
+            with np.load(file, allow_pickle=False) as data:
+                arrays = {name: data[name] for name in data.files}
+        except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
+            raise ValueError(f"snapshot {path} is truncated or corrupt ({exc})") from None
     raw = arrays.pop("header", None)
     try:
         header = json.loads(raw.tobytes().decode()) if raw is not None else None

@@ -592,6 +592,24 @@ def test_user_errors_exit_non_zero_with_one_clear_line(tmp_path, model_path):
         holder.close()
 
 
+def test_a_snapshot_that_cannot_be_opened_stops_the_start_and_stays_in_place(tmp_path, model_path):
+    # It was read as a corrupt snapshot, set aside and replaced by an empty state: what the
+    # daemon cannot open (here a folder; for a daemon that is not root, a file it may not
+    # read, such as a backup copied back by root with mode 0600) is no fault of its content.
+    state = tmp_path / "state"
+    (state / "state.npz").mkdir(parents=True)
+    daemon = DaemonProcess(model_path, state)
+    daemon.close()  # only its argv is used
+    result = _run_serve(daemon.command())
+
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"rnnstream serve: error: cannot read snapshot {state / 'state.npz'}: Is a directory; "
+        "make it a file this user can read, or move it away to start with no stream state"
+    ]
+    assert sorted(p.name for p in state.iterdir()) == ["serve.lock", "state.npz"]
+
+
 def test_a_pytorch_file_given_as_the_model_says_to_convert_it_first(tmp_path, model_path):
     torch = pytest.importorskip("torch")
     weights = tmp_path / "weights.pt"
