@@ -87,7 +87,8 @@ def read_csv(
     Without `time_column` the time column is found as `find_time_column` finds it. Without
     `stream_column` every row belongs to `stream` (default: the file's stem). Without
     `value_columns` every column other than the time and stream columns is a value column.
-    Raise ValueError naming the file and line for a missing column or an unparsable cell.
+    Raise ValueError naming the file and line for a missing column, an unparsable cell or a
+    row with more or fewer fields than the header.
     """
     path = Path(path)
     # utf-8-sig: a byte order mark (Excel writes one) must not stick to the first column name
@@ -127,16 +128,18 @@ def read_csv(
         for line, cells in enumerate(reader, start=2):
             if not cells or all(not c.strip() for c in cells):
                 continue
+            # A field more than the header (an unquoted "1,234") would shift or drop a value
+            # unseen; `rnnstream train` and `report` refuse such a row too.
+            if len(cells) != len(header):
+                raise ValueError(
+                    f"{path}:{line}: {len(cells)} fields, the header has {len(header)}"
+                )
             try:
                 ts = parse_timestamp(cells[t_idx])
                 values = tuple(cell_number(cells[i], header[i], hint_stream_column) for i in v_idx)
                 row_stream = default_stream if s_idx is None else cells[s_idx].strip()
             except ValueError as exc:
                 raise ValueError(f"{path}:{line}: {exc}") from None
-            except IndexError:
-                raise ValueError(
-                    f"{path}:{line}: {len(cells)} fields, the header has {len(header)}"
-                ) from None
             if not row_stream:
                 raise ValueError(f"{path}:{line}: empty stream id")
             rows.append(Row(ts, row_stream, values))

@@ -74,6 +74,8 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     write("binary", b"\xff\xfe\x00\x01 not text")
     write("a_file", "")
     write("ragged.csv", "timestamp,value\n2020-01-01 00:00:00,1\n2020-01-01 00:05:00\n")
+    # an unquoted thousands separator: 1,234 would be two fields
+    write("wide_row.csv", "timestamp,value\n2020-01-01 00:00:00,1,234\n2020-01-01 00:05:00,2\n")
     write("bad_value.csv", "timestamp,value\n2020-01-01 00:00:00,1\n2020-01-01 00:05:00,x\n")
     write("bad_time.csv", "timestamp,value\nyesterday,1\n")
     write("sensors.csv", "sensor,timestamp,value\npump-7,2020-01-01 00:00:00,1\n")
@@ -278,6 +280,11 @@ def test_nab_score_only_with_a_non_number_names_file_and_column(files):
         ("missing.csv", [], ["no such file", "missing.csv"]),
         ("binary", [], ["binary is not a UTF-8 text CSV file"]),
         ("ragged.csv", [], ["ragged.csv:3", "1 fields, the header has 2"]),
+        (
+            "wide_row.csv",
+            ["--as-fast-as-possible"],
+            ["wide_row.csv:2", "3 fields, the header has 2"],
+        ),
         ("bad_value.csv", [], ["bad_value.csv:3", "column 'value' is not a number: 'x'"]),
         ("sensors.csv", [], ["sensors.csv:2", "'sensor'", "--stream-column sensor"]),
         ("bad_time.csv", [], ["bad_time.csv:2", "cannot parse timestamp 'yesterday'"]),
