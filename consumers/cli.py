@@ -1,8 +1,8 @@
 """Watch a running `rnnstream serve`: tail its output, record predictions, or collect alerts.
 
-Exit status 0 after --count records, --duration seconds or Ctrl-C; 1 when the daemon refused
-the connection's handshake (an unknown CURVE key, CURVE on one side only: the message says
-which); 2 for a usage mistake.
+Exit status 0 after --count records, --duration seconds, Ctrl-C or SIGTERM; 1 when the daemon
+refused the connection's handshake (an unknown CURVE key, CURVE on one side only: the message
+says which); 2 for a usage mistake.
 """
 
 from __future__ import annotations
@@ -296,11 +296,14 @@ def _record(args: argparse.Namespace, sub: Subscriber, out: TextIO) -> int:
     last_flush = time.monotonic()
     with fh:
         recorder = _Recorder(fh, fmt)
-        for n, _, payload in _limited(args, sub, ("pred",)):  # noqa: B007
-            recorder.write(payload)
-            if time.monotonic() - last_flush > 1.0:
-                fh.flush()
-                last_flush = time.monotonic()
+        try:
+            for n, _, payload in _limited(args, sub, ("pred",)):  # noqa: B007
+                recorder.write(payload)
+                if time.monotonic() - last_flush > 1.0:
+                    fh.flush()
+                    last_flush = time.monotonic()
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM ends a recording as --duration does
+            pass
     print(f"recorded {n} predictions to {args.out} ({fmt})", file=out, flush=True)
     return n
 

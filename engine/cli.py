@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
 
 from engine import __version__
@@ -55,6 +56,10 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 class UserError(Exception):
     """An error the user caused and can fix: printed as one line, exit status 2."""
 
@@ -95,6 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     module.add_arguments(parser)
     args = parser.parse_args(argv[1:])
+    if name != "serve":  # the daemon has its own orderly stop for both signals
+        # `kill`, `timeout` or a service manager stops a tool with SIGTERM: end the run as Ctrl-C
+        # does (a recording flushed, a producer's queue sent, the demo's daemon stopped) rather
+        # than die where it stands.
+        signal.signal(signal.SIGTERM, _interrupt)
     try:
         code = int(module.run(args) or 0)
         sys.stdout.flush()  # so that a closed pipe shows up here, not at exit

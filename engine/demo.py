@@ -209,6 +209,9 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
         daemon.start()
     except RuntimeError as exc:
         raise UserError(f"the daemon did not start: {exc}") from None
+    except KeyboardInterrupt:  # while it compiles: stop it too, or it would serve on alone
+        daemon.kill()
+        raise
     observed = Observed()
     stop = threading.Event()
     listener = threading.Thread(target=_subscribe, args=(daemon.publish, observed, stop))
