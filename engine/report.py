@@ -43,6 +43,10 @@ RANGE_RULE = (
     "ISO 8601 (UTC unless it has an offset), or @SECONDS since the epoch"
 )
 
+# The times a time axis can show: datetime's years, which matplotlib's dates share.
+_FIRST_TIME = datetime(1, 1, 1, tzinfo=UTC).timestamp()
+_LAST_TIME = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()
+
 Span = tuple[int, int | None]  # (first reading, last reading or None while still open)
 
 
@@ -189,11 +193,12 @@ def csv_series(
     most likely, is refused rather than drawn as one interleaved series.
     `windows_file` is NAB's labels JSON, keyed `<category>/<name>.csv` (the file's folder and
     name); its windows are placed on the readings whose timestamps they cover. A UTF-8 byte
-    order mark is ignored; every row must have as many fields as the header, and every value
-    must be finite and within float32 range (the engine's).
+    order mark is ignored; every row must have as many fields as the header, every value
+    must be finite and within float32 range (the engine's), and every time within the years
+    1 to 9999 (a time axis's).
     Raise ValueError naming the file (and line) for anything wrong.
     """
-    from producers.csv_replay import cell_number, find_time_column, is_number, parse_timestamp
+    from producers.csv_replay import cell_number, find_time_column, is_number
 
     path = Path(path)
     with path.open(newline="", encoding="utf-8-sig") as fh:
@@ -250,7 +255,7 @@ def csv_series(
             try:
                 value = cell_number(cells[v_idx], value_column)
                 if t_idx is not None:
-                    stamps.append(parse_timestamp(cells[t_idx]))
+                    stamps.append(_drawable_time(cells[t_idx]))
             except ValueError as exc:
                 raise ValueError(f"{path}:{line}: {exc}") from None
             if not math.isfinite(value):
@@ -277,6 +282,21 @@ def csv_series(
     if stream_column is not None:
         source += f", stream {name}"
     return Series(name, array, ts, windows, source=source)
+
+
+def _drawable_time(text: str) -> float:
+    """Return a timestamp cell's epoch seconds; raise ValueError unless the time axis can show
+    it (years 1 to 9999, as datetime and matplotlib): epoch milliseconds lie far beyond."""
+    from producers.csv_replay import parse_timestamp
+
+    seconds = parse_timestamp(text)
+    if not _FIRST_TIME <= seconds <= _LAST_TIME:
+        when = "after the year 9999" if seconds > _LAST_TIME else "before the year 1"
+        raise ValueError(
+            f"timestamp {text.strip()!r} read as epoch seconds is {when}, beyond any time axis "
+            "(epoch milliseconds? divide them by 1000)"
+        )
+    return seconds
 
 
 def _stream_of(

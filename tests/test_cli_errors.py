@@ -80,6 +80,8 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     write("bad_time.csv", "timestamp,value\nyesterday,1\n")
     write("sensors.csv", "sensor,timestamp,value\npump-7,2020-01-01 00:00:00,1\n")
     write("header_only.csv", "timestamp,value\n")
+    write("epoch_ms.csv", "timestamp,value\n1577836800000,1\n1577837100000,2\n")
+    write("epoch_huge.csv", "timestamp,value\n1e13,1\n1.0000000003e13,2\n")
     rows = "".join(f"2020-01-01 {h:02d}:00:00,{h}\n" for h in range(6))
     write("short.csv", "timestamp,value\n" + rows)
     # a tiny NAB layout: data/cat/a.csv, windows, profiles, results
@@ -490,6 +492,8 @@ needs_report = pytest.mark.skipif(
         ([], ["give exactly one source"]),
         (["--csv", "{missing.csv}"], ["missing.csv not found", "--csv"]),
         (["--csv", "{bad_value.csv}"], ["bad_value.csv:3"]),
+        (["--csv", "{epoch_ms.csv}"], ["epoch_ms.csv:2", "'1577836800000'", "milliseconds"]),
+        (["--csv", "{epoch_huge.csv}"], ["epoch_huge.csv:2", "'1e13'", "year 9999"]),
         (["--synthetic", "1", "--model", "{garbage}"], ["--model", "garbage"]),
         (["--synthetic", "1", "--model", "{other_shape.npz}"], ["does not score anomalies"]),
         (["--synthetic", "1", "--length", "0"], ["--length must be at least"]),
