@@ -187,6 +187,11 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     if args.duration <= 0 or args.streams < 1 or args.rate <= 0:
         raise UserError("--duration, --streams and --rate must be positive")
+    if args.seed < 0:
+        raise UserError("--seed must be at least 0")
+    # Made before the daemon and the listener thread start: nothing may fail between their
+    # start and the `try` that stops them.
+    fleet = SyntheticFleet(args.streams, seed=args.seed)
     workdir = Path(args.out)
     try:
         workdir.mkdir(parents=True, exist_ok=True)
@@ -216,7 +221,6 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     stop = threading.Event()
     listener = threading.Thread(target=_subscribe, args=(daemon.publish, observed, stop))
     listener.start()
-    fleet = SyntheticFleet(args.streams, seed=args.seed)
     values: list[np.ndarray] = []
     sent = 0
     try:

@@ -707,6 +707,8 @@ def _load(args: argparse.Namespace) -> Series:
                 "--value-column, --time-column, --stream-column, --stream and --windows go with "
                 "--csv"
             )
+        if args.synthetic < 0:
+            raise UserError("--synthetic SEED must be at least 0")
         if args.length < 2:
             raise UserError("--length must be at least 2 readings")
         if args.anomaly_rate is not None and not 0.0 <= args.anomaly_rate <= 1.0:

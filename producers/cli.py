@@ -245,13 +245,20 @@ def _run_synthetic(args: argparse.Namespace) -> int:
         raise UserError("--streams must be at least 1")
     rate_ok = math.isfinite(args.rate) and args.rate >= 0
     _require(rate_ok, "--rate", "a finite number >= 0 (0 sends as fast as possible)", args.rate)
-    for flag, value in (("--duration", args.duration), ("--anomaly-rate", args.anomaly_rate)):
-        _require(value is None or math.isfinite(value), flag, "a finite number", value)
+    duration_ok = args.duration is None or math.isfinite(args.duration)
+    _require(duration_ok, "--duration", "a finite number", args.duration)
+    anomaly_rate = args.anomaly_rate
+    anomaly_rate_ok = anomaly_rate is None or (math.isfinite(anomaly_rate) and anomaly_rate >= 0)
+    _require(anomaly_rate_ok, "--anomaly-rate", "a finite number >= 0", anomaly_rate)
+    if args.seed < 0:
+        raise UserError("--seed must be at least 0")
     _check_progress(args)
     kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
+    if not kinds and anomaly_rate != 0:
+        raise UserError("--kinds names no anomaly kind; name some, or give --anomaly-rate 0")
     options = {"period": args.period, "kinds": kinds}
-    if args.anomaly_rate is not None:
-        options["anomaly_rate"] = args.anomaly_rate
+    if anomaly_rate is not None:
+        options["anomaly_rate"] = anomaly_rate
     try:
         fleet = SyntheticFleet(args.streams, args.seed, **options)
     except ValueError as exc:

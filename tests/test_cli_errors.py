@@ -324,6 +324,9 @@ def test_produce_csv_stream_with_several_files_explains(files):
         (["--anomaly-rate", "nan"], ["--anomaly-rate must be a finite number"]),
         (["--progress", "nan"], ["--progress must be a finite number"]),
         (["--kinds", "bogus"], ["unknown anomaly kinds", "spike"]),
+        (["--kinds", ","], ["--kinds names no anomaly kind", "--anomaly-rate 0"]),
+        (["--anomaly-rate", "-1"], ["--anomaly-rate must be a finite number >= 0"]),
+        (["--seed", "-1"], ["--seed must be at least 0"]),
         (["--period", "1"], ["period must be at least 4"]),
         (["--endpoint", "nonsense"], ["cannot connect to 'nonsense'"]),
         (["--server-public-key", "/no/such.key"], ["neither a 40-character Z85 key nor a file"]),
@@ -456,6 +459,12 @@ def test_demo_non_positive_sizes_are_refused(flag):
     assert_says(user_error("demo", flag, "0"), "must be positive")
 
 
+def test_demo_negative_seed_is_refused_before_the_daemon_starts(files):
+    line = user_error("demo", "--seed", "-1", "--out", s(files["dir"] / "demo"))
+    assert_says(line, "--seed must be at least 0")
+    assert "starting rnnstream serve" not in line
+
+
 def test_demo_out_under_a_file_asks_for_another_out(files):
     line = user_error("demo", "--duration", "1", "--out", s(files["a_file"] / "demo"))
     assert_says(line, "cannot create", "choose another --out")
@@ -497,6 +506,7 @@ needs_report = pytest.mark.skipif(
         (["--synthetic", "1", "--model", "{garbage}"], ["--model", "garbage"]),
         (["--synthetic", "1", "--model", "{other_shape.npz}"], ["does not score anomalies"]),
         (["--synthetic", "1", "--length", "0"], ["--length must be at least"]),
+        (["--synthetic", "-1"], ["--synthetic SEED must be at least 0"]),
         (["--synthetic", "1", "--threshold", "3"], ["--threshold <= 1"]),
     ],
 )
