@@ -109,7 +109,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="comma-separated value columns (default: all but time and stream)",
     )
-    csv_p.add_argument("--stream", default=None, help="stream id for a single file's rows")
+    csv_p.add_argument(
+        "--stream", default=None, help="stream id for a single file's rows (no --stream-column)"
+    )
     pace = csv_p.add_mutually_exclusive_group()
     pace.add_argument(
         "--speed", type=float, default=1.0, help="replay X times faster than the timestamps"
@@ -323,6 +325,12 @@ def _run_csv(args: argparse.Namespace) -> int:
         value_columns = [c.strip() for c in args.value_columns.split(",") if c.strip()]
     if args.stream is not None and len(args.files) > 1:
         raise UserError("--stream names one file's rows; give one FILE or use --stream-column")
+    if args.stream is not None and args.stream_column is not None:
+        # `report` would draw just that stream: say so rather than replay every stream
+        raise UserError(
+            "--stream names the rows of a file without --stream-column; it does not pick one "
+            "stream of the column: produce replays them all"
+        )
     tables = []
     for path in args.files:
         if not path.is_file():

@@ -312,6 +312,14 @@ def test_produce_csv_stream_with_several_files_explains(files):
     assert_says(line, "--stream names one file's rows")
 
 
+def test_produce_csv_stream_with_a_stream_column_explains(files):
+    # `report` draws the one stream so chosen; `produce` would replay every stream of the column
+    sensors = s(files["sensors.csv"])
+    argv = ["--stream-column", "sensor", "--stream", "pump-7", "--endpoint", NOWHERE]
+    line = user_error("produce", "csv", sensors, *argv)
+    assert_says(line, "--stream names the rows of a file without --stream-column")
+
+
 @pytest.mark.parametrize(
     ("flags", "needles"),
     [
