@@ -153,6 +153,10 @@ def cell_number(cell: str, column: str, hint_stream_column: bool = False) -> flo
     try:
         return float(cell)
     except ValueError:
+        if not cell.strip():  # a reading missing there, not a column of ids
+            raise ValueError(
+                f"column {column!r} has an empty cell; a reading needs every value"
+            ) from None
         hint = f" (if it holds stream ids: --stream-column {column})" if hint_stream_column else ""
         raise ValueError(f"column {column!r} is not a number: {cell!r}{hint}") from None
 

@@ -408,6 +408,15 @@ def test_read_csv_names_the_file_and_line_of_a_bad_cell(tmp_path):
         read_csv(path, time_column="when")
 
 
+def test_read_csv_calls_an_empty_cell_a_missing_value_not_a_column_of_ids(tmp_path):
+    path = tmp_path / "gap.csv"
+    path.write_text("timestamp,value\n2020-01-01 00:00:00,1\n2020-01-01 00:05:00,\n")
+    with pytest.raises(ValueError) as caught:
+        read_csv(path)
+    assert "gap.csv:3: column 'value' has an empty cell" in str(caught.value)
+    assert "--stream-column" not in str(caught.value)
+
+
 def test_merge_interleaves_files_in_time_order():
     a = [Row(1.0, "a", (1.0,)), Row(3.0, "a", (3.0,))]
     b = [Row(2.0, "b", (2.0,)), Row(3.0, "b", (4.0,))]
