@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     module.add_arguments(parser)
     args = parser.parse_args(argv[1:])
-    if name != "serve":  # the daemon has its own orderly stop for both signals
+    if name != "serve":  # the daemon has its own orderly stop for these signals
         # `kill`, `timeout` or a service manager stops a tool with SIGTERM: end the run as Ctrl-C
         # does (a recording flushed, a producer's queue sent, the demo's daemon stopped) rather
         # than die where it stands.
