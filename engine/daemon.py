@@ -625,7 +625,7 @@ class Daemon:
                 **self.engine.stats(),
             }
         if cmd == "streams":
-            limit = request.get("limit", 1000)
+            limit = _field(request, "limit", 1000)
             if type(limit) is not int or limit < 0:
                 return {"ok": False, "error": "'limit' must be a non-negative integer"}
             streams = self.engine.streams()
@@ -687,7 +687,7 @@ class Daemon:
             # not read as "no path": that would swap to --model, with `reset` forgetting all
             error = "'path' must be a non-empty string (or nil for the daemon's model)"
             return {"ok": False, "error": error}
-        reset = request.get("reset", False)
+        reset = _field(request, "reset", False)
         if not isinstance(reset, bool):
             return {"ok": False, "error": "'reset' must be a bool"}
         try:
@@ -848,6 +848,13 @@ class Daemon:
             self._metrics_server.server_close()  # its listening socket
         if self._context is not None:
             self._context.term()
+
+
+def _field(request: dict, name: str, default: Any) -> Any:
+    """Return an optional field of a control request; nil counts as not given, as a client
+    that fills every field of its own request type sends it."""
+    value = request.get(name)
+    return default if value is None else value
 
 
 def _ipc_endpoint_in_use(endpoint: str) -> bool:

@@ -573,8 +573,10 @@ def test_streams_lists_live_streams_up_to_the_limit(daemon):
     daemon.until_fence(sub, producer)
     reply = daemon.control("streams", limit=100000)
     limited = daemon.control("streams", limit=1)
+    defaulted = daemon.control("streams", limit=None)  # nil is "not given": the default 1000
 
     assert set(names) <= set(reply["streams"])
+    assert defaulted["ok"] and defaulted["streams"] == reply["streams"][:1000]
     assert reply["count"] == len(reply["streams"]) == daemon.control("health")["streams"]
     assert limited["count"] == reply["count"] and len(limited["streams"]) == 1
 
@@ -698,6 +700,8 @@ def test_reload_keeps_states_for_same_shapes_and_needs_reset_for_another_hidden_
         assert "'path' must be a non-empty string" in not_a_path["error"]
         not_a_bool = own.control("reload", path=str(bigger_path), reset="yes")
         assert not_a_bool["ok"] is False and "'reset' must be a bool" in not_a_bool["error"]
+        nil_reset = own.control("reload", path=str(bigger_path), reset=None)  # as not given
+        assert nil_reset["ok"] is False and "--reset" in nil_reset["error"]
         producer.send("r", X[3])
         still = kinds(own.until_fence(sub, producer), "pred")
 
