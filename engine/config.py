@@ -156,7 +156,7 @@ def _coerce(name: str, kind: Any, value: Any, source: str) -> Any:
             return value
     except (TypeError, ValueError):
         pass
-    kind_name = "number" if kind in (int, float) else "string"
+    kind_name = {int: "whole number", float: "number"}.get(kind, "string")
     raise ValueError(f"{source}: {name} = {value!r} is not a valid {kind_name}")
 
 

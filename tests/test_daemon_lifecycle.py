@@ -651,6 +651,18 @@ def test_non_finite_float_settings_are_refused_from_every_layer(tmp_path, name, 
             pytest.fail(f"{name} = {text} from the {layer} was accepted")
 
 
+def test_a_fraction_for_a_whole_number_setting_is_refused_saying_a_whole_number(tmp_path):
+    # "max_streams = 1.5 is not a valid number" left the reader wondering what 1.5 was then
+    toml = tmp_path / "serve.toml"
+    toml.write_text("max_streams = 1.5\n")
+    with pytest.raises(ValueError, match=r"max_streams = 1.5 is not a valid whole number$"):
+        load_config(toml, env={})
+    with pytest.raises(ValueError, match=r"max_streams = '1.5' is not a valid whole number$"):
+        load_config(env={"RNNSTREAM_MAX_STREAMS": "1.5"})
+    with pytest.raises(ValueError, match=r"idle_timeout = 'soon' is not a valid number$"):
+        load_config(env={"RNNSTREAM_IDLE_TIMEOUT": "soon"})
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
