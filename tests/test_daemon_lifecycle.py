@@ -6,6 +6,7 @@ so clients can stay connected across the restart.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -14,6 +15,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import get_type_hints
 
@@ -181,22 +183,29 @@ def test_second_signal_exits_at_once_without_a_snapshot(tmp_path, model_path):
         assert not daemon.state_path.exists()
 
 
-def test_sigterm_under_sustained_load_still_stops_and_snapshots(tmp_path, model_path):
+@contextlib.contextmanager
+def _flooded(daemon: DaemonProcess) -> Iterator[None]:
+    """Keep batches of 200 readings flowing into a started daemon while the block runs."""
     stop = threading.Event()
+    flood = threading.Thread(target=_flood, args=(daemon.ingest, daemon.context, stop, 200))
+    flood.start()
+    try:
+        sub = daemon.subscriber(("pred.flood-0",), sync=False)
+        assert sub.recv(timeout=15) is not None, "the flood never got through"
+        yield
+    finally:
+        stop.set()
+        flood.join(10)
+
+
+def test_sigterm_under_sustained_load_still_stops_and_snapshots(tmp_path, model_path):
     with DaemonProcess(
         model_path, tmp_path / "state", endpoints=ipc_endpoints(ipc_dir(tmp_path))
     ) as daemon:
         daemon.start()
-        flood = threading.Thread(target=_flood, args=(daemon.ingest, daemon.context, stop, 200))
-        flood.start()
-        try:
-            sub = daemon.subscriber(("pred.flood-0",), sync=False)
-            assert sub.recv(timeout=15) is not None, "the flood never got through"
+        with _flooded(daemon):
             daemon.signal(signal.SIGTERM)
             code = daemon.wait(timeout=15)
-        finally:
-            stop.set()
-            flood.join(10)
         assert code == 0
         assert [r["why"] for r in records(daemon, "snapshot written")] == ["shutdown"]
 
@@ -206,23 +215,15 @@ def test_while_it_drains_at_shutdown_the_daemon_answers_probes_and_refuses_chang
 ):
     # A flood keeps intake busy, so the drain lasts up to DRAIN_LIMIT_S: a health probe then
     # got no reply at all and timed out.
-    stop = threading.Event()
     with DaemonProcess(
         model_path, tmp_path / "state", endpoints=ipc_endpoints(ipc_dir(tmp_path))
     ) as daemon:
         daemon.start()
-        flood = threading.Thread(target=_flood, args=(daemon.ingest, daemon.context, stop, 200))
-        flood.start()
-        try:
-            sub = daemon.subscriber(("pred.flood-0",), sync=False)
-            assert sub.recv(timeout=15) is not None, "the flood never got through"
+        with _flooded(daemon):
             assert daemon.control("shutdown") == {"ok": True, "status": "stopping"}
             health = daemon.control("health", timeout=2)
             reset = daemon.control("reset", stream="flood-0", timeout=2)
             again = daemon.control("shutdown", timeout=2)
-        finally:
-            stop.set()
-            flood.join(10)
         code = daemon.wait(timeout=15)
 
         assert health["ok"] and health["status"] == "stopping"
