@@ -43,6 +43,14 @@ class Subscriber:
         client_public_key: KeyLike | None = None,
         client_secret_key: KeyLike | None = None,
     ) -> None:
+        # A str is itself an iterable of str: taken as a collection, "alert." would subscribe
+        # to "a", "l", "e", ... (and so to errors), and exact_streams="pump-7" would keep nothing.
+        if isinstance(topics, str | bytes):
+            raise TypeError(f"topics must be a collection of prefixes, e.g. ({topics!r},)")
+        if isinstance(exact_streams, str | bytes):
+            raise TypeError(
+                f"exact_streams must be a collection of stream ids, e.g. [{exact_streams!r}]"
+            )
         self.endpoint = endpoint
         self.exact_streams = None if exact_streams is None else frozenset(exact_streams)
         self.malformed = 0

@@ -151,6 +151,19 @@ def test_exact_streams_cut_batches_down_to_the_wanted_rows(pub, context):
         assert sub.recv(timeout=0.3) is None
 
 
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"topics": "alert."}, {"topics": b"alert."}, {"exact_streams": "pump-7"}],
+    ids=["topics-str", "topics-bytes", "exact-streams-str"],
+)
+def test_subscriber_refuses_one_string_where_a_collection_is_meant(pub, context, kwargs):
+    # Taken letter by letter, topics="alert." would subscribe to "e" and so yield errors, and
+    # exact_streams="pump-7" would keep only streams named "p", "u", ...
+    _, endpoint = pub
+    with pytest.raises(TypeError, match="collection"):
+        Subscriber(endpoint, context=context, **kwargs)
+
+
 def test_subscriber_skips_and_counts_malformed_publications(pub, context):
     sock, endpoint = pub
     with Subscriber(endpoint, ("pred.",), context=context) as sub:
