@@ -918,12 +918,14 @@ def _values_list(values: Any) -> list:
         return values.astype(np.float64, copy=False).ravel().tolist()
     if isinstance(values, int | float) and not isinstance(values, bool):
         return [values]
+    if isinstance(values, np.number):  # one value of a numpy array: np.float32 is no float
+        return [values.item()]
     return [v.item() if isinstance(v, np.generic) else v for v in values]
 
 
 def encode_reading(
     stream: str,
-    values: Sequence[float] | np.ndarray | float,
+    values: Sequence[float] | np.ndarray | float | np.number,
     *,
     seq: int | None = None,
     ts: float | None = None,

@@ -83,7 +83,7 @@ class Producer:
     def send(
         self,
         stream: str,
-        values: Sequence[float] | np.ndarray | float,
+        values: Sequence[float] | np.ndarray | float | np.number,
         ts: float | None = None,
         *,
         reset: bool = False,

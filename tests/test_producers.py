@@ -64,6 +64,17 @@ def test_producer_send_numbers_each_stream_from_one(pull, context):
     np.testing.assert_array_equal(readings[1].values, [[3.0, 4.0]])
 
 
+def test_producer_send_takes_one_value_as_any_numpy_scalar_for_a_one_input_model(pull, context):
+    # what iterating a 1-D array of a univariate series gives: np.float32 is not a Python float
+    sock, endpoint = pull
+    values = [np.float32(1.5), np.float64(2.5), np.int64(3), np.array([4.5], np.float32)[0]]
+    with Producer(endpoint, context=context, linger=0) as producer:
+        assert [producer.send("a", value) for value in values] == [1, 2, 3, 4]
+        got = [protocol.decode_ingest(receive(sock), 1) for _ in values]
+    assert all(rejections == [] for _, rejections in got)
+    assert [readings.values[0, 0] for readings, _ in got] == [1.5, 2.5, 3.0, 4.5]
+
+
 def test_producer_forgets_an_ended_stream_so_it_starts_again_at_seq_one(pull, context):
     sock, endpoint = pull
     x = np.zeros((3, 2), np.float32)
