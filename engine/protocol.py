@@ -978,6 +978,11 @@ def encode_batch(
         msg["reset"] = [bool(f) for f in reset]
     if end is not None:
         msg["end"] = [bool(f) for f in end]
+    # The daemon drops a batch with a column of another length whole: say so before sending.
+    for name in ("seq", "ts", "reset", "end"):
+        column = msg.get(name)
+        if type(column) is list and len(column) != len(streams):
+            raise ValueError(f"{name} has {len(column)} entries for {len(streams)} streams")
     return _packer().pack(msg)
 
 

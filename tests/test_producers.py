@@ -106,6 +106,23 @@ def test_producer_send_many_gives_per_row_consecutive_seqs(pull, context):
     np.testing.assert_array_equal(readings.values, x)
 
 
+@pytest.mark.parametrize("column", ["ts", "reset", "end"])
+def test_producer_send_many_refuses_a_column_of_another_length_before_sending(
+    pull, context, column
+):
+    # The daemon drops such a batch whole (an `error` publication only): refuse it here, with
+    # nothing sent and no seq used up, so a corrected retry is numbered as if it were the first.
+    sock, endpoint = pull
+    short = {"ts": [1.0], "reset": [False], "end": [False]}[column]
+    with Producer(endpoint, context=context, linger=0) as producer:
+        with pytest.raises(ValueError, match=f"{column} has 1 entries for 2 streams"):
+            producer.send_many(["a", "b"], [[1.0], [2.0]], **{column: short})
+        assert producer.last_seq("a") == 0 and producer.sent_messages == 0
+        assert producer.send_many(["a", "b"], [[1.0], [2.0]], **{column: short * 2}) == [1, 1]
+        readings, rejections = protocol.decode_ingest(receive(sock), 1)
+    assert rejections == [] and readings.seq_list() == [1, 1]
+
+
 def send_until_it_goes(send, *args, timeout: float = TIMEOUT_MS / 1000):
     """Call `send(*args)` again while it raises zmq.Again (the queue is full); return its result."""
     deadline = time.monotonic() + timeout
