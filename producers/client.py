@@ -27,7 +27,8 @@ class Producer:
     what keeps readings from the daemon (nothing listening, a refused CURVE key, ...). Once the
     daemon has refused the connection libzmq may drop it for good, and then `send` blocks at
     once: give a `send_timeout` and ask `connection_problem` on `zmq.Again`, as `rnnstream
-    produce` does.
+    produce` does. `max_message_bytes` is the daemon's `--max-message-bytes`: ZeroMQ drops a
+    bigger message, and what was queued behind it, without a word, so `send_many` refuses one.
     """
 
     def __init__(
@@ -38,6 +39,7 @@ class Producer:
         hwm: int = 100_000,
         linger: float = 5.0,
         send_timeout: float | None = None,
+        max_message_bytes: int = protocol.DEFAULT_MAX_FRAME_BYTES,
         server_public_key: KeyLike | None = None,
         client_public_key: KeyLike | None = None,
         client_secret_key: KeyLike | None = None,
@@ -54,6 +56,7 @@ class Producer:
         # None when readings were left in a queue ZeroMQ does not count.
         self.lost_readings: int | None = 0
         self._linger = linger
+        self._max_message_bytes = max_message_bytes
         self._left_unsent: ConnectionProblem | None = None
         socket = self._context.socket(zmq.PUSH)
         watch = None
@@ -131,7 +134,8 @@ class Producer:
 
         Each row gets the next seq of its stream (a stream repeated in one call gets consecutive
         seqs, in row order). `ts` is one time for all rows or one per row; default now. A stream
-        whose last row here has `end` is forgotten afterwards, as in `send`.
+        whose last row here has `end` is forgotten afterwards, as in `send`. A message over
+        `max_message_bytes` raises ValueError, sending nothing: send its rows in smaller parts.
         """
         streams = list(streams)
         last = self._seq.get
@@ -152,6 +156,12 @@ class Producer:
             reset=reset,
             end=end,
         )
+        if len(frame) > self._max_message_bytes:
+            raise ValueError(
+                f"{len(streams)} readings make a message of {len(frame)} bytes, over the "
+                f"daemon's limit of {self._max_message_bytes} (--max-message-bytes): send them "
+                "in smaller parts"
+            )
         self._socket.send(frame, copy=False)
         # counted only once sent, as in `send`; a repeated stream's last (highest) seq wins
         self._seq.update(zip(streams, seqs, strict=True))

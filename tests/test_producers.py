@@ -123,6 +123,19 @@ def test_producer_send_many_refuses_a_column_of_another_length_before_sending(
     assert rejections == [] and readings.seq_list() == [1, 1]
 
 
+def test_producer_send_many_refuses_a_message_over_the_daemons_size_limit(pull, context):
+    # ZeroMQ would disconnect the producer and drop the message, with no error anywhere
+    sock, endpoint = pull
+    over = np.zeros((2, protocol.DEFAULT_MAX_FRAME_BYTES // 8 + 1), np.float32)
+    with Producer(endpoint, context=context, linger=0) as producer:
+        with pytest.raises(ValueError, match="over the daemon's limit of 16777216"):
+            producer.send_many(["a", "b"], over)
+        assert producer.last_seq("a") == 0 and producer.sent_messages == 0
+        assert producer.send_many(["a", "b"], over[:, :-8]) == [1, 1]  # just under: sent
+        readings, rejections = protocol.decode_ingest(receive(sock), over.shape[1] - 8)
+    assert rejections == [] and readings.seq_list() == [1, 1]
+
+
 def send_until_it_goes(send, *args, timeout: float = TIMEOUT_MS / 1000):
     """Call `send(*args)` again while it raises zmq.Again (the queue is full); return its result."""
     deadline = time.monotonic() + timeout
