@@ -29,6 +29,13 @@ class Producer:
     once: give a `send_timeout` and ask `connection_problem` on `zmq.Again`, as `rnnstream
     produce` does. `max_message_bytes` is the daemon's `--max-message-bytes`: ZeroMQ drops a
     bigger message, and what was queued behind it, without a word, so `send_many` refuses one.
+
+    Send each stream's readings through one long-lived Producer. Two numbering the same stream
+    give the same seqs, and the daemon drops the later as duplicates; a new Producer's seq 1 is
+    taken for a restarted producer, except after a stream's only reading, so a program that
+    sends one reading of a stream per run loses every run's but the first. A Producer is not
+    thread-safe (nor is its ZeroMQ socket: shared, it can abort the process): give each thread
+    its own, sharing a `context` if you like.
     """
 
     def __init__(
