@@ -32,8 +32,7 @@ class Producer:
 
     Send each stream's readings through one long-lived Producer. Two numbering the same stream
     give the same seqs, and the daemon drops the later as duplicates; a new Producer's seq 1 is
-    taken for a restarted producer, except after a stream's only reading, so a program that
-    sends one reading of a stream per run loses every run's but the first. A Producer is not
+    taken for a restarted producer (the stream's count starts afresh). A Producer is not
     thread-safe (nor is its ZeroMQ socket: shared, it can abort the process): give each thread
     its own, sharing a `context` if you like.
     """

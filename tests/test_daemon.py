@@ -446,17 +446,16 @@ def test_duplicate_and_old_seq_are_dropped_and_counted(daemon, model):
     assert reject_delta(before, after) == Counter({"duplicate": 3})
 
 
-def test_seq_1_after_higher_seqs_is_a_restarted_producer_but_a_resent_1_is_a_duplicate(
-    daemon, model
-):
+def test_seq_1_always_starts_afresh_and_an_older_seq_is_a_duplicate(daemon, model):
+    # seq 1 after seq 1 too: a program sending one reading a run sends nothing else
     s = unique("restart")
     sub = daemon.subscriber(("pred.", "error"))
     push = daemon.push()
-    for seq in (1, 1, 2, 3, 1, 2):
+    for seq in (1, 1, 2, 3, 2, 1, 2):
         push.send(reading(s, GOOD, seq=seq))
     got = daemon.until_fence(sub, push)
 
-    assert [p["seq"] for p in kinds(got, "pred")] == [1, 2, 3, 1, 2]
+    assert [p["seq"] for p in kinds(got, "pred")] == [1, 1, 2, 3, 1, 2]
     assert [(e["reason"], e["stream"]) for e in kinds(got, "error")] == [("duplicate", s)]
 
 
@@ -907,8 +906,8 @@ def test_stats_and_the_metrics_page_agree_and_no_counter_goes_down_across_comman
         push = proc.push()
         streams = [unique("agree") for _ in range(6)]  # over --max-streams: LRU evictions
         for i, s in enumerate(streams):
-            push.send(reading(s, GOOD, seq=1, ts=time.time()))
-            push.send(reading(s, GOOD, seq=3 if i % 2 else 1, ts=time.time()))  # a gap, a dup
+            push.send(reading(s, GOOD, seq=2, ts=time.time()))
+            push.send(reading(s, GOOD, seq=4 if i % 2 else 2, ts=time.time()))  # a gap, a dup
         push.send(reading(streams[0], [math.nan, 0.0, 0.0]))
         push.send(b"\xc1 not msgpack")
         proc.until_fence(sub, push)

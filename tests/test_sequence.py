@@ -20,7 +20,7 @@ def reference_check(
             keep.append(True)
             continue
         prev = last.get(stream)
-        if prev is None or (seq == 1 and prev > 1):  # new, or a restarted producer
+        if prev is None or seq == 1:  # new, or a restarted producer
             last[stream] = seq
             keep.append(True)
             continue
@@ -107,3 +107,11 @@ def test_a_snapshot_without_seqs_restores_with_none_seen(tmp_path):
     back = StreamEngine.restore(tmp_path / "old.npz", e.model)
     np.testing.assert_array_equal(back.state_of("a")["h"], e.state_of("a")["h"])
     assert back.process(["a"], rows(1), seq=[5]).kept is None
+
+
+def test_seq_1_starts_afresh_even_after_a_streams_only_reading():
+    # A program that sends one reading a run (a cron job) sends nothing but seq 1: taken for a
+    # re-sent first reading, every run's reading but the first was dropped as a duplicate.
+    e = StreamEngine(Model.random("gru", 1, 4, seed=0))
+    runs = [e.process(["pump-8"], np.full((1, 1), v, np.float32), seq=[1]) for v in (1.0, 2.0)]
+    assert [r.kept for r in runs] == [None, None]  # nothing dropped

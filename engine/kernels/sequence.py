@@ -16,9 +16,10 @@ def check_sequence(slots, seq, last_plus_one, keep):
     """Mark keep[r] for rows to step, in row order; return (duplicates, gaps).
 
     Row r's seq is a duplicate when it is not after its stream's last, except that seq 1
-    after a last seq over 1 starts afresh (a restarted producer counts from 1 again; a re-sent
-    first reading is still a duplicate); a forward jump past last + 1 is a gap. Kept rows' seqs
-    become their streams' last.
+    always starts afresh: a restarted producer counts from 1 again, and one that sends a single
+    reading a run (a cron job) sends nothing but seq 1, which taken for a re-sent first reading
+    lost every run's reading but the first. A forward jump past last + 1 is a gap. Kept rows'
+    seqs become their streams' last.
     """
     duplicates = 0
     gaps = 0
@@ -28,7 +29,7 @@ def check_sequence(slots, seq, last_plus_one, keep):
         if s < 0:
             continue
         last = last_plus_one[slots[r]] - 1
-        if last >= 0 and not (s == 1 and last > 1):
+        if last >= 0 and s != 1:
             if s <= last:
                 keep[r] = False
                 duplicates += 1
