@@ -382,25 +382,26 @@ class StateTable:
         excess = 0 if self.max_streams is None else len(self) - self.max_streams
         if excess <= 0:
             return 0
-        oldest = np.argpartition(self.last_used, excess - 1)[:excess]  # free slots are +inf
-        self._evicting(oldest)
-        self._release_slots(oldest)
-        self.evictions += excess
-        self.evicted_lru += excess
+        evicted = self._evict_oldest(excess)
         self._shrink_if_sparse()
-        return excess
+        return evicted
 
     def _evict_least_recent(self) -> None:
         """Free the least recently used streams, 1/LRU_EVICTION_SHARE of max_streams (at least
         one). Streams a batch is using carry last_used +inf meanwhile and are never chosen."""
         assert self.max_streams is not None
-        count = min(max(1, self.max_streams // LRU_EVICTION_SHARE), len(self.last_used))
+        self._evict_oldest(min(max(1, self.max_streams // LRU_EVICTION_SHARE), len(self.last_used)))
+
+    def _evict_oldest(self, count: int) -> int:
+        """Evict up to `count` least recently used streams, counted as LRU evictions; return how
+        many went. Free slots, and streams shielded with last_used +inf, are never chosen."""
         oldest = np.argpartition(self.last_used, count - 1)[:count]
         oldest = oldest[np.isfinite(self.last_used[oldest])]
         self._evicting(oldest)
         victims = self._release_slots(oldest)
         self.evictions += len(victims)
         self.evicted_lru += len(victims)
+        return len(victims)
 
     def _evicting(self, slots: np.ndarray) -> None:
         if self.on_evict is not None and slots.size:
