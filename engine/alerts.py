@@ -71,6 +71,13 @@ class ClosedAlert:
     opened_ts: float  # ts of the opening reading (NaN if unknown)
 
 
+def check_open_level(level: float) -> None:
+    """Raise ValueError unless `level` can be an alert open level, global or a stream's own:
+    in (0, 1] (NaN is not)."""
+    if not 0.0 < level <= 1.0:
+        raise ValueError(f"alert level must be in (0, 1], got {level}")
+
+
 @dataclass(frozen=True)
 class AlertPolicy:
     """Levels and timing of alerts; levels are anomaly scores in [0, 1], times in readings.

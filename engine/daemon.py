@@ -30,7 +30,14 @@ import numpy as np
 import zmq
 
 from engine import protocol
-from engine.alerts import EVENT_CLOSE, EVENT_OPEN, AlertPolicy, ClosedAlert, CloseReason
+from engine.alerts import (
+    EVENT_CLOSE,
+    EVENT_OPEN,
+    AlertPolicy,
+    ClosedAlert,
+    CloseReason,
+    check_open_level,
+)
 from engine.config import ServeConfig, add_config_arguments, config_from_args
 from engine.logs import RateLimitedLog, log, setup_logging
 from engine.metrics import Metrics, registry_for
@@ -654,11 +661,11 @@ class Daemon:
         level = request.get("level")
         if level is not None and (isinstance(level, bool) or not isinstance(level, int | float)):
             return {"ok": False, "error": "threshold needs a numeric 'level' (or nil to unset)"}
-        if level is not None and not 0 < level <= 1:  # also refuses NaN
-            # here, not left to the alert policy: that names the close level, which none sent
-            return {"ok": False, "error": f"alert level must be in (0, 1], got {level}"}
         stream = request.get("stream")
         try:
+            if level is not None:
+                # here, not left to the alert policy: that names the close level, none sent
+                check_open_level(level)
             if stream is None:
                 if level is None:
                     return {"ok": False, "error": "a global threshold needs a 'level'"}

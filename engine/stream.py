@@ -25,6 +25,7 @@ from engine.alerts import (
     AlertPolicy,
     ClosedAlert,
     CloseReason,
+    check_open_level,
     count_open,
 )
 from engine.anomaly import AnomalyScorer, AnomalySpec, norm_to_planar
@@ -456,8 +457,8 @@ class StreamEngine:
         """
         if self.anomaly is None:
             raise ValueError("this model does not score anomalies, so it has no alerts")
-        if level is not None and not 0.0 < level <= 1.0:
-            raise ValueError(f"alert level must be in (0, 1], got {level}")
+        if level is not None:
+            check_open_level(level)
         slot = self._table.slot_of.get(stream)
         if slot is None:
             return False
